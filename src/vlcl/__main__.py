@@ -1,0 +1,3 @@
+from vlcl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The ``vlcl`` command line: run, pretrain, methods, benchmarks.
+
+Every user error ends as one line ``vlcl: error: ...`` on stderr and a
+non-zero exit status (2 for bad input, 1 for a failure during the run);
+nothing already written is touched before the input has been validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from vlcl.config import ConfigError, RunConfig, config_to_dict, dump_config, load_config, read_yaml, build_config, parse_override
+from vlcl.data.benchmark import UnknownBenchmarkError
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
+    config_path, overrides = None, []
+    for i, item in enumerate(items):
+        if "=" in item and not item.endswith((".yaml", ".yml")):
+            overrides.append(item)
+        elif i == 0:
+            config_path = item
+        else:
+            raise CliError(f"unexpected argument '{item}': expected KEY=VALUE overrides after the config file")
+    return config_path, overrides
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise CliError(f"{run_dir}: not a vlcl run directory (no config.yaml)")
+    saved = build_config(read_yaml(saved_path), str(saved_path))
+    if overrides:
+        changed = load_config(saved_path, overrides)
+        differing = _config_diff(config_to_dict(saved), config_to_dict(changed))
+        if differing:
+            raise CliError(f"--resume {run_dir}: overrides change the run's config at {', '.join(differing)}; start a new run instead")
+    return saved
+
+
+def _validate_names(config: RunConfig) -> None:
+    """Fail on an unknown method/option/benchmark before any file is written."""
+    from vlcl.data.benchmark import benchmark_builder
+    from vlcl.data.registry import build_benchmark  # noqa: F401  (registers the benchmarks)
+    from vlcl.methods import create_method
+
+    create_method(config.method.name, config.method.options())
+    benchmark_builder(config.data.benchmark)
+
+
+def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CliError(f"{run_dir}: exists and is not a directory")
+    occupied = run_dir.exists() and any(run_dir.iterdir())
+    if occupied and not resume:
+        if not overwrite:
+            raise CliError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
+        if not (run_dir / "config.yaml").is_file():
+            raise CliError(f"{run_dir}: --overwrite refuses to delete a directory that is not a vlcl run (no config.yaml)")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CliError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vlcl.config import config_to_dict  # noqa: F401
+    from vlcl.engine.checkpoint import atomic_write_text
+    from vlcl.engine.loop import ContinualRunner
+    from vlcl.report import render_console
+
+    if args.resume:
+        if args.overwrite or args.output:
+            raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise CliError(f"{run_dir}: run directory to resume not found")
+        config_path, overrides = _split_run_args(args.items)
+        if config_path:
+            raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
+        config = _resume_config(run_dir, overrides)
+    else:
+        config_path, overrides = _split_run_args(args.items)
+        config = load_config(config_path, overrides)
+        run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
+    _validate_names(config)
+    _prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    if not args.resume:
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    console = Console(stderr=True)
+    console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark} -> {run_dir}")
+    results = ContinualRunner(config, run_dir, console).run()
+    render_console(results, Console())
+    print(f"results: {run_dir / 'results.json'}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from vlcl.pretrain import PretrainSettings, pretrain
+
+    settings = PretrainSettings()
+    for item in args.overrides:
+        key, value = parse_override(item)
+        if not hasattr(settings, key):
+            raise CliError(f"unknown pretrain setting '{key}'; valid: {', '.join(vars(settings))}")
+        setattr(settings, key, type(getattr(settings, key))(value))
+    stats = pretrain(args.output, settings)
+    print(f"pretrained model written to {args.output} ({stats['steps']} steps, {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f})")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from vlcl.methods import list_methods, method_class
+
+    for name in list_methods():
+        print(f"{name:12s} {method_class(name).description}")
+    return 0
+
+
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    from vlcl.data.benchmark import list_benchmarks
+    from vlcl.data.registry import build_benchmark  # noqa: F401
+
+    for name, description in list_benchmarks().items():
+        print(f"{name:12s} {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlcl", description="Continual learning of CLIP models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a method through a benchmark's task sequence")
+    run.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [KEY=VALUE ...]")
+    run.add_argument("-o", "--output", help="run directory (default: <output_dir>/<name>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run after its last complete stage")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run.set_defaults(func=cmd_run)
+    pre = sub.add_parser("pretrain", help="reproduce the small CLIP shipped with vlcl")
+    pre.add_argument("-o", "--output", required=True, help="output model directory")
+    pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.pretrain.PretrainSettings")
+    pre.set_defaults(func=cmd_pretrain)
+    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
+    sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlcl.engine.train import NonFiniteLossError
+    from vlcl.methods.registry import UnknownMethodError
+    from vlcl.models.loading import ModelLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        message, code = str(exc), exc.code
+    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError) as exc:
+        message, code = str(exc), EXIT_BAD_INPUT
+    except NonFiniteLossError as exc:
+        message, code = str(exc), EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        message, code = "interrupted; resume with --resume RUN_DIR", 130
+    print(f"vlcl: error: {message}", file=sys.stderr)
+    return code

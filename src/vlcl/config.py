@@ -1,0 +1,207 @@
+"""Typed run configuration: YAML file + dotted ``key=value`` overrides.
+
+Every section is a pydantic model with ``extra="forbid"`` so that a typo is an
+error naming the key and the valid choices, never a silently ignored setting.
+The ``method`` section is open: its extra keys are the chosen method's options
+and are validated by the method registry (see :mod:`vlcl.methods`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str = "embedded"
+    """``embedded`` (the small CLIP shipped with vlcl), a local Hugging Face directory, or a hub id."""
+    local_files_only: bool = True
+    """Never touch the network unless this is switched off explicitly."""
+
+
+class DataConfig(_Section):
+    benchmark: str = "embedded"
+    tasks: list[str] | None = None
+    """Subset / order of the benchmark's tasks; ``None`` = the benchmark's own order."""
+    seed: int = 0
+    """Seed of the data itself (procedural world, random splits); independent of the training seed."""
+    train_scale: float = Field(1.0, gt=0)
+    """Multiplies every task's training-set size (quick runs and tests use < 1)."""
+    test_images: int | None = Field(None, ge=10)
+    """Override the number of test images per retrieval set."""
+    zeroshot_per_class: int | None = Field(None, ge=1)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-4, gt=0)
+    """Learning rate of the vision tower (and of everything that is not the text tower)."""
+    text_lr: float | None = Field(None, gt=0)
+    """Learning rate of the text tower; ``None`` = same as ``lr``."""
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of each task's steps spent in linear warm-up before the cosine decay."""
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    max_steps_per_task: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(256, ge=1)
+    ks: list[int] = [1, 5, 10]
+    recall_convention: Literal["any", "diagonal"] = "any"
+    chunk_size: int = Field(1024, ge=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks) or 1 not in ks:
+            raise ValueError("expected a list of positive integers that contains 1")
+        return sorted(set(ks))
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = "finetune"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunConfig(_Section):
+    seed: int = 0
+    name: str | None = None
+    """Run name; default ``<benchmark>-<method>``. The run directory is ``output_dir/name``."""
+    output_dir: str = "runs"
+    threads: int | None = Field(None, ge=1)
+    """torch intra-op threads; ``None`` keeps torch's default."""
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    method: MethodConfig = MethodConfig()
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.data.benchmark}-{self.method.name}"
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    return {
+        name: field.annotation
+        for name, field in RunConfig.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+
+
+def _valid_keys(prefix: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in prefix:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return sorted(model.model_fields)
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        valid = _valid_keys(parent)
+        where = f"'{'.'.join(parent)}'" if parent else "the top level"
+        return (
+            f"{source}: unknown config key '{key}'{_suggest(loc[-1], valid)}; "
+            f"valid keys in {where}: {', '.join(valid)}"
+        )
+    value = first.get("input")
+    return f"{source}: invalid value for '{key}': {first['msg']} (got {value!r})"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override '{dotted}': empty component in a dotted key")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=3`` -> ("train.epochs", 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, for example train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def build_config(tree: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults < YAML file < ``key=value`` overrides, validated once at the end."""
+    tree = read_yaml(path) if path is not None else {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    source = str(path) if path is not None else "config"
+    return build_config(tree, source)
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    data["method"] = {"name": config.method.name, **config.method.options()}
+    return data
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,90 @@
+"""The evaluation protocol of one stage: retrieval, zero-shot classification, alignment.
+
+For every retrieval set (each task's test split and every held-out set):
+recall@K in both directions and the alignment diagnostics. For every
+zero-shot set: top-1, top-5 and mean per-class recall with template-averaged
+class embeddings. Captions are tokenised once per run and reused at every
+stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from transformers import CLIPModel
+
+from vlcl.config import EvalConfig
+from vlcl.data.benchmark import Benchmark, ClassificationSet, RetrievalSet
+from vlcl.metrics import alignment_diagnostics, retrieval_recall, zeroshot_accuracy, zeroshot_classifier
+from vlcl.models.encode import encode_images, encode_token_batches, tokenize
+from vlcl.models.preprocess import ImagePreprocessor
+
+Progress = Callable[[str], None]
+
+
+def mean_recall_at_1(recall: dict[str, float]) -> float:
+    """The headline retrieval number: mean of image->text and text->image R@1."""
+    return (recall["i2t_R@1"] + recall["t2i_R@1"]) / 2
+
+
+class Evaluator:
+    def __init__(self, benchmark: Benchmark, tokenizer, preprocess: ImagePreprocessor, context_length: int, config: EvalConfig):
+        self.benchmark = benchmark
+        self.preprocess = preprocess
+        self.config = config
+        self._tokens = {s.name: tokenize(tokenizer, s.captions, context_length) for s in benchmark.retrieval_sets()}
+        self._prompt_tokens = {
+            z.name: tokenize(tokenizer, [p for prompts in z.prompts() for p in prompts], context_length)
+            for z in benchmark.zeroshot
+        }
+
+    def _images(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(images), self.config.batch_size):
+            pixels = self.preprocess.normalize_uint8(images[start : start + self.config.batch_size])
+            chunks.append(encode_images(model, pixels, self.config.batch_size))
+        return torch.cat(chunks)
+
+    def retrieval(self, model: CLIPModel, dataset: RetrievalSet) -> dict[str, dict[str, float]]:
+        image_features = self._images(model, dataset.images)
+        ids, mask = self._tokens[dataset.name]
+        text_features = encode_token_batches(model, ids, mask, self.config.batch_size)
+        recall = retrieval_recall(
+            image_features,
+            text_features,
+            dataset.text_to_image,
+            ks=tuple(self.config.ks),
+            convention=self.config.recall_convention,
+            chunk_size=self.config.chunk_size,
+        )
+        recall["mean_R@1"] = mean_recall_at_1(recall)
+        alignment = alignment_diagnostics(image_features, text_features, dataset.text_to_image)
+        return {"retrieval": recall, "alignment": alignment}
+
+    def classification(self, model: CLIPModel, dataset: ClassificationSet) -> dict[str, float]:
+        image_features = self._images(model, dataset.images)
+        ids, mask = self._prompt_tokens[dataset.name]
+        prompts = encode_token_batches(model, ids, mask, self.config.batch_size)
+        classifier = zeroshot_classifier(prompts.view(len(dataset.classnames), len(dataset.templates), -1))
+        return zeroshot_accuracy(image_features, classifier, dataset.labels)
+
+    @torch.no_grad()
+    def evaluate(self, model: CLIPModel, progress: Progress | None = None) -> dict[str, dict]:
+        """All metrics of one stage, keyed by set name."""
+        was_training = model.training
+        model.eval()
+        result: dict[str, dict] = {"retrieval": {}, "alignment": {}, "zeroshot": {}}
+        for dataset in self.benchmark.retrieval_sets():
+            if progress:
+                progress(dataset.name)
+            metrics = self.retrieval(model, dataset)
+            result["retrieval"][dataset.name] = metrics["retrieval"]
+            result["alignment"][dataset.name] = metrics["alignment"]
+        for dataset in self.benchmark.zeroshot:
+            if progress:
+                progress(dataset.name)
+            result["zeroshot"][dataset.name] = self.classification(model, dataset)
+        model.train(was_training)
+        return result

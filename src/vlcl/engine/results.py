@@ -1,0 +1,100 @@
+"""Turn per-stage evaluations into the run's files: results.json and metrics.csv.
+
+Matrices follow the field's convention: row t = evaluation after stage t,
+column i = task i. The evaluation of the model before any training (the
+``pretrained`` row) is kept apart: it is what Transfer and PD compare with.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from vlcl.data.benchmark import Benchmark
+from vlcl.engine.checkpoint import atomic_write_json, atomic_write_text
+from vlcl.methods.base import Stage
+from vlcl.metrics import continual_summary, zeroshot_retention_summary
+
+RECALL_KEYS = ("mean_R@1", "i2t_R@1", "t2i_R@1")
+
+
+def _retrieval(record: dict[str, Any], set_name: str, key: str) -> float:
+    return record["metrics"]["retrieval"][set_name][key]
+
+
+def _is_continual(stages: list[Stage], num_tasks: int) -> bool:
+    """One stage per task, in order: the T x T matrix and its summary are defined."""
+    return len(stages) == num_tasks and all(s.task_indices == (i,) for i, s in enumerate(stages))
+
+
+def assemble_results(
+    *, config: dict, benchmark: Benchmark, stages: list[Stage], records: list[dict[str, Any]], wall_seconds: float, versions: dict
+) -> dict[str, Any]:
+    pretrained, trained = records[0], records[1:]
+    tasks = benchmark.task_names
+    heldout = [s.name for s in benchmark.heldout_retrieval]
+    matrices = {key: [[_retrieval(r, t, key) for t in tasks] for r in trained] for key in RECALL_KEYS}
+    complete = len(trained) == len(stages)
+    summary: dict[str, Any] = {"complete": complete, "definitions": "Last/Avg/Transfer: ZSCL; BWT; forgetting = max-minus-final (Mammoth); PD = pretrained - final"}
+    if trained:
+        if complete and _is_continual(stages, len(tasks)):
+            summary["retrieval"] = {key: continual_summary(m) for key, m in matrices.items()}
+        else:  # joint training or an unfinished run: only the last row is meaningful
+            summary["retrieval"] = {key: {"last": sum(m[-1]) / len(m[-1])} for key, m in matrices.items()}
+        summary["zeroshot_top1"] = {
+            z.name: zeroshot_retention_summary(
+                pretrained["metrics"]["zeroshot"][z.name]["top1"], [r["metrics"]["zeroshot"][z.name]["top1"] for r in trained]
+            )
+            for z in benchmark.zeroshot
+        }
+        summary["heldout_mean_R@1"] = {
+            h: zeroshot_retention_summary(_retrieval(pretrained, h, "mean_R@1"), [_retrieval(r, h, "mean_R@1") for r in trained])
+            for h in heldout
+        }
+        pds = [v["pd"] for v in summary["zeroshot_top1"].values()]
+        summary["zeroshot_mean_pd"] = sum(pds) / len(pds) if pds else None
+    return {
+        "config": config,
+        "benchmark": benchmark.name,
+        "method": config["method"]["name"],
+        "tasks": tasks,
+        "heldout_retrieval": heldout,
+        "zeroshot_sets": [z.name for z in benchmark.zeroshot],
+        "stage_names": [s.name for s in stages],
+        "pretrained": {
+            "R@1_row": {key: [_retrieval(pretrained, t, key) for t in tasks] for key in RECALL_KEYS},
+        },
+        "matrices": matrices,
+        "summary": summary,
+        "stages": records,
+        "timings": {
+            "wall_seconds_this_session": wall_seconds,
+            "train_seconds": round(sum(r["train"].get("seconds", 0.0) for r in records), 3),
+            "eval_seconds": round(sum(r["eval_seconds"] for r in records), 3),
+        },
+        "versions": versions,
+    }
+
+
+def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long format: one row per (stage, set, kind, metric)."""
+    rows = []
+    for record in results["stages"]:
+        for kind in ("retrieval", "alignment", "zeroshot"):
+            for set_name, values in record["metrics"][kind].items():
+                for metric, value in values.items():
+                    rows.append(
+                        {"stage_index": record["index"], "stage": record["name"], "set": set_name, "kind": kind, "metric": metric, "value": value}
+                    )
+    return rows
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "results.json", results)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["stage_index", "stage", "set", "kind", "metric", "value"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(metrics_rows(results))
+    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())

@@ -1,0 +1,22 @@
+"""Continual-learning methods, registered by name. ``create_method(name, options)`` builds one."""
+
+from vlcl.methods.base import LossOutput, Method, MethodOptions, ParameterGroup, RunContext, Stage, split_parameters
+from vlcl.methods.registry import UnknownMethodError, create_method, list_methods, method_class, register_method
+
+# Importing the modules registers the methods.
+from vlcl.methods import finetune, joint, zeroshot  # noqa: E402,F401
+
+__all__ = [
+    "LossOutput",
+    "Method",
+    "MethodOptions",
+    "ParameterGroup",
+    "RunContext",
+    "Stage",
+    "UnknownMethodError",
+    "create_method",
+    "list_methods",
+    "method_class",
+    "register_method",
+    "split_parameters",
+]

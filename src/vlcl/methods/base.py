@@ -1,0 +1,156 @@
+"""The ``Method`` interface: the only thing a continual-learning method implements.
+
+The engine owns the loop (data, optimiser, schedule, evaluation, checkpoints)
+and calls these hooks; a method owns the model it trains and whatever it keeps
+between tasks (an old model, a projector, Fisher information...). Every hook
+has a working default, so a method overrides only what its paper changes -
+fine-tuning overrides nothing.
+
+Order of calls for one run::
+
+    setup(model, context)
+    for stage in stages(task_names):
+        begin_task(stage)
+        for every optimisation step:
+            loss = training_loss(batch, step)          # engine calls backward
+            before_optimizer_step(step)                # gradient hook
+            (optimiser.step)
+            after_optimizer_step(step)
+        end_task(stage)
+        evaluation_model() -> evaluated and checkpointed with state_dict()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from transformers import CLIPModel
+
+from vlcl.losses import clip_loss
+from vlcl.models.encode import image_embeddings, text_embeddings
+
+
+class MethodOptions(BaseModel):
+    """Options of a method, given as ``method.<key>=value``; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the continual sequence: what to train on, and a display name."""
+
+    index: int
+    name: str
+    task_indices: tuple[int, ...]
+
+
+@dataclass
+class RunContext:
+    """What a method may need to know about the run it is part of."""
+
+    task_names: list[str]
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ParameterGroup:
+    """Parameters that share a learning rate; ``tower`` picks ``train.lr`` or ``train.text_lr``."""
+
+    params: list[torch.nn.Parameter]
+    tower: str  # "vision" or "text"
+    weight_decay: bool = True
+
+
+def split_parameters(model: torch.nn.Module) -> list[ParameterGroup]:
+    """Trainable parameters by tower, with gains, biases, embeddings' scale and logit_scale free of decay.
+
+    Follows open_clip: parameters with fewer than 2 dimensions (biases, norms,
+    the temperature) and embedding tables are not weight-decayed.
+    """
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        tower = "text" if ("text_model" in name or "text_projection" in name) else "vision"
+        decay = param.ndim >= 2 and "embedding" not in name
+        groups.setdefault((tower, decay), []).append(param)
+    return [ParameterGroup(params, tower, decay) for (tower, decay), params in sorted(groups.items())]
+
+
+class Method:
+    """Base class: full training of every parameter with the CLIP loss (that is, fine-tuning)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    trains: ClassVar[bool] = True
+    """False for methods that never update weights (zero-shot); the engine skips their training."""
+
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.model: CLIPModel | None = None
+        self.context: RunContext | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def setup(self, model: CLIPModel, context: RunContext) -> None:
+        self.model = model
+        self.context = context
+
+    def stages(self, task_names: list[str]) -> list[Stage]:
+        """One stage per task, in order. Joint training overrides this."""
+        return [Stage(i, name, (i,)) for i, name in enumerate(task_names)]
+
+    def begin_task(self, stage: Stage) -> None:
+        """Called before the first step of a stage."""
+
+    def end_task(self, stage: Stage) -> None:
+        """Called after the last step of a stage, before evaluation and the checkpoint."""
+
+    # -- optimisation ----------------------------------------------------------------
+    def parameter_groups(self) -> list[ParameterGroup]:
+        return split_parameters(self.model)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised (image, text) embeddings of a batch under the trained model."""
+        images = image_embeddings(self.model, batch["pixel_values"])
+        texts = text_embeddings(self.model, batch["input_ids"], batch["attention_mask"])
+        return images, texts
+
+    def logit_scale(self) -> torch.Tensor:
+        """The multiplier of cosine similarities (exp of the learnable temperature), capped at 100 as in CLIP."""
+        return self.model.logit_scale.exp().clamp(max=100.0)
+
+    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        images, texts = self.encode(batch)
+        loss = clip_loss(images, texts, self.logit_scale())
+        return LossOutput(loss, {"clip": float(loss.detach())})
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Gradient hook: gradients are populated and clipped; change them here (e.g. projection)."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after each optimiser step (e.g. for weight averaging)."""
+
+    # -- evaluation and state ----------------------------------------------------------
+    def evaluation_model(self) -> CLIPModel:
+        """The plain CLIPModel to evaluate and to save as this stage's checkpoint."""
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the evaluation model needed to resume: tensors and JSON values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method '{self.name}' keeps no state but the checkpoint has keys {sorted(state)}")

@@ -1,0 +1,55 @@
+"""Methods registered by name, behind one constructor (the timm pattern)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import ValidationError
+
+from vlcl.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+class UnknownMethodError(ValueError):
+    pass
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name '{cls.name}' registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UnknownMethodError(
+            f"unknown method '{name}'{hint}; valid choices for 'method.name': {', '.join(list_methods())}"
+        )
+    return _REGISTRY[name]
+
+
+def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
+    """Build a method from its name and its ``method.*`` options, validating the options."""
+    cls = method_class(name)
+    try:
+        parsed = cls.Options.model_validate(options or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "method." + ".".join(str(p) for p in first["loc"])
+        valid = sorted(cls.Options.model_fields)
+        if first["type"] == "extra_forbidden":
+            choices = ", ".join(valid) if valid else "none"
+            raise UnknownMethodError(f"unknown option '{key}' for method '{name}'; its options: {choices}") from None
+        raise UnknownMethodError(f"invalid value for '{key}': {first['msg']} (got {first.get('input')!r})") from None
+    return cls(parsed)

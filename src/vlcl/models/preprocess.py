@@ -1,0 +1,97 @@
+"""Image preprocessing with Pillow and torch only (no torchvision).
+
+CLIP's recipe: resize the shortest edge (bicubic), centre crop, scale to
+[0, 1], normalise with the checkpoint's mean/std. The sizes and statistics are
+read from the checkpoint's ``preprocessor_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    image_size: int
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    resize_shortest_edge: int | None = None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, image_size: int) -> "ImagePreprocessor":
+        """Read ``preprocessor_config.json`` if present; fall back to CLIP's statistics."""
+        path = Path(directory) / "preprocessor_config.json"
+        if not path.is_file():
+            return cls(image_size=image_size)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        crop = data.get("crop_size", image_size)
+        crop = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
+        size = data.get("size", crop)
+        size = size.get("shortest_edge", crop) if isinstance(size, dict) else int(size)
+        return cls(
+            image_size=int(crop),
+            mean=tuple(data.get("image_mean", OPENAI_MEAN)),
+            std=tuple(data.get("image_std", OPENAI_STD)),
+            resize_shortest_edge=int(size),
+        )
+
+    def to_config(self) -> dict:
+        """The ``preprocessor_config.json`` that CLIPImageProcessor understands."""
+        return {
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": self.resize_shortest_edge or self.image_size},
+            "do_center_crop": True,
+            "crop_size": {"height": self.image_size, "width": self.image_size},
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "do_convert_rgb": True,
+            "resample": 3,
+        }
+
+    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
+        image = image.convert("RGB")
+        target = self.resize_shortest_edge or self.image_size
+        width, height = image.size
+        if (width, height) != (target, target) or target != self.image_size:
+            scale = target / min(width, height)
+            new_size = (max(target, round(width * scale)), max(target, round(height * scale)))
+            if new_size != image.size:
+                image = image.resize(new_size, Image.BICUBIC)
+            left = (image.width - self.image_size) // 2
+            top = (image.height - self.image_size) // 2
+            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return image
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """One PIL image -> normalised float tensor [3, H, W]."""
+        array = np.asarray(self._resize_and_crop(image), dtype=np.uint8)
+        return self.normalize_uint8(array[None])[0]
+
+    def normalize_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A batch of uint8 [N, H, W, 3] images already at the model's size -> [N, 3, H, W].
+
+        The fast path for in-memory data sets such as the embedded benchmark.
+        """
+        batch = torch.as_tensor(images)
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images [N, H, W, 3], got shape {tuple(batch.shape)}")
+        if batch.shape[1] != self.image_size or batch.shape[2] != self.image_size:
+            raise ValueError(
+                f"images are {batch.shape[1]}x{batch.shape[2]} but the model expects "
+                f"{self.image_size}x{self.image_size}; use the preprocessor on PIL images"
+            )
+        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (batch - mean) / std

@@ -1,0 +1,73 @@
+"""Stage x task tables from a ``results.json`` dictionary (terminal and Markdown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def stage_rows(results: dict[str, Any], key: str = "mean_R@1") -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per evaluated stage; task columns, held-out R@1, zero-shot top-1."""
+    tasks, heldout, zs = results["tasks"], results["heldout_retrieval"], results["zeroshot_sets"]
+    header = ["after"] + tasks + [f"{h} (held out)" for h in heldout] + [f"{z} top1" for z in zs]
+    rows = []
+    for record in results["stages"]:
+        m = record["metrics"]
+        cells = [m["retrieval"][t][key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
+        cells += [m["zeroshot"][z]["top1"] for z in zs]
+        rows.append([record["name"]] + [_fmt(c) for c in cells])
+    return header, rows
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    summary = results["summary"]
+    rows = []
+    for name, value in summary.get("retrieval", {}).get("mean_R@1", {}).items():
+        rows.append((f"retrieval R@1 {name}", _fmt(value)))
+    for name, value in summary.get("zeroshot_top1", {}).items():
+        rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
+    for name, value in summary.get("heldout_mean_R@1", {}).items():
+        rows.append((f"{name} R@1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
+    return rows
+
+
+def render_console(results: dict[str, Any], console: Console) -> None:
+    header, rows = stage_rows(results)
+    table = Table(title=f"{results['method']} on {results['benchmark']}: R@1 (mean of image->text and text->image, %)")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    summary = Table(title="summary (Last/Avg/Transfer: ZSCL; forgetting: max minus final)")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for name, value in summary_rows(results):
+        summary.add_row(name, value)
+    console.print(summary)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    header, rows = stage_rows(results)
+    parts = [
+        f"### {results['method']} on {results['benchmark']}",
+        "",
+        "R@1 (mean of both directions, %), rows = evaluation after each stage:",
+        "",
+        markdown_table(header, rows),
+        "",
+        markdown_table(["metric", "value"], [list(r) for r in summary_rows(results)]),
+    ]
+    return "\n".join(parts) + "\n"
