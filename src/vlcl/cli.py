@@ -70,8 +70,11 @@ def _validate_names(config: RunConfig) -> None:
     from vlcl.data.registry import build_benchmark  # noqa: F401  (registers the benchmarks)
     from vlcl.methods import create_method
 
+    from vlcl.models.loading import resolve_model_path
+
     create_method(config.method.name, config.method.options())
     benchmark_builder(config.data.benchmark)
+    resolve_model_path(config.model.path)
 
 
 def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -94,7 +97,6 @@ def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vlcl.config import config_to_dict  # noqa: F401
     from vlcl.engine.checkpoint import atomic_write_text
     from vlcl.engine.loop import ContinualRunner
     from vlcl.report import render_console

@@ -1,0 +1,16 @@
+"""Evaluation metrics: retrieval recall, zero-shot accuracy, alignment, continual summaries."""
+
+from vlcl.metrics.alignment import alignment_diagnostics
+from vlcl.metrics.continual import continual_summary, performance_drop, zeroshot_retention_summary
+from vlcl.metrics.retrieval import retrieval_recall
+from vlcl.metrics.zeroshot import zeroshot_accuracy, zeroshot_classifier
+
+__all__ = [
+    "alignment_diagnostics",
+    "continual_summary",
+    "performance_drop",
+    "retrieval_recall",
+    "zeroshot_accuracy",
+    "zeroshot_classifier",
+    "zeroshot_retention_summary",
+]

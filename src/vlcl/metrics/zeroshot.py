@@ -1,0 +1,90 @@
+"""Zero-shot classification with prompt-ensembled class embeddings.
+
+Classifier (CLIP's prompt ensembling, Radford et al. 2021, as in
+CLIP_benchmark's ``zero_shot_classifier``): for class c with templates
+t = 1..T, w_c = normalise(mean_t normalise(e_{c,t})).
+
+Accuracy: image features are L2-normalised, logits = image @ classifier^T
+(the classifier is used as given: pass ``zeroshot_classifier``'s output).
+Ties are counted pessimistically: a sample is correct at top-k iff the number
+of OTHER classes whose logit is >= the true class's logit is < k, so a
+degenerate model with equal logits never scores 100%. Keys, in percent:
+
+* ``top1``;
+* ``top5``, only when there are more than 5 classes (with 5 or fewer every
+  sample is trivially correct at top-5, so the key is omitted);
+* ``mean_per_class_recall``: the mean, over the classes present in
+  ``labels``, of the top-1 recall within each class (robust to imbalance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vlcl.metrics.retrieval import _percent
+
+
+def zeroshot_classifier(class_template_features: torch.Tensor) -> torch.Tensor:
+    """[C, T, d] template embeddings -> [C, d] unit-norm class embeddings (float32)."""
+    if class_template_features.ndim != 3:
+        raise ValueError(f"expected [classes, templates, d] features, got shape {tuple(class_template_features.shape)}")
+    per_template = F.normalize(class_template_features.detach().float(), dim=-1)
+    return F.normalize(per_template.mean(dim=1), dim=-1)
+
+
+def _true_class_ranks(images: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Number of other classes whose logit is >= the true class's, per sample."""
+    ranks = []
+    for start in range(0, len(images), chunk_size):
+        logits = images[start : start + chunk_size] @ classifier.t()
+        target = labels[start : start + chunk_size, None]
+        at_least = logits >= logits.gather(1, target)
+        at_least.scatter_(1, target, False)  # the true class does not compete with itself
+        ranks.append(at_least.sum(1))
+    return torch.cat(ranks)
+
+
+def _check_labels(labels: torch.Tensor | Sequence[int], num_images: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != (num_images,):
+        raise ValueError(f"labels must have shape ({num_images},), got {tuple(labels.shape)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels lie in [{int(labels.min())}, {int(labels.max())}], outside [0, {num_classes - 1}]")
+    return labels.to(device=device, dtype=torch.long)
+
+
+def zeroshot_accuracy(
+    image_features: torch.Tensor,
+    classifier: torch.Tensor,
+    labels: torch.Tensor | Sequence[int],
+    *,
+    chunk_size: int = 4096,
+) -> dict[str, float]:
+    """Top-1, top-5 (more than 5 classes only) and mean per-class recall, in percent."""
+    if image_features.ndim != 2 or classifier.ndim != 2 or image_features.shape[1] != classifier.shape[1]:
+        raise ValueError(
+            f"expected image [N, d] and classifier [C, d], got {tuple(image_features.shape)} and {tuple(classifier.shape)}"
+        )
+    if len(image_features) == 0 or len(classifier) == 0:
+        raise ValueError(f"need at least one image and one class, got {len(image_features)} and {len(classifier)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    images = F.normalize(image_features.detach().float(), dim=-1)
+    weights = classifier.detach().float().to(images.device)
+    labels = _check_labels(labels, len(images), len(weights), images.device)
+
+    ranks = _true_class_ranks(images, weights, labels, chunk_size)
+    correct = ranks < 1
+    result = {"top1": _percent(correct)}
+    if len(weights) > 5:
+        result["top5"] = _percent(ranks < 5)
+    counts = torch.bincount(labels, minlength=len(weights)).double()
+    hits = torch.bincount(labels[correct], minlength=len(weights)).double()
+    present = counts > 0  # classes absent from the labels have no recall to average
+    result["mean_per_class_recall"] = 100.0 * (hits[present] / counts[present]).mean().item()
+    return result

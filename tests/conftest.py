@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny random CLIP in Hugging Face format, made in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+TINY_WORDS = "a an the of on in at and photo picture sketch red green blue yellow circle square triangle star left right top bottom two blue squares".split()
+
+
+def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size=16, patch_size=8, seed=0):
+    from vlcl.models.loading import ClipBundle, save_clip
+    from vlcl.models.preprocess import ImagePreprocessor
+    from vlcl.pretrain import PretrainSettings, build_random_clip
+
+    settings = PretrainSettings(seed=seed, width=width, layers=layers, heads=2, image_size=image_size, patch_size=patch_size, context_length=16, projection_dim=width)
+    if vocabulary != "world":
+        from vlcl.models.world_tokenizer import build_world_tokenizer
+        from transformers import CLIPConfig, CLIPModel
+
+        bundle = build_random_clip(settings)
+        tokenizer = build_world_tokenizer(TINY_WORDS, settings.context_length)
+        config = bundle.model.config
+        config.text_config.vocab_size = len(tokenizer)
+        torch.manual_seed(seed)
+        bundle = ClipBundle(CLIPModel(CLIPConfig(text_config=config.text_config.to_dict(), vision_config=config.vision_config.to_dict(), projection_dim=width)), tokenizer, ImagePreprocessor(image_size), "tiny")
+    else:
+        bundle = build_random_clip(settings)
+    save_clip(bundle, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

@@ -1,0 +1,66 @@
+import pytest
+
+from vlcl.config import ConfigError, config_to_dict, dump_config, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 3\ntrain:\n  epochs: 5\nmethod:\n  name: finetune\n")
+    config = load_config(path, ["train.epochs=2", "train.batch_size=16", "method.name=zeroshot", "seed=7"])
+    assert (config.seed, config.train.epochs, config.train.batch_size, config.method.name) == (7, 2, 16, "zeroshot")
+    assert config.run_name == "embedded-zeroshot"
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = load_config(None, ["method.name=finetune", "train.lr=0.001", "data.tasks=[sketch, counting]"])
+    path = tmp_path / "saved.yaml"
+    path.write_text(dump_config(config))
+    assert config_to_dict(load_config(path)) == config_to_dict(config)
+
+
+def test_unknown_key_names_key_and_choices():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.epoch=3"])
+    message = str(err.value)
+    assert "'train.epoch'" in message and "did you mean 'epochs'" in message and "batch_size" in message
+    assert "\n" not in message
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        load_config(None, ["trian.epochs=3"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("train.epochs=abc", "train.epochs"), ("train.epochs=0", "train.epochs"), ("train.lr=-1", "train.lr"),
+     ("eval.recall_convention=best", "eval.recall_convention"), ("seed=x", "seed")],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"invalid value for '{key}'"):
+        load_config(None, [override])
+
+
+def test_override_syntax():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="'seed' is a value"):
+        load_config(None, ["seed=1", "seed.x=1"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:.*line \d+.*malformed YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listy)
+
+
+def test_method_options_pass_through():
+    config = load_config(None, ["method.name=finetune", "method.alpha=0.5"])
+    assert config.method.options() == {"alpha": 0.5}
