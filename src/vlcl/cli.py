@@ -122,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark} -> {run_dir}")
     results = ContinualRunner(config, run_dir, console).run()
-    render_console(results, Console())
+    out = Console()
+    render_console(results, Console(width=max(out.width, 160)))
     print(f"results: {run_dir / 'results.json'}")
     return 0
 

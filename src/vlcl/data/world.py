@@ -38,6 +38,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -83,6 +84,7 @@ RELATION_POSITIONS: dict[str, tuple[str, str]] = {
     "below": ("bottom", "top"),
 }
 GENERIC_NOUNS = ("shape", "object", "something")  # "something" takes no article and goes first: "something red"
+GENERIC_ARTICLE_NOUNS = GENERIC_NOUNS[:2]
 GENERIC_PLURALS = ("shapes", "objects")
 CONNECTIVE_WORDS = ("a", "an", "and")
 
@@ -137,6 +139,7 @@ class CaptionNoise:
 
 
 TRAIN_CAPTION_NOISE = CaptionNoise()
+NO_CAPTION_NOISE = CaptionNoise(0.0, 0.0, 0.0, 0.0)  # test captions and descriptions: every attribute
 TEST_CAPTION_RETRIES = 20  # attempts per test caption to find a paraphrase not yet used for that image
 
 # ---------------------------------------------------------------------------
@@ -192,6 +195,10 @@ class Scene:
     relation: str | None = None
 
 
+Layout = Literal["positioned", "counting", "spatial"]
+Background = Literal["dark", "white", "grey"]  # keys of BACKGROUNDS
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """Everything that makes a domain: what is in its scenes, how they are phrased and drawn.
@@ -204,14 +211,14 @@ class DomainSpec:
 
     shapes: tuple[str, ...] = SHAPES_BASE
     colours: tuple[str, ...] = tuple(COLOURS)
-    layout: str = "positioned"
+    layout: Layout = "positioned"
     templates: tuple[str, ...] = BASE_TEMPLATES
     max_objects: int = 2  # objects (positioned) or groups (counting)
     max_count: int = 1  # copies per group
     textured: bool = False
-    background: str = "dark"  # key of BACKGROUNDS
+    background: Background = "dark"
     outline: bool = False
-    pixel_grid: int | None = None  # render at this many pixels square, palette-quantised, NEAREST upscale
+    pixel_grid: int | None = None  # point-sample to grid x grid, snap to the palette, NEAREST upscale
     noise_sigma: float = 0.0  # gaussian pixel noise at output resolution
     caption_noise: CaptionNoise = TRAIN_CAPTION_NOISE  # training captions; test captions use none
 
@@ -225,7 +232,7 @@ DOMAINS: dict[str, DomainSpec] = {
     "counting": DomainSpec(layout="counting", templates=COUNTING_TEMPLATES, max_count=4),
     "texture": DomainSpec(textured=True),
     "spatial": DomainSpec(layout="spatial"),
-    "pixel_art": DomainSpec(templates=PIXEL_TEMPLATES, pixel_grid=16),
+    "pixel_art": DomainSpec(templates=PIXEL_TEMPLATES, pixel_grid=16),  # at 8 every shape becomes a blob
     "grainy": DomainSpec(templates=GRAINY_TEMPLATES, background="grey", noise_sigma=25.0),
 }
 
@@ -249,6 +256,8 @@ def _random_object(spec: DomainSpec, rng: random.Random, position: str) -> World
 
 def _distinct_kinds(spec: DomainSpec, rng: random.Random, n: int) -> list[tuple[str, str]]:
     """``n`` distinct (shape, colour) pairs."""
+    if n > len(spec.shapes) * len(spec.colours):
+        raise ValueError(f"a domain with {len(spec.shapes)} shapes and {len(spec.colours)} colours has no {n} distinct kinds")
     kinds: list[tuple[str, str]] = []
     while len(kinds) < n:
         kind = (rng.choice(spec.shapes), rng.choice(spec.colours))
@@ -311,7 +320,8 @@ def _object_phrase(obj: WorldObject, rng: random.Random, noise: CaptionNoise, *,
     size = None if _chance(noise.drop_size, rng) else obj.size
     colour = None if _chance(noise.drop_colour, rng) else obj.colour
     position = obj.position if with_position and not _chance(noise.drop_position, rng) else None
-    noun = rng.choice(GENERIC_NOUNS) if _chance(noise.generic_shape, rng) else obj.shape
+    generic = GENERIC_NOUNS if obj.texture is None else GENERIC_ARTICLE_NOUNS  # "something" would lose the texture
+    noun = rng.choice(generic) if _chance(noise.generic_shape, rng) else obj.shape
     tail = [rng.choice(POSITION_PHRASES[position])] if position else []
     if noun == "something":
         return " ".join(["something", *([colour] if colour else []), *tail])
@@ -386,9 +396,6 @@ def _canonical(scene: Scene) -> Scene:
         first, second = scene.objects
         return replace(scene, objects=(second, first), relation=INVERSE_RELATION[scene.relation])
     return scene
-
-
-NO_CAPTION_NOISE = CaptionNoise(0.0, 0.0, 0.0, 0.0)
 
 
 def describe(scene: Scene) -> str:

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from vlcl.models.preprocess import ImagePreprocessor
+
+# transformers draws its own progress bars for every load/save; vlcl shows its own progress.
+hf_logging.disable_progress_bar()
 
 EMBEDDED_MODEL = "embedded"
 _PROBE_TEXTS = ("a red circle on the left", "two blue squares at the top")
