@@ -33,10 +33,11 @@ def test_diagonal_differs_from_any_on_multi_caption_data():
     # i2t: j=0 (e0 vs c0) rank 0; j=1..4 (e0 vs its own e2 caption, score 0) tie with every other
     #      score-0 caption and lose to c0: rank 9; j=5..9 (e1) tie with the 4 other e1 captions:
     #      rank 4 -> R@1 = 1/10, R@5 = 6/10.
-    # t2i: every caption ties with the 4 other copies of its image: rank >= 4 -> R@1 = 0;
-    #      c0, c5..c9 have exactly rank 4 -> R@5 = 6/10.
+    # t2i: copies of the caption's own image are not competitors. c0 and c5..c9 score 1 with their
+    #      image and 0 with the other image's copies: rank 0. c1..c4 (e2) score 0 everywhere and tie
+    #      with the 5 copies of image 1: rank 5 -> R@1 = R@5 = 6/10.
     recall = retrieval_recall(*five_caption_case(), ks=(1, 5), convention="diagonal")
-    assert recall == {"i2t_R@1": 10.0, "i2t_R@5": 60.0, "t2i_R@1": 0.0, "t2i_R@5": 60.0}
+    assert recall == {"i2t_R@1": 10.0, "i2t_R@5": 60.0, "t2i_R@1": 60.0, "t2i_R@5": 60.0}
 
 
 def test_identical_features_never_score_100():
@@ -94,8 +95,9 @@ def reference_recall(images, texts, text_to_image, ks, convention):
     images = torch.nn.functional.normalize(images.float(), dim=-1)
     texts = torch.nn.functional.normalize(texts.float(), dim=-1)
     owner = [int(i) for i in text_to_image]
+    source = list(range(len(images)))  # which original image each gallery row is
     if convention == "diagonal":
-        images, owner = images[owner], list(range(len(owner)))
+        images, source, owner = images[owner], owner, list(range(len(owner)))
     s = (images @ texts.t()).tolist()  # s[i][j], image i vs caption j
     i2t = []
     for i in range(len(images)):
@@ -103,7 +105,10 @@ def reference_recall(images, texts, text_to_image, ks, convention):
         if positives:
             best = max(s[i][j] for j in positives)
             i2t.append(sum(1 for j in range(len(texts)) if owner[j] != i and s[i][j] >= best))
-    t2i = [sum(1 for i in range(len(images)) if i != owner[j] and s[i][j] >= s[owner[j]][j]) for j in range(len(texts))]
+    t2i = [
+        sum(1 for i in range(len(images)) if source[i] != source[owner[j]] and s[i][j] >= s[owner[j]][j])
+        for j in range(len(texts))
+    ]
     out = {f"i2t_R@{k}": 100.0 * sum(r < k for r in i2t) / len(i2t) for k in ks}
     out.update({f"t2i_R@{k}": 100.0 * sum(r < k for r in t2i) / len(t2i) for k in ks})
     return out

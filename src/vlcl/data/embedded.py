@@ -2,7 +2,7 @@
 
 The *base* world is what the shipped CLIP was pre-trained on. Six continual
 tasks each shift the distribution the way the real VLCL tasks do - a new
-visual style (sketch, texture, pixel art), new vocabulary (new shapes), new
+visual style (sketch, texture, photo negatives), new vocabulary (new shapes), new
 caption structure (counting, spatial relations). Held out and never trained
 on: the base world's own test split, a *grainy* photo domain (zero-shot
 retrieval) and three zero-shot classification sets (shape, colour, shape and
@@ -36,7 +36,7 @@ EMBEDDED_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("counting", 5000, "new caption structure: 'two red circles and one blue square'"),
     TaskSpec("texture", 2000, "style and vocabulary: striped, dotted, checkered fills"),
     TaskSpec("spatial", 3000, "new caption structure: relations 'left of', 'above'"),
-    TaskSpec("pixel_art", 2000, "style shift: 8x8 pixel art with a small palette"),
+    TaskSpec("negative", 2000, "colour conflict: photo negatives whose captions name the original colours"),
 )
 HELDOUT_DOMAINS = ("base", "grainy")
 TEST_IMAGES = 300

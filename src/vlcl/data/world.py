@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageOps
 
 # ---------------------------------------------------------------------------
 # Vocabulary of the world
@@ -118,6 +118,14 @@ PIXEL_TEMPLATES = (
     "a retro pixel art image of {}",
     "low resolution pixel art of {}",
 )
+NEGATIVE_TEMPLATES = (
+    "a negative of {}",
+    "a photo negative of {}",
+    "an inverted photo of {}",
+    "an inverted image showing {}",
+    "a negative image of {}",
+    "inverted colours of {}",
+)
 GRAINY_TEMPLATES = (
     "a grainy photo of {}",
     "a noisy picture of {}",
@@ -133,8 +141,8 @@ class CaptionNoise:
     """How training captions are shortened: each attribute is dropped independently."""
 
     drop_size: float = 0.3
-    drop_colour: float = 0.3
-    drop_position: float = 0.3
+    drop_colour: float = 0.4  # above the size's 0.3 so that shape-only captions are common enough to teach shape
+    drop_position: float = 0.4
     generic_shape: float = 0.15  # shape word replaced by a GENERIC_NOUNS entry
 
 
@@ -148,13 +156,13 @@ TEST_CAPTION_RETRIES = 20  # attempts per test caption to find a paraphrase not 
 
 SUPERSAMPLE = 4
 CANVAS = 128
-SIZE_RADIUS: dict[str, float] = {"small": 15.0, "large": 23.0}
+SIZE_RADIUS: dict[str, float] = {"small": 18.0, "large": 26.0}
 SIZE_JITTER = 0.08  # relative
 POSITION_CENTRES: dict[str, tuple[float, float]] = {
-    "left": (25.0, 64.0),
-    "right": (103.0, 64.0),
-    "top": (64.0, 25.0),
-    "bottom": (64.0, 103.0),
+    "left": (28.0, 64.0),
+    "right": (100.0, 64.0),
+    "top": (64.0, 28.0),
+    "bottom": (64.0, 100.0),
     "center": (64.0, 64.0),
 }
 POSITION_JITTER = 5.0  # +- canvas px
@@ -220,6 +228,7 @@ class DomainSpec:
     outline: bool = False
     pixel_grid: int | None = None  # point-sample to grid x grid, snap to the palette, NEAREST upscale
     noise_sigma: float = 0.0  # gaussian pixel noise at output resolution
+    inverted: bool = False  # photo negative; captions keep naming the original colours (a deliberate conflict)
     caption_noise: CaptionNoise = TRAIN_CAPTION_NOISE  # training captions; test captions use none
 
 
@@ -228,11 +237,13 @@ DOMAINS: dict[str, DomainSpec] = {
     "sketch": DomainSpec(
         colours=tuple(c for c in COLOURS if c != "white"), templates=SKETCH_TEMPLATES, background="white", outline=True
     ),
-    "new_shapes": DomainSpec(shapes=SHAPES_NEW),
+    # Few colours, so that retrieval needs the new shape words rather than colour and position alone.
+    "new_shapes": DomainSpec(shapes=SHAPES_NEW, colours=("white", "yellow", "cyan")),
     "counting": DomainSpec(layout="counting", templates=COUNTING_TEMPLATES, max_count=4),
     "texture": DomainSpec(textured=True),
     "spatial": DomainSpec(layout="spatial"),
     "pixel_art": DomainSpec(templates=PIXEL_TEMPLATES, pixel_grid=16),  # at 8 every shape becomes a blob
+    "negative": DomainSpec(templates=NEGATIVE_TEMPLATES, inverted=True),
     "grainy": DomainSpec(templates=GRAINY_TEMPLATES, background="grey", noise_sigma=25.0),
 }
 
@@ -638,6 +649,8 @@ def render(scene: Scene, rng: random.Random, size: int = 32) -> Image.Image:
         image = _pixelate(canvas, spec.pixel_grid, size)
     else:
         image = canvas if size == CANVAS else canvas.resize((size, size), Image.BOX)
+    if spec.inverted:
+        image = ImageOps.invert(image)
     if spec.noise_sigma > 0:
         image = _add_noise(image, spec.noise_sigma, rng)
     return image

@@ -20,9 +20,11 @@ tables:
 and the C-CLIP authors' code: caption j is paired with a copy of its image,
 ``image_features[text_to_image[j]]``, and on the N_txt x N_txt pair matrix only
 the exact pair (the diagonal) is a match, in both directions. With several
-captions per image the copies of an image tie exactly, so under the pessimistic
-rule below text->image R@1 is 0 whenever an image has more than one caption:
-this convention is only meaningful with one caption per image.
+captions per image, image->text counts the image's other captions as misses,
+and text->image sees every other image once per caption; the copies of the
+query's own image tie with the target exactly and are not counted as
+competitors (they are the same image). The two conventions agree when every
+image has one caption.
 
 Ties are counted pessimistically: the rank of a query is the number of
 non-matching candidates whose score is >= the score of the (best) matching
@@ -75,14 +77,21 @@ def _check_pairs(
     return images, texts, index
 
 
-def _ranks_of_targets(queries: torch.Tensor, keys: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Rank of key ``targets[q]`` for each query q: how many OTHER keys score >= it (pessimistic ties)."""
+def _ranks_of_targets(
+    queries: torch.Tensor, keys: torch.Tensor, targets: torch.Tensor, chunk_size: int, key_groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rank of key ``targets[q]`` for each query q: how many OTHER keys score >= it (pessimistic ties).
+
+    Keys in the same ``key_groups`` entry as the target (copies of one image) are not competitors.
+    """
     ranks = []
     for start in range(0, len(queries), chunk_size):
         scores = queries[start : start + chunk_size] @ keys.t()
         target = targets[start : start + chunk_size, None]
         at_least = scores >= scores.gather(1, target)
         at_least.scatter_(1, target, False)  # the target itself is not a competitor
+        if key_groups is not None:
+            at_least &= key_groups[None, :] != key_groups[target]
         ranks.append(at_least.sum(1))
     return torch.cat(ranks)
 
@@ -140,5 +149,5 @@ def retrieval_recall(
         paired = images[index]  # row j: the image of caption j
         diagonal = torch.arange(len(texts), device=texts.device)
         i2t = _ranks_of_targets(paired, texts, diagonal, chunk_size)
-        t2i = _ranks_of_targets(texts, paired, diagonal, chunk_size)
+        t2i = _ranks_of_targets(texts, paired, diagonal, chunk_size, key_groups=index)
     return {**_recall(i2t, ks, "i2t"), **_recall(t2i, ks, "t2i")}
