@@ -75,7 +75,7 @@ class ImagePreprocessor:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """One PIL image -> normalised float tensor [3, H, W]."""
-        array = np.asarray(self._resize_and_crop(image), dtype=np.uint8)
+        array = np.array(self._resize_and_crop(image), dtype=np.uint8)  # a writable copy for torch
         return self.normalize_uint8(array[None])[0]
 
     def normalize_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
