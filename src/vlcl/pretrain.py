@@ -33,7 +33,7 @@ from vlcl.models.world_tokenizer import build_world_tokenizer
 class PretrainSettings:
     seed: int = 0
     images: int = 40000
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -85,6 +85,9 @@ def pretrain(output_dir: str | Path, settings: PretrainSettings, console: Consol
     save_clip(bundle, tmp)
     (tmp / "vlcl_pretrain.json").write_text(json.dumps({"settings": asdict(settings), "train": stats}, indent=2))
     load_clip(str(tmp))  # refuse to ship a directory that does not load back
+    tmp.chmod(0o755)  # mkdtemp makes it private; a shipped model must be readable by everyone
+    for path in tmp.iterdir():
+        path.chmod(0o644)
     if output_dir.exists():
         shutil.rmtree(output_dir)
     shutil.move(str(tmp), str(output_dir))

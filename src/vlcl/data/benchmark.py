@@ -117,16 +117,17 @@ def benchmark_builder(name: str) -> BenchmarkBuilder:
     return _BENCHMARKS[name][0]
 
 
-def select_tasks(benchmark: Benchmark, names: list[str] | None) -> Benchmark:
-    """Keep the named tasks in the given order (``data.tasks``)."""
-    if names is None:
-        return benchmark
-    by_name = {t.name: t for t in benchmark.tasks}
-    unknown = [n for n in names if n not in by_name]
+def resolve_task_names(benchmark: str, available: list[str], requested: list[str] | None, default: list[str]) -> list[str]:
+    """The tasks a run uses, in order: ``data.tasks`` if given (validated), else the benchmark's default sequence."""
+    if requested is None:
+        return list(default)
+    unknown = [n for n in requested if n not in available]
     if unknown:
         raise UnknownBenchmarkError(
-            f"unknown task '{unknown[0]}' in 'data.tasks'; tasks of '{benchmark.name}': {', '.join(by_name)}"
+            f"unknown task '{unknown[0]}' in 'data.tasks'; tasks of '{benchmark}': {', '.join(available)}"
         )
-    if len(set(names)) != len(names):
+    if len(set(requested)) != len(requested):
         raise UnknownBenchmarkError("'data.tasks' names a task twice")
-    return Benchmark(benchmark.name, [by_name[n] for n in names], benchmark.heldout_retrieval, benchmark.zeroshot)
+    if not requested:
+        raise UnknownBenchmarkError("'data.tasks' is empty")
+    return list(requested)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from vlcl.data import world
-from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet, Task, register_benchmark
+from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet, Task, register_benchmark, resolve_task_names
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,16 @@ class TaskSpec:
     description: str
 
 
-EMBEDDED_TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("sketch", 2000, "style shift: coloured outlines on white"),
-    TaskSpec("new_shapes", 2000, "new vocabulary: cross, heart, hexagon, arrow"),
+AVAILABLE_TASKS: dict[str, TaskSpec] = {spec.domain: spec for spec in (
+    TaskSpec("sketch", 3500, "style shift: coloured outlines on white"),
+    TaskSpec("new_shapes", 3000, "new vocabulary: cross, heart, hexagon, arrow"),
+    TaskSpec("negative", 2000, "colour conflict: photo negatives whose captions name the original colours"),
     TaskSpec("counting", 5000, "new caption structure: 'two red circles and one blue square'"),
     TaskSpec("texture", 2000, "style and vocabulary: striped, dotted, checkered fills"),
     TaskSpec("spatial", 3000, "new caption structure: relations 'left of', 'above'"),
-    TaskSpec("negative", 2000, "colour conflict: photo negatives whose captions name the original colours"),
-)
+    TaskSpec("pixel_art", 2000, "style shift: 12x12 pixel art in three colours"),
+)}
+DEFAULT_SEQUENCE = ("sketch", "new_shapes", "counting", "pixel_art", "texture", "spatial")
 HELDOUT_DOMAINS = ("base", "grainy")
 TEST_IMAGES = 300
 CAPTIONS_PER_TEST_IMAGE = 5
@@ -68,17 +70,19 @@ def pretraining_set(n_images: int, seed: int, image_size: int = 32) -> Captioned
 
 
 @register_benchmark("embedded", "procedural image-caption world: 6 shift tasks, 2 held-out retrieval domains, 3 zero-shot sets (no download)")
-def build_embedded(*, seed: int = 0, train_scale: float = 1.0, test_images: int | None = None, zeroshot_per_class: int | None = None, image_size: int = 32, **_: object) -> Benchmark:
+def build_embedded(*, tasks: list[str] | None = None, seed: int = 0, train_scale: float = 1.0, test_images: int | None = None, zeroshot_per_class: int | None = None, image_size: int = 32, **_: object) -> Benchmark:
     n_test = test_images or TEST_IMAGES
-    tasks = [
+    names = resolve_task_names("embedded", list(AVAILABLE_TASKS), tasks, list(DEFAULT_SEQUENCE))
+    specs = [AVAILABLE_TASKS[name] for name in names]
+    built = [
         Task(
             spec.domain,
             _train_set(spec.domain, max(1, round(spec.train_images * train_scale)), seed, image_size),
             _test_set(spec.domain, n_test, seed, image_size),
             spec.description,
         )
-        for spec in EMBEDDED_TASKS
+        for spec in specs
     ]
     heldout = [_test_set(domain, n_test, seed, image_size) for domain in HELDOUT_DOMAINS]
     zeroshot = [_zeroshot_set(name, zeroshot_per_class, seed, image_size) for name in world.ZEROSHOT_SETS]
-    return Benchmark("embedded", tasks, heldout, zeroshot)
+    return Benchmark("embedded", built, heldout, zeroshot)

@@ -242,7 +242,8 @@ DOMAINS: dict[str, DomainSpec] = {
     "counting": DomainSpec(layout="counting", templates=COUNTING_TEMPLATES, max_count=4),
     "texture": DomainSpec(textured=True),
     "spatial": DomainSpec(layout="spatial"),
-    "pixel_art": DomainSpec(templates=PIXEL_TEMPLATES, pixel_grid=16),  # at 8 every shape becomes a blob
+    # 12x12 (at 8 every shape becomes a blob) and three colours, so that retrieval needs the shapes.
+    "pixel_art": DomainSpec(templates=PIXEL_TEMPLATES, pixel_grid=12, colours=("red", "green", "blue")),
     "negative": DomainSpec(templates=NEGATIVE_TEMPLATES, inverted=True),
     "grainy": DomainSpec(templates=GRAINY_TEMPLATES, background="grey", noise_sigma=25.0),
 }
