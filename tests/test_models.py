@@ -84,3 +84,18 @@ def test_preprocess_resizes_crops_and_normalises():
     assert torch.allclose(out[:, 8, 8], expected, atol=1e-5)
     with pytest.raises(ValueError, match="expects 16x16"):
         pre.normalize_uint8(np.zeros((1, 8, 8, 3), dtype=np.uint8))
+
+
+def test_shipped_model_knows_the_base_world():
+    """The asset is the pre-trained model the README describes, not a random one."""
+    from vlcl.data.embedded import build_embedded
+    from vlcl.engine.evaluate import Evaluator
+    from vlcl.config import EvalConfig
+
+    bundle = load_clip("embedded")
+    bench = build_embedded(tasks=["sketch"], train_scale=0.001, test_images=60, zeroshot_per_class=12)
+    evaluator = Evaluator(bench, bundle.tokenizer, bundle.preprocess, bundle.context_length, EvalConfig())
+    for z in bench.zeroshot:
+        assert evaluator.classification(bundle.model, z)["top1"] >= 85, z.name
+    base = evaluator.retrieval(bundle.model, bench.heldout_retrieval[0])["retrieval"]
+    assert base["mean_R@1"] >= 80
