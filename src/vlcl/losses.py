@@ -1,21 +1,86 @@
-"""Training losses, pure functions over tensors."""
+"""Training losses, pure functions over tensors.
+
+``logit_scale`` is always the multiplier applied to cosine similarities (the
+exponentiated temperature parameter, about 100 for pre-trained CLIP), as in
+open_clip's ClipLoss - never its logarithm.
+
+``gather=True`` (used under torchrun) compares this process's queries with the
+keys of every process, gathered with gradients (open_clip's
+``--gather-with-grad --local-loss``): global-batch negatives at the memory
+cost of one local x global similarity matrix. Outside a distributed run it is
+a no-op.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric InfoNCE of CLIP (Radford et al. 2021), positives on the diagonal.
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    L = 1/2 [ CE(s * I T^T, diag) + CE(s * T I^T, diag) ] with I, T the
-    L2-normalised features and ``logit_scale`` = s the multiplier of cosine
-    similarities (exp of the learnable temperature, about 100 for pre-trained
-    CLIP; not its logarithm), as in open_clip's ClipLoss.
+
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``features`` from every process along dim 0, keeping the autograd graph."""
+    rank, world = _world()
+    if world == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(features))
+
+
+def symmetric_infonce(queries: torch.Tensor, keys: torch.Tensor, logit_scale: torch.Tensor | float, *, gather: bool = False) -> torch.Tensor:
+    """1/2 [CE(s Q K^T, diag) + CE(s K Q^T, diag)] over L2-normalised rows; positives are row i <-> row i."""
+    queries = F.normalize(queries, dim=-1)
+    keys = F.normalize(keys, dim=-1)
+    offset = 0
+    all_queries, all_keys = queries, keys
+    if gather:
+        rank, world = _world()
+        if world > 1:
+            all_queries, all_keys = gather_with_grad(queries), gather_with_grad(keys)
+            offset = rank * len(queries)
+    targets = torch.arange(len(queries), device=queries.device) + offset
+    forward = F.cross_entropy(logit_scale * queries @ all_keys.t(), targets)
+    backward = F.cross_entropy(logit_scale * keys @ all_queries.t(), targets)
+    return (forward + backward) / 2
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float, *, gather: bool = False) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP (Radford et al. 2021): image i matches text i.
+
+    L = 1/2 [ CE(s * I T^T, diag) + CE(s * T I^T, diag) ], I and T the
+    L2-normalised features, s = ``logit_scale``.
     """
-    images = F.normalize(image_features, dim=-1)
-    texts = F.normalize(text_features, dim=-1)
-    logits = logit_scale * images @ texts.t()
-    targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    return symmetric_infonce(image_features, text_features, logit_scale, gather=gather)
+
+
+def ckc_loss(
+    projected_image: torch.Tensor,
+    projected_text: torch.Tensor,
+    old_image: torch.Tensor,
+    old_text: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    *,
+    gather: bool = False,
+) -> torch.Tensor:
+    """Contrastive Knowledge Consolidation, C-CLIP (Liu et al., ICLR 2025) Eq. 5.
+
+    With h = [h(f_t(v)); h(g_t(c))] the 2N projected new features and
+    z = [f_{t-1}(v); g_{t-1}(c)] the 2N old features, both stacked along the
+    batch axis and L2-normalised:
+
+        L_CKC = -1/(2N) sum_i [ log softmax_j(s h_i . z_j)_i + log softmax_j(s z_i . h_j)_i ] / 2
+
+    i.e. the symmetric InfoNCE between the two 2N sets, averaged over the two
+    directions; every other entry - the other modality included - is a
+    negative. The old features are constants (no gradient flows into them).
+    """
+    projected = torch.cat([projected_image, projected_text])
+    old = torch.cat([old_image, old_text]).detach()
+    return symmetric_infonce(projected, old, logit_scale, gather=gather)

@@ -77,7 +77,7 @@ class ContinualRunner:
         model_path = str(latest / "model") if latest else cfg.model.path
         bundle = load_clip(model_path, local_files_only=cfg.model.local_files_only if not latest else True)
         benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size)
-        context = RunContext(task_names=benchmark.task_names, seed=cfg.seed)
+        context = RunContext(task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle)
         torch.manual_seed(stage_seed(cfg.seed, -1))
         method.setup(bundle.model, context)
         records: list[StageRecord] = []
@@ -120,9 +120,9 @@ class ContinualRunner:
     def _run_stage(self, method: Method, bundle: ClipBundle, benchmark: Benchmark, evaluator: Evaluator, stage: Stage, previous: StageRecord) -> StageRecord:
         torch.manual_seed(stage_seed(self.config.seed, stage.index))
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
-        method.begin_task(stage)
-        if method.trains:
-            data = concatenate([benchmark.tasks[i].train for i in stage.task_indices])
+        data = concatenate([benchmark.tasks[i].train for i in stage.task_indices]) if method.trains else None
+        method.begin_task(stage, data)
+        if data is not None:
             train_stats = train_on(method, bundle, data, stage.name, self.config.train, stage_seed(self.config.seed, stage.index), self.console)
         else:
             train_stats = {"steps": 0, "seconds": 0.0}

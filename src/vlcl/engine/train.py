@@ -36,12 +36,23 @@ def progress_bar(console: Console) -> Progress:
 
 
 def make_batch(bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, picks: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Images of ``idx`` with one caption each (caption ``pick % count`` of that image)."""
+    """Images of ``idx`` with one caption each (caption ``pick % count`` of that image).
+
+    ``sample_index`` and ``caption_index`` say which pair each row is, so that a
+    method can look up per-sample state (e.g. cached teacher features).
+    """
     rows = idx.tolist()
-    captions = [data.captions[i][p % len(data.captions[i])] for i, p in zip(rows, picks.tolist())]
+    caption_index = [p % len(data.captions[i]) for i, p in zip(rows, picks.tolist())]
+    captions = [data.captions[i][c] for i, c in zip(rows, caption_index)]
     input_ids, attention_mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
     pixels = bundle.preprocess.normalize_uint8(data.images[rows])
-    return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention_mask}
+    return {
+        "pixel_values": pixels,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "sample_index": idx.clone(),
+        "caption_index": torch.tensor(caption_index, dtype=torch.long),
+    }
 
 
 def planned_steps(num_samples: int, train: TrainConfig) -> tuple[int, int]:
@@ -64,7 +75,7 @@ def train_on(
     optimizer = build_optimizer(method.parameter_groups(), train)
     scheduler = build_scheduler(optimizer, total, train)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    method.model.train()
+    method.train()
     started = time.perf_counter()
     losses: list[float] = []
     with progress_bar(console) as bar:
@@ -92,7 +103,7 @@ def train_on(
                 method.after_optimizer_step(step)
                 losses.append(loss)
                 bar.update(task, advance=1, info=f"loss {loss:.3f}")
-    method.model.eval()
+    method.eval()
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "steps": len(losses),
@@ -100,4 +111,5 @@ def train_on(
         "seconds": round(time.perf_counter() - started, 3),
         "first_loss": losses[0],
         "final_loss": float(np.mean(tail)),
+        "losses": [round(v, 6) for v in losses],
     }

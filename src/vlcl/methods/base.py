@@ -10,7 +10,7 @@ Order of calls for one run::
 
     setup(model, context)
     for stage in stages(task_names):
-        begin_task(stage)
+        begin_task(stage, data)
         for every optimisation step:
             loss = training_loss(batch, step)          # engine calls backward
             before_optimizer_step(step)                # gradient hook
@@ -29,8 +29,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from transformers import CLIPModel
 
+from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.models.encode import image_embeddings, text_embeddings
+from vlcl.models.loading import ClipBundle
 
 
 class MethodOptions(BaseModel):
@@ -54,6 +56,7 @@ class RunContext:
 
     task_names: list[str]
     seed: int
+    bundle: ClipBundle | None = None  # tokenizer and preprocessing, to encode data a method keeps
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
@@ -111,11 +114,18 @@ class Method:
         """One stage per task, in order. Joint training overrides this."""
         return [Stage(i, name, (i,)) for i, name in enumerate(task_names)]
 
-    def begin_task(self, stage: Stage) -> None:
-        """Called before the first step of a stage."""
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
+        """Called before the first step of a stage with its training data (``None`` if the method does not train)."""
 
     def end_task(self, stage: Stage) -> None:
         """Called after the last step of a stage, before evaluation and the checkpoint."""
+
+    def train(self) -> None:
+        """Put every module the method trains in training mode (the engine calls it before a stage's steps)."""
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
 
     # -- optimisation ----------------------------------------------------------------
     def parameter_groups(self) -> list[ParameterGroup]:
