@@ -71,3 +71,34 @@ def markdown_report(results: dict[str, Any]) -> str:
         markdown_table(["metric", "value"], [list(r) for r in summary_rows(results)]),
     ]
     return "\n".join(parts) + "\n"
+
+
+def _value(summary: dict[str, Any], *path: str) -> float | None:
+    node: Any = summary
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One row per run: retrieval summary (mean R@1), mean zero-shot PD, base-world R@1 final."""
+    header = ["method", "Last", "Avg", "Transfer", "BWT", "forgetting", "zero-shot PD (mean)", "base R@1 final"]
+    rows = []
+    for results in runs:
+        s = results["summary"]
+        rows.append(
+            [results["method"]]
+            + [_fmt(_value(s, "retrieval", "mean_R@1", key)) for key in ("last", "avg", "transfer", "bwt", "forgetting")]
+            + [_fmt(s.get("zeroshot_mean_pd")), _fmt(_value(s, "heldout_mean_R@1", "base", "final"))]
+        )
+    return header, rows
+
+
+def comparison_markdown(runs: list[dict[str, Any]]) -> str:
+    """A leaderboard followed by every run's matrix and summary."""
+    header, rows = comparison_rows(runs)
+    parts = [markdown_table(header, rows), ""]
+    parts += [markdown_report(results) for results in runs]
+    return "\n".join(parts)
