@@ -142,6 +142,30 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from vlcl.report import comparison_markdown
+
+    runs = []
+    for run_dir in args.run_dirs:
+        path = Path(run_dir) / "results.json"
+        if not path.is_file():
+            raise CliError(f"{path}: not found (is {run_dir} a vlcl run directory?)")
+        try:
+            runs.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{path}: line {exc.lineno}: malformed JSON") from None
+    text = comparison_markdown(runs)
+    if args.output:
+        from vlcl.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(args.output, text)
+    else:
+        print(text)
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from vlcl.methods import list_methods, method_class
 
@@ -172,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-o", "--output", required=True, help="output model directory")
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.pretrain.PretrainSettings")
     pre.set_defaults(func=cmd_pretrain)
+    report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("-o", "--output", help="write the Markdown here instead of printing it")
+    report.set_defaults(func=cmd_report)
     sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
     sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)
     return parser
