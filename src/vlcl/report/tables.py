@@ -62,7 +62,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown_report(results: dict[str, Any]) -> str:
     header, rows = stage_rows(results)
     parts = [
-        f"### {results['method']} on {results['benchmark']}",
+        f"### {run_label(results)} on {results['benchmark']}",
         "",
         "R@1 (mean of both directions, %), rows = evaluation after each stage:",
         "",
@@ -82,6 +82,17 @@ def _value(summary: dict[str, Any], *path: str) -> float | None:
     return node
 
 
+def run_label(results: dict[str, Any]) -> str:
+    """``method`` plus its options and learning rate, so that variants of one method stay apart."""
+    config = results.get("config", {})
+    options = {k: v for k, v in config.get("method", {}).items() if k != "name"}
+    parts = [results["method"]]
+    if "train" in config and results["method"] != "zeroshot":
+        parts.append(f"lr={config['train']['lr']:g}")
+    parts += [f"{k}={v}" for k, v in options.items()]
+    return " ".join(parts)
+
+
 def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One row per run: retrieval summary (mean R@1), mean zero-shot PD, base-world R@1 final."""
     header = ["method", "Last", "Avg", "Transfer", "BWT", "forgetting", "zero-shot PD (mean)", "base R@1 final"]
@@ -89,7 +100,7 @@ def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     for results in runs:
         s = results["summary"]
         rows.append(
-            [results["method"]]
+            [run_label(results)]
             + [_fmt(_value(s, "retrieval", "mean_R@1", key)) for key in ("last", "avg", "transfer", "bwt", "forgetting")]
             + [_fmt(s.get("zeroshot_mean_pd")), _fmt(_value(s, "heldout_mean_R@1", "base", "final"))]
         )
