@@ -4,7 +4,7 @@ from vlcl.methods.base import LossOutput, Method, MethodOptions, ParameterGroup,
 from vlcl.methods.registry import UnknownMethodError, create_method, list_methods, method_class, register_method
 
 # Importing the modules registers the methods.
-from vlcl.methods import cclip, finetune, joint, lora, zeroshot  # noqa: E402,F401
+from vlcl.methods import cclip, ewc, finetune, joint, lora, lwf, modx, replay, wise_ft, zeroshot, zscl  # noqa: E402,F401
 
 __all__ = [
     "LossOutput",

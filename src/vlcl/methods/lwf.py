@@ -1,0 +1,111 @@
+"""LwF: Learning without Forgetting (Li & Hoiem, ECCV 2016), for CLIP as in ZSCL's comparisons.
+
+While training task t, the model at the start of the task, theta_{t-1} (the
+pre-trained model for task 1), is kept frozen as a teacher. On every batch of
+N current pairs both models give image->text and text->image similarity
+distributions over the batch, and the student is pulled towards the teacher's:
+
+    L = L_CLIP + w * [ KL(p_T^{i2t} || p_S^{i2t}) + KL(p_T^{t2i} || p_S^{t2i}) ] / 2 * T^2
+
+    p^{i2t}_i = softmax_j( s * cos(f(v_i), g(c_j)) / T ),   p^{t2i}_i = softmax_j( s * cos(g(c_i), f(v_j)) / T )
+
+each KL averaged over the N rows of the batch, s the logit scale of the
+model concerned (the teacher's is frozen), T the temperature (T = 2) and the
+T^2 factor the usual one of Hinton et al. 2015 that keeps the gradient scale
+independent of T; w = 1. The distillation term is exactly zero at the start
+of a task, when student and teacher coincide.
+
+Teacher cache (as in ``cclip``): the teacher is frozen and the data has no
+random augmentation, so its embeddings of every (image, caption) pair of the
+task are computed once at begin_task and looked up per step - the same
+numbers as a teacher forward per step; ``cache_teacher=false`` keeps the
+frozen copy and runs it on every batch instead.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from vlcl.data.benchmark import CaptionedImages
+from vlcl.losses import clip_loss
+from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
+from vlcl.methods.cclip import TeacherCache
+from vlcl.methods.registry import register_method
+from vlcl.models.encode import image_embeddings, text_embeddings
+
+
+class LwFOptions(MethodOptions):
+    weight: float = Field(1.0, ge=0)
+    """w in L = L_CLIP + w * (KL_i2t + KL_t2i) / 2."""
+    temperature: float = Field(2.0, gt=0)
+    """T: both distributions are softmax(logits / T); the KL is multiplied by T^2."""
+    cache_teacher: bool = True
+    """Compute the old model's features once per task instead of a teacher forward per step."""
+    cache_batch_size: int = Field(256, ge=1)
+
+
+def softened_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)); no gradient to the teacher."""
+    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def similarity_distillation(
+    student_images: torch.Tensor,
+    student_texts: torch.Tensor,
+    student_scale: torch.Tensor | float,
+    teacher_images: torch.Tensor,
+    teacher_texts: torch.Tensor,
+    teacher_scale: torch.Tensor | float,
+    temperature: float,
+) -> torch.Tensor:
+    """[KL_i2t + KL_t2i] / 2 between the batch similarity distributions of teacher and student (see module docstring)."""
+    s_img, s_txt = F.normalize(student_images, dim=-1), F.normalize(student_texts, dim=-1)
+    t_img, t_txt = F.normalize(teacher_images, dim=-1), F.normalize(teacher_texts, dim=-1)
+    student_logits = student_scale * s_img @ s_txt.t()
+    teacher_logits = teacher_scale * t_img @ t_txt.t()
+    i2t = softened_kl(teacher_logits, student_logits, temperature)
+    t2i = softened_kl(teacher_logits.t(), student_logits.t(), temperature)
+    return (i2t + t2i) / 2
+
+
+@register_method
+class LwF(Method):
+    name = "lwf"
+    description = "Learning without Forgetting: CLIP loss + KL to the previous model's in-batch similarity distributions"
+    Options = LwFOptions
+
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
+        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.teacher_scale = float(self.teacher.logit_scale.exp().clamp(max=100.0))
+        self.cache = None
+        if self.options.cache_teacher and data is not None:
+            self.cache = TeacherCache(self.teacher, data, self.context.bundle, self.options.cache_batch_size)
+            self.teacher = None  # the cache replaces it: no second model in memory during training
+
+    def old_features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None:
+            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
+        with torch.no_grad():
+            return (
+                image_embeddings(self.teacher, batch["pixel_values"]),
+                text_embeddings(self.teacher, batch["input_ids"], batch["attention_mask"]),
+            )
+
+    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        images, texts = self.encode(batch)
+        scale = self.logit_scale()
+        contrastive = clip_loss(images, texts, scale)
+        old_images, old_texts = self.old_features(batch)
+        distill = similarity_distillation(images, texts, scale, old_images, old_texts, self.teacher_scale, self.options.temperature)
+        loss = contrastive + self.options.weight * distill
+        return LossOutput(loss, {"clip": float(contrastive.detach()), "distill": float(distill.detach())})
+
+    def end_task(self, stage: Stage) -> None:
+        self.teacher = None
+        self.cache = None

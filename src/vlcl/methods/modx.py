@@ -1,0 +1,140 @@
+"""Mod-X: Maintain off-diagonal information-matriX (Ni, Wei, Tang, Zhuang, Tian, ICML 2023).
+
+Full fine-tuning on each task; the old model theta_{t-1} (frozen at the start
+of the task; the pre-trained model for task 1) is kept, and on the *current*
+batch of N pairs its whole contrastive matrix - diagonal and off-diagonal
+entries - is distilled into the new model's:
+
+    L = L_CLIP + alpha * L_SA                                              (alpha = 20)
+
+    L_SA = 1/2 [ sum_{i in K_it} KL(softmax(M0_i) || softmax(M_i))
+               + sum_{i in K_ti} KL(softmax(M0^T_i) || softmax(M^T_i)) ]   ("Spatial Alignment")
+
+    M  = I  T^T  / tau,   M0 = I0 T0^T / tau                               (tau = 1: raw cosines)
+
+with I, T the new and I0, T0 the old model's L2-normalised embeddings of the
+batch. Selection rule ("cognition align" in the authors' code): row i of the
+old matrix takes part only if the old model ranks the true partner first,
+
+    K_it = { i : argmax_j M0_ij = i },   K_ti = { i : argmax_j M0_ji = i };
+
+the authors replace every other row of the old matrix with the new model's
+row, which makes that row's KL (and its gradient) exactly zero, i.e. the old
+model's wrong beliefs are not distilled. Rows are summed, not averaged (the
+authors' ``reduction='sum'``), so the term grows with the batch size.
+
+Teacher cache: as in C-CLIP, the old model's embeddings of every (image,
+caption) pair of the task are computed once at ``begin_task`` and looked up.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from vlcl.data.benchmark import CaptionedImages
+from vlcl.losses import clip_loss
+from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
+from vlcl.methods.cclip import TeacherCache
+from vlcl.methods.registry import register_method
+from vlcl.models.encode import image_embeddings, text_embeddings
+
+
+class ModXOptions(MethodOptions):
+    alignment_weight: float = Field(20.0, ge=0)
+    """alpha in L = L_CLIP + alpha * L_SA (the authors' released script: --alpha 20)."""
+    alignment_temperature: float = Field(1.0, gt=0)
+    """tau: the matrices are cosine / tau; 1 = raw cosine similarities, as in the authors' code."""
+    reduction: Literal["sum", "mean"] = "sum"
+    """sum: KL summed over the rows (the authors' code); mean: divided by the batch size N."""
+    select: bool = True
+    """Apply the selection rule (drop rows the old model gets wrong); False aligns every row."""
+    cache_teacher: bool = True
+    """Compute the old model's features once per task instead of a forward pass per step."""
+    cache_batch_size: int = Field(256, ge=1)
+
+
+def selected_row_kl(old: torch.Tensor, new: torch.Tensor, *, select: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row KL(softmax(old_i) || softmax(new_i)) and the mask of rows kept by the selection rule.
+
+    A row is kept when the old matrix's largest entry is on the diagonal (ties: the first maximum).
+    ``old`` is a constant.
+    """
+    old = old.detach()
+    kl = (F.softmax(old, dim=-1) * (F.log_softmax(old, dim=-1) - F.log_softmax(new, dim=-1))).sum(dim=-1)
+    if select:
+        keep = old.argmax(dim=-1) == torch.arange(len(old), device=old.device)
+    else:
+        keep = torch.ones(len(old), dtype=torch.bool, device=old.device)
+    return kl, keep
+
+
+def spatial_alignment_loss(
+    new_image: torch.Tensor,
+    new_text: torch.Tensor,
+    old_image: torch.Tensor,
+    old_text: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    reduction: str = "sum",
+    select: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mod-X's Spatial Alignment term and the fraction of rows the selection rule kept.
+
+    Both directions (image->text rows of I T^T, text->image rows of its transpose) are averaged;
+    within a direction the kept rows' KLs are summed (``reduction="sum"``) or summed and divided by N.
+    """
+    new_image, new_text = F.normalize(new_image, dim=-1), F.normalize(new_text, dim=-1)
+    old_image, old_text = F.normalize(old_image.detach(), dim=-1), F.normalize(old_text.detach(), dim=-1)
+    new = new_image @ new_text.t() / temperature
+    old = old_image @ old_text.t() / temperature
+    total, kept = new.new_zeros(()), 0
+    for old_m, new_m in ((old, new), (old.t(), new.t())):
+        kl, keep = selected_row_kl(old_m, new_m, select=select)
+        total = total + (kl * keep).sum()
+        kept += int(keep.sum())
+    n = len(new)
+    loss = total / 2 if reduction == "sum" else total / (2 * n)
+    return loss, torch.tensor(kept / (2 * n))
+
+
+@register_method
+class ModX(Method):
+    name = "modx"
+    description = "Mod-X: CLIP loss + selective KL alignment of the old model's full contrastive matrix"
+    Options = ModXOptions
+
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
+        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.cache = None
+        if self.options.cache_teacher and data is not None:
+            self.cache = TeacherCache(self.teacher, data, self.context.bundle, self.options.cache_batch_size)
+            self.teacher = None  # the cache replaces it: no second model in memory during training
+
+    def old_features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None:
+            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
+        with torch.no_grad():
+            return (
+                image_embeddings(self.teacher, batch["pixel_values"]),
+                text_embeddings(self.teacher, batch["input_ids"], batch["attention_mask"]),
+            )
+
+    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        opts = self.options
+        images, texts = self.encode(batch)
+        contrastive = clip_loss(images, texts, self.logit_scale())
+        old_images, old_texts = self.old_features(batch)
+        alignment, kept = spatial_alignment_loss(
+            images, texts, old_images, old_texts, opts.alignment_temperature, reduction=opts.reduction, select=opts.select
+        )
+        loss = contrastive + opts.alignment_weight * alignment
+        return LossOutput(loss, {"clip": float(contrastive.detach()), "align": float(alignment.detach()), "kept": float(kept)})
+
+    def end_task(self, stage: Stage) -> None:
+        self.teacher = None
+        self.cache = None

@@ -1,0 +1,185 @@
+"""Experience replay with a reservoir buffer (Vitter's algorithm R, 1985; Chaudhry et al. 2019).
+
+The only method that keeps old data. A buffer of at most K image-caption
+pairs (K = ``buffer_size`` = 1000) is a uniform sample of every training pair
+seen so far: at the end of each task every image of the task is offered once,
+with one of its captions drawn at random, and the n-th pair of the whole
+stream (n = 1, 2, ...) is
+
+    kept in a free slot                     if n <= K
+    kept in slot j, j ~ U{1..n}, if j <= K  otherwise (else dropped)
+
+so that after N offers every pair is in the buffer with probability K / N.
+Each training step of task t > 1 adds R = ``replay_batch_size`` (32) pairs
+drawn uniformly without replacement from the buffer - that is, from tasks
+1..t-1 - to the current batch of B pairs, and the CLIP loss is taken over
+the B + R rows:
+
+    L = L_CLIP([v_1..v_B, v'_1..v'_R], [c_1..c_B, c'_1..c'_R])
+
+Draws come from torch generators seeded from the run seed and the stage
+index, so runs are deterministic and a resumed run replays the same pairs.
+Images are kept as uint8 [H, W, 3] arrays, as the benchmarks hold them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from vlcl.data.benchmark import CaptionedImages
+from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
+from vlcl.methods.registry import register_method
+from vlcl.models.encode import tokenize
+
+
+class ReplayOptions(MethodOptions):
+    buffer_size: int = Field(1000, ge=1)
+    """K: the most image-caption pairs the buffer holds, all tasks together."""
+    replay_batch_size: int = Field(32, ge=1)
+    """R: buffer pairs added to every training batch (half of the default train.batch_size=64)."""
+
+
+def replay_seed(seed: int, stage_index: int, purpose: int) -> int:
+    """Seeds for the reservoir (purpose 1) and the replay draws (purpose 2), distinct from the engine's."""
+    return (seed * 1_000_003 + stage_index * 7_919 + purpose * 104_729) % (1 << 63)
+
+
+class ReservoirBuffer:
+    """At most ``capacity`` (uint8 image, caption) pairs, a uniform sample of all pairs offered."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.images: torch.Tensor | None = None  # uint8 [capacity, H, W, 3], the first len(self) rows valid
+        self.captions: list[str] = []
+        self.seen = 0
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def offer(self, images: np.ndarray | torch.Tensor, captions: list[str], generator: torch.Generator) -> None:
+        """Algorithm R over the pairs (images[k], captions[k]) in order."""
+        images = torch.as_tensor(np.asarray(images))
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(captions):
+            raise ValueError(f"expected uint8 images [N, H, W, 3] and N captions, got {tuple(images.shape)} {images.dtype} and {len(captions)}")
+        if self.images is None:
+            self.images = torch.empty((self.capacity, *images.shape[1:]), dtype=torch.uint8)
+        elif images.shape[1:] != self.images.shape[1:]:
+            raise ValueError(f"image shape {tuple(images.shape[1:])} differs from the buffer's {tuple(self.images.shape[1:])}")
+        # One uniform draw per offered pair, mapped to j ~ U{0..n-1} for the pair with 0-based stream position n-1.
+        positions = torch.arange(self.seen, self.seen + len(captions), dtype=torch.float64) + 1
+        slots = torch.minimum((torch.rand(len(captions), dtype=torch.float64, generator=generator) * positions).long(), positions.long() - 1)
+        for k, slot in enumerate(slots.tolist()):
+            if len(self.captions) < self.capacity:
+                slot = len(self.captions)
+                self.captions.append(captions[k])
+            elif slot < self.capacity:
+                self.captions[slot] = captions[k]
+            else:
+                continue
+            self.images[slot] = images[k]
+        self.seen += len(captions)
+
+    def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``count`` distinct pairs (all of them if the buffer holds fewer), uniformly at random."""
+        rows = torch.randperm(len(self), generator=generator)[:count].tolist()
+        return self.images[rows], [self.captions[r] for r in rows]
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"captions": list(self.captions), "seen": self.seen}
+        if len(self):
+            state["images"] = self.images[: len(self)].clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        captions = list(state.get("captions", []))
+        if len(captions) > self.capacity:
+            raise ValueError(f"the saved buffer holds {len(captions)} pairs, more than buffer_size={self.capacity}")
+        self.captions, self.seen, self.images = captions, int(state.get("seen", 0)), None
+        if captions:
+            images = state["images"]
+            if len(images) != len(captions) or images.dtype != torch.uint8:
+                raise ValueError("the saved buffer's images do not match its captions")
+            self.images = torch.empty((self.capacity, *images.shape[1:]), dtype=torch.uint8)
+            self.images[: len(captions)] = images
+
+
+def pad_tokens(ids: torch.Tensor, mask: torch.Tensor, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = width - ids.shape[1]
+    if extra <= 0:
+        return ids, mask
+    return (
+        torch.cat([ids, ids.new_full((len(ids), extra), pad_id)], dim=1),
+        torch.cat([mask, mask.new_zeros((len(mask), extra))], dim=1),
+    )
+
+
+@register_method
+class Replay(Method):
+    name = "replay"
+    description = "experience replay from a reservoir buffer of old image-caption pairs (the only method that keeps old data)"
+    Options = ReplayOptions
+
+    def __init__(self, options: ReplayOptions | None = None) -> None:
+        super().__init__(options)
+        self.buffer = ReservoirBuffer(self.options.buffer_size)
+        self.data: CaptionedImages | None = None
+        self.generator: torch.Generator | None = None
+
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
+        self.data = data
+        self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 2))
+
+    def with_replay(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch followed by up to ``replay_batch_size`` buffer rows; ``replayed`` marks them (sample_index -1)."""
+        if not len(self.buffer):
+            return {**batch, "replayed": torch.zeros(len(batch["input_ids"]), dtype=torch.bool)}
+        if self.generator is None:  # training without begin_task (tests): a fixed stream
+            self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, 0, 2))
+        bundle = self.context.bundle
+        images, captions = self.buffer.sample(self.options.replay_batch_size, self.generator)
+        device = batch["pixel_values"].device
+        pixels = bundle.preprocess.normalize_uint8(images).to(device=device, dtype=batch["pixel_values"].dtype)
+        ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
+        width = max(ids.shape[1], batch["input_ids"].shape[1])
+        pad_id = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
+        cur_ids, cur_mask = pad_tokens(batch["input_ids"], batch["attention_mask"], width, pad_id)
+        ids, mask = pad_tokens(ids.to(device), mask.to(device), width, pad_id)
+        n_old, n_new = len(captions), len(cur_ids)
+        minus_one = torch.full((n_old,), -1, dtype=torch.long, device=batch["sample_index"].device)
+        return {
+            "pixel_values": torch.cat([batch["pixel_values"], pixels]),
+            "input_ids": torch.cat([cur_ids, ids]),
+            "attention_mask": torch.cat([cur_mask, mask]),
+            "sample_index": torch.cat([batch["sample_index"], minus_one]),
+            "caption_index": torch.cat([batch["caption_index"], minus_one]),
+            "replayed": torch.cat([torch.zeros(n_new, dtype=torch.bool), torch.ones(n_old, dtype=torch.bool)]),
+        }
+
+    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        full = self.with_replay(batch)
+        output = super().training_loss(full, step)
+        output.logs["replayed"] = float(full["replayed"].sum())
+        return output
+
+    def end_task(self, stage: Stage) -> None:
+        if self.data is not None:
+            generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 1))
+            # One caption per image, drawn with the same generator before the reservoir draws.
+            picks = torch.randint(0, 1 << 30, (len(self.data),), generator=generator).tolist()
+            captions = [caps[p % len(caps)] for caps, p in zip(self.data.captions, picks)]
+            self.buffer.offer(self.data.images, captions, generator)
+        self.data = None
+        self.generator = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = set(state) - {"buffer"}
+        if unknown:
+            raise ValueError(f"method 'replay': unexpected state keys {sorted(unknown)}")
+        self.buffer.load_state_dict(state.get("buffer", {}))
