@@ -124,10 +124,10 @@ def test_gradients_flow_only_into_the_student(tiny_clip_dir, cache):
     output.loss.backward()
     assert all(p.grad is not None for p in (method.model.visual_projection.weight, method.model.text_projection.weight))
     if cache:
-        assert method.teacher is None
-        assert not method.cache.images.requires_grad and not method.cache.texts.requires_grad
+        assert method.teacher.model is None
+        assert not method.teacher.cache.images.requires_grad and not method.teacher.cache.texts.requires_grad
     else:
-        assert all(not p.requires_grad and p.grad is None for p in method.teacher.parameters())
+        assert all(not p.requires_grad and p.grad is None for p in method.teacher.model.parameters())
 
 
 def test_cached_and_uncached_old_model_give_the_same_loss(tiny_clip_dir):
@@ -147,5 +147,5 @@ def test_the_old_model_is_released_at_the_end_of_the_task_and_no_state_is_kept(t
     method, _ = setup_modx(tiny_clip_dir)
     method.begin_task(STAGE, tiny_data())
     method.end_task(STAGE)
-    assert method.teacher is None and method.cache is None
+    assert method.teacher is None
     assert method.state_dict() == {}

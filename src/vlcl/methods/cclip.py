@@ -29,8 +29,6 @@ numbers as a teacher forward per step at a fraction of the cost; memory
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from pydantic import Field
 from torch import nn
@@ -40,7 +38,7 @@ from vlcl.losses import ckc_loss, clip_loss
 from vlcl.methods.base import LossOutput, ParameterGroup, Stage
 from vlcl.methods.lora import LoRA, LoRAOptions
 from vlcl.methods.registry import register_method
-from vlcl.models.encode import encode_token_batches, image_embeddings, text_embeddings, tokenize
+from vlcl.methods.teacher import FrozenTeacher
 
 
 class CCLIPOptions(LoRAOptions):
@@ -59,25 +57,6 @@ def make_projector(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
 
 
-class TeacherCache:
-    """Old-model embeddings of every (image, caption) pair of a task, computed once."""
-
-    def __init__(self, teacher, data: CaptionedImages, bundle, batch_size: int):
-        pixels = [bundle.preprocess.normalize_uint8(data.images[s : s + batch_size]) for s in range(0, len(data), batch_size)]
-        with torch.no_grad():
-            self.images = torch.cat([image_embeddings(teacher, p) for p in pixels])
-        self.captions_per_image = max(len(c) for c in data.captions)
-        flat = [caps[i % len(caps)] for caps in data.captions for i in range(self.captions_per_image)]
-        ids, mask = tokenize(bundle.tokenizer, flat, bundle.context_length)
-        with torch.no_grad():
-            self.texts = torch.cat(
-                [text_embeddings(teacher, ids[s : s + batch_size], mask[s : s + batch_size]) for s in range(0, len(flat), batch_size)]
-            )
-
-    def lookup(self, sample_index: torch.Tensor, caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[sample_index], self.texts[sample_index * self.captions_per_image + caption_index]
-
-
 @register_method
 class CCLIP(LoRA):
     name = "cclip"
@@ -85,11 +64,7 @@ class CCLIP(LoRA):
     Options = CCLIPOptions
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
-        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.cache = None
-        if self.options.cache_teacher and data is not None:
-            self.cache = TeacherCache(self.teacher, data, self.context.bundle, self.options.cache_batch_size)
-            self.teacher = None  # the cache replaces it: no second model in memory during training
+        self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
         super().begin_task(stage, data)
         dim = self.model.config.projection_dim
         self.projector = make_projector(dim, self.options.projector_hidden or 4 * dim)
@@ -110,15 +85,6 @@ class CCLIP(LoRA):
             ParameterGroup([p for p in self.projector.parameters() if p.ndim < 2], "vision", False),
         ]
 
-    def old_features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is not None:
-            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
-        with torch.no_grad():
-            return (
-                image_embeddings(self.teacher, batch["pixel_values"]),
-                text_embeddings(self.teacher, batch["input_ids"], batch["attention_mask"]),
-            )
-
     def ckc_scale(self) -> torch.Tensor | float:
         tau = self.options.ckc_temperature
         return 1.0 / tau if tau is not None else self.logit_scale()
@@ -127,7 +93,7 @@ class CCLIP(LoRA):
         images, texts = self.encode(batch)
         gather = self.options.gather
         contrastive = clip_loss(images, texts, self.logit_scale(), gather=gather)
-        old_images, old_texts = self.old_features(batch)
+        old_images, old_texts = self.teacher.features(batch)
         consolidation = ckc_loss(self.projector(images), self.projector(texts), old_images, old_texts, self.ckc_scale(), gather=gather)
         loss = contrastive + self.options.ckc_weight * consolidation
         return LossOutput(loss, {"clip": float(contrastive.detach()), "ckc": float(consolidation.detach())})
@@ -136,4 +102,3 @@ class CCLIP(LoRA):
         super().end_task(stage)
         self.projector = None
         self.teacher = None
-        self.cache = None

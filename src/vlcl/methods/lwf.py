@@ -24,7 +24,6 @@ frozen copy and runs it on every batch instead.
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +32,8 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
-from vlcl.methods.cclip import TeacherCache
+from vlcl.methods.teacher import FrozenTeacher
 from vlcl.methods.registry import register_method
-from vlcl.models.encode import image_embeddings, text_embeddings
 
 
 class LwFOptions(MethodOptions):
@@ -81,31 +79,16 @@ class LwF(Method):
     Options = LwFOptions
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
-        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.teacher_scale = float(self.teacher.logit_scale.exp().clamp(max=100.0))
-        self.cache = None
-        if self.options.cache_teacher and data is not None:
-            self.cache = TeacherCache(self.teacher, data, self.context.bundle, self.options.cache_batch_size)
-            self.teacher = None  # the cache replaces it: no second model in memory during training
-
-    def old_features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is not None:
-            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
-        with torch.no_grad():
-            return (
-                image_embeddings(self.teacher, batch["pixel_values"]),
-                text_embeddings(self.teacher, batch["input_ids"], batch["attention_mask"]),
-            )
+        self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
         scale = self.logit_scale()
         contrastive = clip_loss(images, texts, scale)
-        old_images, old_texts = self.old_features(batch)
-        distill = similarity_distillation(images, texts, scale, old_images, old_texts, self.teacher_scale, self.options.temperature)
+        old_images, old_texts = self.teacher.features(batch)
+        distill = similarity_distillation(images, texts, scale, old_images, old_texts, self.teacher.logit_scale, self.options.temperature)
         loss = contrastive + self.options.weight * distill
         return LossOutput(loss, {"clip": float(contrastive.detach()), "distill": float(distill.detach())})
 
     def end_task(self, stage: Stage) -> None:
         self.teacher = None
-        self.cache = None

@@ -29,7 +29,6 @@ caption) pair of the task are computed once at ``begin_task`` and looked up.
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -39,9 +38,8 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
-from vlcl.methods.cclip import TeacherCache
+from vlcl.methods.teacher import FrozenTeacher
 from vlcl.methods.registry import register_method
-from vlcl.models.encode import image_embeddings, text_embeddings
 
 
 class ModXOptions(MethodOptions):
@@ -109,26 +107,13 @@ class ModX(Method):
     Options = ModXOptions
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
-        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.cache = None
-        if self.options.cache_teacher and data is not None:
-            self.cache = TeacherCache(self.teacher, data, self.context.bundle, self.options.cache_batch_size)
-            self.teacher = None  # the cache replaces it: no second model in memory during training
-
-    def old_features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is not None:
-            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
-        with torch.no_grad():
-            return (
-                image_embeddings(self.teacher, batch["pixel_values"]),
-                text_embeddings(self.teacher, batch["input_ids"], batch["attention_mask"]),
-            )
+        self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
         contrastive = clip_loss(images, texts, self.logit_scale())
-        old_images, old_texts = self.old_features(batch)
+        old_images, old_texts = self.teacher.features(batch)
         alignment, kept = spatial_alignment_loss(
             images, texts, old_images, old_texts, opts.alignment_temperature, reduction=opts.reduction, select=opts.select
         )
@@ -137,4 +122,3 @@ class ModX(Method):
 
     def end_task(self, stage: Stage) -> None:
         self.teacher = None
-        self.cache = None

@@ -1,0 +1,59 @@
+"""A frozen copy of a model whose features a method distils from (C-CLIP, LwF, Mod-X).
+
+With ``cache=True`` the teacher's embeddings of every (image, caption) pair of
+the task are computed once, when the task begins, and looked up per step by
+``sample_index`` / ``caption_index``: the teacher is frozen and the data has
+no random augmentation, so these are the numbers a teacher forward per step
+would give, at a fraction of the cost. The copy of the model is then released;
+memory is (1 + captions per image) x N x d floats.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import CLIPModel
+
+from vlcl.data.benchmark import CaptionedImages
+from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
+from vlcl.models.loading import ClipBundle
+
+
+class TeacherCache:
+    """Teacher embeddings of every (image, caption) pair of a task, computed once."""
+
+    def __init__(self, teacher: CLIPModel, data: CaptionedImages, bundle: ClipBundle, batch_size: int):
+        pixels = [bundle.preprocess.normalize_uint8(data.images[s : s + batch_size]) for s in range(0, len(data), batch_size)]
+        with torch.no_grad():
+            self.images = torch.cat([image_embeddings(teacher, p) for p in pixels])
+        self.captions_per_image = max(len(c) for c in data.captions)
+        flat = [caps[i % len(caps)] for caps in data.captions for i in range(self.captions_per_image)]
+        ids, mask = tokenize(bundle.tokenizer, flat, bundle.context_length)
+        with torch.no_grad():
+            self.texts = torch.cat(
+                [text_embeddings(teacher, ids[s : s + batch_size], mask[s : s + batch_size]) for s in range(0, len(flat), batch_size)]
+            )
+
+    def lookup(self, sample_index: torch.Tensor, caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[sample_index], self.texts[sample_index * self.captions_per_image + caption_index]
+
+
+class FrozenTeacher:
+    """The model as it is now, frozen: its embeddings of a batch, from a cache when possible."""
+
+    def __init__(self, model: CLIPModel, data: CaptionedImages | None, bundle: ClipBundle, *, cache: bool, batch_size: int = 256):
+        model_copy = copy.deepcopy(model).eval().requires_grad_(False)
+        self.logit_scale = float(model_copy.logit_scale.exp().clamp(max=100.0))
+        self.cache = TeacherCache(model_copy, data, bundle, batch_size) if cache and data is not None else None
+        self.model = None if self.cache is not None else model_copy  # the cache replaces the second model
+
+    def features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised (image, text) embeddings of the batch's pairs, without gradients."""
+        if self.cache is not None:
+            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
+        with torch.no_grad():
+            return (
+                image_embeddings(self.model, batch["pixel_values"]),
+                text_embeddings(self.model, batch["input_ids"], batch["attention_mask"]),
+            )
