@@ -20,8 +20,9 @@ def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size
 
     settings = PretrainSettings(seed=seed, width=width, layers=layers, heads=2, image_size=image_size, patch_size=patch_size, context_length=16, projection_dim=width)
     if vocabulary != "world":
-        from vlcl.models.world_tokenizer import build_world_tokenizer
         from transformers import CLIPConfig, CLIPModel
+
+        from vlcl.models.world_tokenizer import build_world_tokenizer
 
         bundle = build_random_clip(settings)
         tokenizer = build_world_tokenizer(TINY_WORDS, settings.context_length)
@@ -38,3 +39,17 @@ def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]
+
+
+def tiny_data(n=16, size=16, seed=0):
+    """Random uint8 images with two captions each, for method tests on the tiny CLIP."""
+    import numpy as np
+
+    from vlcl.data.benchmark import CaptionedImages
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    return CaptionedImages("tiny", images, [[CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4]] for i in range(n)])

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CAPTIONS, tiny_data
 from peft.helpers import rescale_adapter_scale
 from rich.console import Console
 
 from vlcl.config import TrainConfig
-from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine.train import make_batch, train_on
 from vlcl.losses import ckc_loss, clip_loss
 from vlcl.methods import RunContext, Stage, create_method
@@ -20,14 +19,6 @@ from vlcl.models import encode_images, encode_texts, load_clip
 from vlcl.models.lora import lora_parameters
 
 STAGE = Stage(0, "t0", (0,))
-CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]
-
-
-def tiny_data(n=32, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    captions = [[CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4]] for i in range(n)]
-    return CaptionedImages("tiny", images, captions)
 
 
 def setup_method(name, tiny_clip_dir, **options):
@@ -44,7 +35,7 @@ def embeddings(model, bundle, data):
 
 def test_integration_is_exact(tiny_clip_dir):
     method, bundle = setup_method("lora", tiny_clip_dir, integration=0.5)
-    data = tiny_data()
+    data = tiny_data(32)
     method.begin_task(STAGE, data)
     torch.manual_seed(1)
     with torch.no_grad():  # a non-zero adapter, as after training
@@ -64,7 +55,7 @@ def test_integration_is_exact(tiny_clip_dir):
 @pytest.mark.parametrize("extras", [False, True])
 def test_only_lora_projector_and_chosen_extras_get_gradients(tiny_clip_dir, extras):
     method, bundle = setup_method("cclip", tiny_clip_dir, train_extras=extras)
-    data = tiny_data()
+    data = tiny_data(32)
     method.begin_task(STAGE, data)
     method.train()
     batch = make_batch(bundle, data, torch.arange(8), torch.zeros(8, dtype=torch.long))
@@ -85,7 +76,7 @@ def test_only_lora_projector_and_chosen_extras_get_gradients(tiny_clip_dir, extr
 
 def losses_of(tiny_clip_dir, cache):
     method, bundle = setup_method("cclip", tiny_clip_dir, cache_teacher=cache)
-    data = tiny_data()
+    data = tiny_data(32)
     torch.manual_seed(0)
     method.begin_task(STAGE, data)
     stats = train_on(method, bundle, data, "t0", TrainConfig(epochs=3, batch_size=8, lr=1e-3), seed=5, console=Console(quiet=True))
@@ -141,7 +132,7 @@ def test_cclip_checkpoint_is_a_plain_clip(tmp_path, tiny_clip_dir):
     from transformers import CLIPModel
 
     method, bundle = setup_method("cclip", tiny_clip_dir)
-    data = tiny_data()
+    data = tiny_data(32)
     method.begin_task(STAGE, data)
     train_on(method, bundle, data, "t0", TrainConfig(epochs=1, batch_size=8, lr=1e-3), seed=0, console=Console(quiet=True))
     method.end_task(STAGE)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_data
 
 import vlcl.methods.ewc  # noqa: F401  (registers 'ewc')
-from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine.checkpoint import read_stage_checkpoint, write_stage_checkpoint
 from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
@@ -15,14 +15,7 @@ from vlcl.models import load_clip
 from vlcl.models.loading import ClipBundle
 
 STAGES = [Stage(0, "t0", (0,)), Stage(1, "t1", (1,))]
-CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]
 FAST = {"fisher_batches": 2, "fisher_batch_size": 8}
-
-
-def tiny_data(n=16, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    return CaptionedImages("tiny", images, [[CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4]] for i in range(n)])
 
 
 def setup_method(path, **options):

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_data
 
 import vlcl.methods.modx  # noqa: F401  (registers the method)
-from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.modx import spatial_alignment_loss
 from vlcl.models import load_clip
 
 STAGE = Stage(0, "t0", (0,))
-CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]
-
-
-def tiny_data(n=16, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    return CaptionedImages("tiny", images, [[CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4]] for i in range(n)])
 
 
 def setup_modx(tiny_clip_dir, **options):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_data
 from PIL import Image
 from rich.console import Console
 
 import vlcl.methods.zscl  # noqa: F401  (registers the method)
 from vlcl.config import TrainConfig
-from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine.checkpoint import merge_state, split_state
 from vlcl.engine.train import train_on
 from vlcl.methods import RunContext, Stage, create_method
@@ -18,14 +18,7 @@ from vlcl.methods.zscl import distillation_kl
 from vlcl.models import load_clip
 
 STAGE = Stage(0, "t0", (0,))
-CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]
 SMALL = {"reference_images": 12, "reference_batch_size": 6}
-
-
-def tiny_data(n=16, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
-    return CaptionedImages("tiny", images, [[CAPTIONS[i % 4]] for i in range(n)])
 
 
 def setup_zscl(tiny_clip_dir, **options):

@@ -6,7 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vlcl.models import ImagePreprocessor, ModelLoadError, encode_images, encode_texts, load_clip
+from vlcl.models import (
+    ImagePreprocessor,
+    ModelLoadError,
+    encode_images,
+    encode_texts,
+    load_clip,
+)
 
 
 def test_load_and_encode_normalised(tiny_clip_dir):
@@ -88,9 +94,9 @@ def test_preprocess_resizes_crops_and_normalises():
 
 def test_shipped_model_knows_the_base_world():
     """The asset is the pre-trained model the README describes, not a random one."""
+    from vlcl.config import EvalConfig
     from vlcl.data.embedded import build_embedded
     from vlcl.engine.evaluate import Evaluator
-    from vlcl.config import EvalConfig
 
     bundle = load_clip("embedded")
     bench = build_embedded(tasks=["sketch"], train_scale=0.001, test_images=60, zeroshot_per_class=12)

@@ -8,14 +8,22 @@ nothing already written is touched before the input has been validated.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from vlcl.config import ConfigError, RunConfig, config_to_dict, dump_config, load_config, read_yaml, build_config, parse_override
+from vlcl.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_override,
+    read_yaml,
+)
 from vlcl.data.benchmark import UnknownBenchmarkError
 
 EXIT_BAD_INPUT = 2
@@ -69,7 +77,6 @@ def _validate_names(config: RunConfig) -> None:
     from vlcl.data.benchmark import benchmark_builder
     from vlcl.data.registry import build_benchmark  # noqa: F401  (registers the benchmarks)
     from vlcl.methods import create_method
-
     from vlcl.models.loading import resolve_model_path
 
     create_method(config.method.name, config.method.options())

@@ -17,7 +17,12 @@ from transformers import CLIPModel
 
 from vlcl.config import EvalConfig
 from vlcl.data.benchmark import Benchmark, ClassificationSet, RetrievalSet
-from vlcl.metrics import alignment_diagnostics, retrieval_recall, zeroshot_accuracy, zeroshot_classifier
+from vlcl.metrics import (
+    alignment_diagnostics,
+    retrieval_recall,
+    zeroshot_accuracy,
+    zeroshot_classifier,
+)
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
 from vlcl.models.preprocess import ImagePreprocessor
 

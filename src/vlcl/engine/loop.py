@@ -23,10 +23,14 @@ from rich.console import Console
 from vlcl.config import RunConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages
 from vlcl.data.registry import build_benchmark
-from vlcl.engine.checkpoint import latest_checkpoint, read_stage_checkpoint, write_stage_checkpoint
+from vlcl.engine.checkpoint import (
+    latest_checkpoint,
+    read_stage_checkpoint,
+    write_stage_checkpoint,
+)
 from vlcl.engine.evaluate import Evaluator
-from vlcl.engine.train import progress_bar, train_on
 from vlcl.engine.results import assemble_results, write_results
+from vlcl.engine.train import progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method
 from vlcl.models.loading import ClipBundle, load_clip
 

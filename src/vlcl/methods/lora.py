@@ -14,10 +14,22 @@ import torch
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.methods.base import LossOutput, Method, MethodOptions, ParameterGroup, Stage, split_parameters
-from vlcl.methods.registry import register_method
 from vlcl.losses import clip_loss
-from vlcl.models.lora import DEFAULT_TARGET_MODULES, add_lora, extra_parameters, integrate_lora
+from vlcl.methods.base import (
+    LossOutput,
+    Method,
+    MethodOptions,
+    ParameterGroup,
+    Stage,
+    split_parameters,
+)
+from vlcl.methods.registry import register_method
+from vlcl.models.lora import (
+    DEFAULT_TARGET_MODULES,
+    add_lora,
+    extra_parameters,
+    integrate_lora,
+)
 
 
 class LoRAOptions(MethodOptions):

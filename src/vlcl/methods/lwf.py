@@ -24,7 +24,6 @@ frozen copy and runs it on every batch instead.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -32,8 +31,8 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
-from vlcl.methods.teacher import FrozenTeacher
 from vlcl.methods.registry import register_method
+from vlcl.methods.teacher import FrozenTeacher
 
 
 class LwFOptions(MethodOptions):

@@ -38,8 +38,8 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
-from vlcl.methods.teacher import FrozenTeacher
 from vlcl.methods.registry import register_method
+from vlcl.methods.teacher import FrozenTeacher
 
 
 class ModXOptions(MethodOptions):

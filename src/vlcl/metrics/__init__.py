@@ -1,7 +1,11 @@
 """Evaluation metrics: retrieval recall, zero-shot accuracy, alignment, continual summaries."""
 
 from vlcl.metrics.alignment import alignment_diagnostics
-from vlcl.metrics.continual import continual_summary, performance_drop, zeroshot_retention_summary
+from vlcl.metrics.continual import (
+    continual_summary,
+    performance_drop,
+    zeroshot_retention_summary,
+)
 from vlcl.metrics.retrieval import retrieval_recall
 from vlcl.metrics.zeroshot import zeroshot_accuracy, zeroshot_classifier
 

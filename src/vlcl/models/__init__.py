@@ -1,6 +1,13 @@
 """Loading CLIP checkpoints, preprocessing, and embedding helpers."""
 
-from vlcl.models.encode import encode_images, encode_texts, encode_token_batches, image_embeddings, text_embeddings, tokenize
+from vlcl.models.encode import (
+    encode_images,
+    encode_texts,
+    encode_token_batches,
+    image_embeddings,
+    text_embeddings,
+    tokenize,
+)
 from vlcl.models.loading import (
     EMBEDDED_MODEL,
     ClipBundle,
