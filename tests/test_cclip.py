@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CAPTIONS, tiny_data
 from peft.helpers import rescale_adapter_scale
 from rich.console import Console
 
+from conftest import CAPTIONS, tiny_data
 from vlcl.config import TrainConfig
 from vlcl.engine.train import make_batch, train_on
 from vlcl.losses import ckc_loss, clip_loss

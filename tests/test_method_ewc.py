@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_data
 
 import vlcl.methods.ewc  # noqa: F401  (registers 'ewc')
+from conftest import tiny_data
 from vlcl.engine.checkpoint import read_stage_checkpoint, write_stage_checkpoint
 from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data
 
 import vlcl.methods.lwf  # noqa: F401  (registers 'lwf')
+from conftest import tiny_data
 from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.lwf import softened_kl

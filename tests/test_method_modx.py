@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_data
 
 import vlcl.methods.modx  # noqa: F401  (registers the method)
+from conftest import tiny_data
 from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.modx import spatial_alignment_loss

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_data
 from PIL import Image
 from rich.console import Console
 
 import vlcl.methods.zscl  # noqa: F401  (registers the method)
+from conftest import tiny_data
 from vlcl.config import TrainConfig
 from vlcl.engine.checkpoint import merge_state, split_state
 from vlcl.engine.train import train_on

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_clip
 
+from conftest import make_tiny_clip
 from vlcl.cli import main
 
 TASKS = "data.tasks=[sketch,counting]"
