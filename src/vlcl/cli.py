@@ -8,6 +8,7 @@ nothing already written is touched before the input has been validated.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -228,5 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         message, code = str(exc), EXIT_RUN_FAILED
     except KeyboardInterrupt:
         message, code = "interrupted; resume with --resume RUN_DIR", 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     print(f"vlcl: error: {message}", file=sys.stderr)
     return code
