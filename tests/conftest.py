@@ -53,3 +53,9 @@ def tiny_data(n=16, size=16, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
     return CaptionedImages("tiny", images, [[CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4]] for i in range(n)])
+
+
+@pytest.fixture(scope="session")
+def world_clip_dir(tmp_path_factory):
+    """A tiny random CLIP with the procedural world's full vocabulary."""
+    return make_tiny_clip(tmp_path_factory.mktemp("world_clip"), vocabulary="world")

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_clip
 from vlcl.cli import main
 
 TASKS = "data.tasks=[sketch,counting]"
-
-
-@pytest.fixture(scope="module")
-def world_clip_dir(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("world_clip"), vocabulary="world")
 
 
 def quick_args(model_dir: Path, *extra: str) -> list[str]:

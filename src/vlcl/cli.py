@@ -136,6 +136,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vlcl.compare import CompareError, compare, parse_methods
+
+    config_path, overrides = _split_run_args(args.items)
+    try:
+        specs = parse_methods(args.methods)
+        config = load_config(config_path, overrides)
+        out_dir = Path(args.output) if args.output else Path(config.output_dir) / f"compare-{config.data.benchmark}"
+        command = "vlcl compare " + " ".join([*args.items, "--methods", f"'{args.methods}'", "-o", str(out_dir)])
+        compare(config_path, overrides, specs, out_dir, command, Console(stderr=True))
+    except CompareError as exc:
+        raise CliError(str(exc)) from None
+    print((out_dir / "leaderboard.md").read_text(encoding="utf-8"))
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from vlcl.pretrain import PretrainSettings, pretrain
 
@@ -204,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-o", "--output", required=True, help="output model directory")
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.pretrain.PretrainSettings")
     pre.set_defaults(func=cmd_pretrain)
+    cmp = sub.add_parser("compare", help="run several methods on the same benchmark and seed, write a leaderboard")
+    cmp.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [KEY=VALUE ...]")
+    cmp.add_argument("--methods", required=True, help="comma-separated, e.g. 'zeroshot,finetune,cclip[train.lr=5e-4]'")
+    cmp.add_argument("-o", "--output", help="comparison directory (default: <output_dir>/compare-<benchmark>)")
+    cmp.set_defaults(func=cmd_compare)
     report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("-o", "--output", help="write the Markdown here instead of printing it")

@@ -1,0 +1,131 @@
+"""``vlcl compare``: several methods on the same benchmark and seed, one after the other.
+
+Each method gets its own run directory under the comparison directory and is
+resumable on its own: a finished run is kept, an interrupted one resumes after
+its last complete task, a missing one starts. The leaderboard (Markdown and
+CSV) is rewritten after every method, so it always reflects what has finished.
+
+Methods are given as ``name`` or ``name[key=value;key=value]`` with overrides
+that apply to that method only, e.g. ``finetune,cclip[train.lr=5e-4]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
+from vlcl.engine.checkpoint import atomic_write_text
+from vlcl.engine.loop import ContinualRunner
+from vlcl.report.tables import comparison_rows, markdown_table
+
+
+class CompareError(ValueError):
+    pass
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    label: str = ""
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if depth != 0:
+        raise CompareError(f"--methods '{text}': unbalanced brackets")
+    return parts + [current]
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    specs = []
+    for item in (p.strip() for p in _split_top_level(text, ",")):
+        if not item:
+            raise CompareError(f"--methods '{text}': empty method name")
+        name, _, rest = item.partition("[")
+        overrides = [o.strip() for o in rest[:-1].split(";") if o.strip()] if rest else []
+        if rest and not rest.endswith("]"):
+            raise CompareError(f"--methods: '{item}' should look like name[key=value;key=value]")
+        specs.append(MethodSpec(name.strip(), overrides))
+    counts: dict[str, int] = {}
+    for spec in specs:  # directory names: the method name, numbered when a method appears twice
+        counts[spec.name] = counts.get(spec.name, 0) + 1
+        spec.label = spec.name if counts[spec.name] == 1 else f"{spec.name}-{counts[spec.name]}"
+    return specs
+
+
+def _finished(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    return results if results.get("summary", {}).get("complete") else None
+
+
+def _same_config(run_dir: Path, config: RunConfig) -> None:
+    saved = load_config(run_dir / "config.yaml")
+    a, b = config_to_dict(saved), config_to_dict(config)
+    differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differing:
+        raise CompareError(f"{run_dir}: exists with a different config ({', '.join(differing)}); remove it or use another directory")
+
+
+def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    if run_dir.exists() and (run_dir / "config.yaml").is_file():
+        _same_config(run_dir, config)
+        finished = _finished(run_dir)
+        if finished is not None:
+            console.print(f"[bold]{run_dir.name}[/]: finished earlier, kept")
+            return finished
+        console.print(f"[bold]{run_dir.name}[/]: resuming")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        console.print(f"[bold]{run_dir.name}[/]: running")
+    return ContinualRunner(config, run_dir, console).run()
+
+
+def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]]], command: str) -> None:
+    header, rows = comparison_rows([results for _, results in runs])
+    links = [f"[results]({spec.label}/results.json), [metrics]({spec.label}/metrics.csv)" for spec, _ in runs]
+    seconds = [f"{results['timings']['train_seconds']:.0f}" for _, results in runs]
+    table = markdown_table(header + ["train s", "files"], [r + [s, link] for r, s, link in zip(rows, seconds, links)])
+    text = f"# Leaderboard\n\nMade with:\n\n```bash\n{command}\n```\n\n{table}\n"
+    atomic_write_text(out_dir / "leaderboard.md", text)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run"] + header[1:] + ["train_seconds", "results"])
+    for (spec, results), row in zip(runs, rows):
+        writer.writerow([spec.label] + row[1:] + [results["timings"]["train_seconds"], f"{spec.label}/results.json"])
+    atomic_write_text(out_dir / "leaderboard.csv", buffer.getvalue())
+
+
+def compare(config_path: str | None, overrides: list[str], specs: list[MethodSpec], out_dir: Path, command: str, console: Console) -> list[dict[str, Any]]:
+    from vlcl.methods import create_method
+
+    configs = []
+    for spec in specs:  # validate every method before running any
+        config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides)
+        create_method(config.method.name, config.method.options())
+        configs.append(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished: list[tuple[MethodSpec, dict[str, Any]]] = []
+    for spec, config in zip(specs, configs):
+        finished.append((spec, run_method(config, out_dir / spec.label, console)))
+        leaderboard_files(out_dir, finished, command)
+    return [results for _, results in finished]
