@@ -80,6 +80,15 @@ def _validate_names(config: RunConfig) -> None:
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
 
+    if config.data.benchmark == "features":
+        from vlcl.features import FEATURE_METHODS
+
+        if config.method.name not in FEATURE_METHODS:
+            raise CliError(f"method '{config.method.name}' has no feature mode; available: {', '.join(FEATURE_METHODS)}")
+        if not config.data.features:
+            raise CliError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
+        create_method(config.method.name, config.method.options())
+        return
     create_method(config.method.name, config.method.options())
     benchmark_builder(config.data.benchmark)
     resolve_model_path(config.model.path)
@@ -106,7 +115,7 @@ def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vlcl.engine.checkpoint import atomic_write_text
-    from vlcl.engine.loop import ContinualRunner
+    from vlcl.engine.loop import create_runner
     from vlcl.report import render_console
 
     if args.resume:
@@ -129,7 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
     console = Console(stderr=True)
     console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark} -> {run_dir}")
-    results = ContinualRunner(config, run_dir, console).run()
+    if args.resume and config.data.benchmark == "features":
+        raise CliError(f"--resume {run_dir}: feature-mode runs keep no checkpoints (they take seconds); run again with --overwrite")
+    results = create_runner(config, run_dir, console).run()
     out = Console()
     render_console(results, Console(width=max(out.width, 160)))
     print(f"results: {run_dir / 'results.json'}")
@@ -236,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from vlcl.engine.train import NonFiniteLossError
+    from vlcl.features import FeatureDataError
     from vlcl.methods.registry import UnknownMethodError
     from vlcl.models.loading import ModelLoadError
 
@@ -244,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         message, code = str(exc), exc.code
-    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError) as exc:
+    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError) as exc:
         message, code = str(exc), EXIT_BAD_INPUT
     except NonFiniteLossError as exc:
         message, code = str(exc), EXIT_RUN_FAILED

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
 from vlcl.engine.checkpoint import atomic_write_text
-from vlcl.engine.loop import ContinualRunner
+from vlcl.engine.loop import create_runner
 from vlcl.report.tables import comparison_rows, markdown_table
 
 
@@ -97,7 +97,7 @@ def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, 
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         console.print(f"[bold]{run_dir.name}[/]: running")
-    return ContinualRunner(config, run_dir, console).run()
+    return create_runner(config, run_dir, console).run()
 
 
 def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]]], command: str) -> None:

@@ -31,6 +31,24 @@ class ModelConfig(_Section):
     """Never touch the network unless this is switched off explicitly."""
 
 
+class FeaturePairConfig(_Section):
+    """One task of feature mode (``data.benchmark: features``): a modality pair and its feature files."""
+
+    name: str
+    modalities: tuple[str, str]
+    """The pair (A, B); the files hold one 2-D array per modality, named after it."""
+    train: str
+    """A .npz or .safetensors file; row i of A's and B's arrays is the i-th positive pair."""
+    test: str
+
+    @field_validator("modalities")
+    @classmethod
+    def _two_modalities(cls, modalities: tuple[str, str]) -> tuple[str, str]:
+        if modalities[0] == modalities[1]:
+            raise ValueError("expected two different modalities")
+        return modalities
+
+
 class DataConfig(_Section):
     benchmark: str = "embedded"
     tasks: list[str] | None = None
@@ -42,6 +60,8 @@ class DataConfig(_Section):
     test_images: int | None = Field(None, ge=10)
     """Override the number of test images per retrieval set."""
     zeroshot_per_class: int | None = Field(None, ge=1)
+    features: list[FeaturePairConfig] | None = None
+    """Feature mode's sequence of modality pairs (CMCL's setting; see vlcl.features)."""
 
 
 class TrainConfig(_Section):

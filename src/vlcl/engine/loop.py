@@ -150,6 +150,15 @@ class ContinualRunner:
         return results
 
 
+def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None):
+    """The runner for a config: CLIP continual learning, or feature mode (``data.benchmark: features``)."""
+    if config.data.benchmark == "features":
+        from vlcl.features import FeatureRunner
+
+        return FeatureRunner(config, run_dir, console)
+    return ContinualRunner(config, run_dir, console)
+
+
 def library_versions() -> dict[str, str]:
     import transformers
 

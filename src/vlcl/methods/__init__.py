@@ -3,6 +3,7 @@
 # Importing the modules registers the methods.
 from vlcl.methods import (  # noqa: E402,F401
     cclip,
+    cmcl,
     ewc,
     finetune,
     joint,

@@ -1,0 +1,315 @@
+"""CMCL: dual-sided null-space (DNS) gradient projection (Liu et al., arXiv 2503.14963, NeurIPS 2025).
+
+CMCL learns one linear map per modality, f_m(x) = W_m x, over a sequence of
+modality *pairs* (A, B), with the one-directional contrastive loss
+
+    L = CE( (W_A x_A)(W_B x_B)^T , diagonal targets )                 (temperature 1)
+
+and keeps, for every modality m,
+
+    Sigma_m  = running mean of x_m x_m^T over every input of m seen so far        (input side)
+    Sigma'_m = running mean of (W_p x_p)(W_p x_p)^T over the partners p of m      (output side)
+
+updated at the end of every task over that task's whole training set: when
+(A, B) is learned, Sigma_A, Sigma_B get that task's inputs, Sigma'_B gets
+W_A Sigma_A^{task} W_A^T and Sigma'_A gets W_B Sigma_B^{task} W_B^T. From a
+covariance, a projector onto its principal directions:
+
+    P(Sigma, lambda) = U_k U_k^T,   U_k = eigenvectors with eigenvalue > lambda
+
+with lambda = 0.1 on the input side (P_m) and 0 on the output side (P'_m).
+From the second task on, before every optimiser step, the gradient of each
+weight matrix is projected on both sides:
+
+    G_m <- G_m - P'_m G_m P_m                                          (weights only, not biases)
+
+Why it protects old pairs: an old pair (x_A, x_B) has similarity
+s = (W_A x_A)^T (W_B x_B). A step dW_B = -eta (G - P'_B G P_B) changes it by
+-eta [(W_A x_A)^T G x_B - (P'_B W_A x_A)^T G (P_B x_B)] = 0 when x_B lies in
+the span of P_B and W_A x_A in the span of P'_B - which is what the two
+covariances record. The argument is first order per side: when both maps of
+a pair move in one step, the product of the two updates, (dW_A x_A)^T (dW_B
+x_B), is not removed (it is O(eta^2)).
+
+vlcl applies DNS to a CLIPModel (``vlcl run method.name=cmcl``):
+
+* ``layers=projections`` (default, CMCL's setting): only the two final
+  projections train (``visual_projection`` and ``text_projection``, CLIP's
+  per-modality linear maps on top of the frozen towers, as CMCL's maps sit on
+  frozen binders); the temperature is frozen, so cosine similarities scaled by
+  it move only through the maps.
+* ``layers=all``: every Linear weight of both towers trains as well; the inner
+  layers have no partner modality, so their output side is the identity
+  (P' = I: G <- G - G P, the one-sided null space of Adam-NSCL), which keeps
+  their outputs on old inputs, hence the old features, fixed to first order.
+  Biases, norms, embeddings and the temperature are frozen in both modes.
+  Memory: one d_in x d_in covariance per layer (plus d_out x d_out for the
+  two projections); the covariances are gathered in one forward pass over the
+  task's data at its end.
+
+``project=gradient`` (default) is CMCL's rule: the gradient is projected and
+AdamW does the rest, so Adam's per-coordinate scaling and the decoupled
+weight decay leave the projected subspace (the guarantee is approximate, as
+in the authors' code). ``project=update`` projects the whole parameter change
+of each step instead, which keeps the guarantee for any optimiser. The same
+projection drives the feature mode (``vlcl.features``), CMCL's own setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from vlcl.data.benchmark import CaptionedImages
+from vlcl.methods.base import Method, MethodOptions, ParameterGroup, Stage
+from vlcl.methods.registry import register_method
+from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
+
+# -- the projection, pure functions ------------------------------------------------------------------
+
+
+def covariance_projector(covariance: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U_k U_k^T (float64) over the eigenvectors of the symmetric PSD ``covariance`` with eigenvalue > ``threshold``."""
+    values, vectors = torch.linalg.eigh(covariance.double())
+    kept = vectors[:, values > threshold]
+    return kept @ kept.t()
+
+
+def dns_project(grad: torch.Tensor, input_projector: torch.Tensor | None, output_projector: torch.Tensor | None) -> torch.Tensor:
+    """G - P' G P for a weight gradient G [d_out, d_in]; a missing projector is the zero matrix, except
+    that ``output_projector=None`` with an input projector means P' = I (one-sided: G - G P)."""
+    if input_projector is None:
+        return grad
+    if output_projector is None:
+        return grad - grad @ input_projector
+    return grad - output_projector @ grad @ input_projector
+
+
+class RunningCovariance:
+    """Running mean of x x^T (not centred, as CMCL), kept as a sum and a count."""
+
+    def __init__(self, dim: int, device: torch.device | None = None):
+        self.sum = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add_inputs(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self.sum += x.t() @ x
+        self.count += x.shape[0]
+
+    def add_second_moment(self, second_moment_sum: torch.Tensor, count: int) -> None:
+        self.sum += second_moment_sum.double()
+        self.count += count
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / max(self.count, 1)
+
+    def state(self) -> dict[str, Any]:
+        return {"sum": self.sum.clone(), "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "RunningCovariance":
+        cov = cls(state["sum"].shape[0], state["sum"].device)
+        cov.sum = state["sum"].double().clone()
+        cov.count = int(state["count"])
+        return cov
+
+
+class DualNullSpace:
+    """Per-key input covariances, per-key output covariances and the projectors built from them.
+
+    A key is a modality (a map with a partner: dual-sided) or a layer name (no
+    partner: one-sided). ``refresh`` recomputes the projectors after an update.
+    """
+
+    def __init__(self, input_threshold: float = 0.1, output_threshold: float = 0.0):
+        self.input_threshold = input_threshold
+        self.output_threshold = output_threshold
+        self.inputs: dict[str, RunningCovariance] = {}
+        self.outputs: dict[str, RunningCovariance] = {}
+        self.input_projectors: dict[str, torch.Tensor] = {}
+        self.output_projectors: dict[str, torch.Tensor] = {}
+
+    def add_inputs(self, key: str, x: torch.Tensor) -> None:
+        self.inputs.setdefault(key, RunningCovariance(x.shape[-1], x.device)).add_inputs(x)
+
+    def add_partner_outputs(
+        self, key: str, partner_weight: torch.Tensor, partner_second_moment_sum: torch.Tensor, count: int
+    ) -> None:
+        """Sigma'_key += W_p (sum x_p x_p^T) W_p^T: the partner's inputs of this task, through its map."""
+        w = partner_weight.detach().double()
+        cov = self.outputs.setdefault(key, RunningCovariance(w.shape[0], w.device))
+        cov.add_second_moment(w @ partner_second_moment_sum.double() @ w.t(), count)
+
+    def refresh(self) -> None:
+        # float64: G - P' G P cancels most of G, and float32 round-off would leak into the protected subspace
+        self.input_projectors = {k: covariance_projector(c.mean(), self.input_threshold) for k, c in self.inputs.items()}
+        self.output_projectors = {k: covariance_projector(c.mean(), self.output_threshold) for k, c in self.outputs.items()}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.input_projectors)
+
+    def project(self, key: str, grad: torch.Tensor, *, dual: bool) -> torch.Tensor:
+        """Projected gradient of the weight behind ``key`` (unchanged before the key's first task ends)."""
+        p_in = self.input_projectors.get(key)
+        if p_in is None:
+            return grad
+        p_out = self.output_projectors.get(key) if dual else None
+        if dual and p_out is None:  # a modality whose partner was never seen: P' = 0
+            return grad
+        p_out = None if p_out is None else p_out.to(grad.device)
+        return dns_project(grad.double(), p_in.to(grad.device), p_out).to(grad.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": {k.replace(".", "/"): c.state() for k, c in self.inputs.items()},
+            "outputs": {k.replace(".", "/"): c.state() for k, c in self.outputs.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inputs = {k.replace("/", "."): RunningCovariance.from_state(s) for k, s in state.get("inputs", {}).items()}
+        self.outputs = {k.replace("/", "."): RunningCovariance.from_state(s) for k, s in state.get("outputs", {}).items()}
+        self.refresh()
+
+
+# -- the method on a CLIPModel ---------------------------------------------------------------------
+
+PROJECTIONS = {"image": "visual_projection", "text": "text_projection"}
+PARTNER = {"image": "text", "text": "image"}
+
+
+class CMCLOptions(MethodOptions):
+    layers: Literal["projections", "all"] = "projections"
+    """Which weights train under DNS: the two final projections (CMCL's maps), or every Linear weight too."""
+    input_threshold: float = Field(0.1, ge=0)
+    """lambda of the input-side projector P (eigenvalues of Sigma above it span the protected inputs)."""
+    output_threshold: float = Field(0.0, ge=0)
+    """lambda of the output-side projector P' (CMCL: 0, every direction the partner's old features use)."""
+    project: Literal["gradient", "update"] = "gradient"
+    """gradient: CMCL's rule (project G before AdamW); update: project each step's whole parameter change."""
+    covariance_batch_size: int = Field(256, ge=1)
+
+
+@register_method
+class CMCL(Method):
+    name = "cmcl"
+    description = "CMCL: dual-sided null-space projection of the towers' projection gradients (old pairs' similarities kept)"
+    Options = CMCLOptions
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        self.space = DualNullSpace(self.options.input_threshold, self.options.output_threshold)
+        self.data: CaptionedImages | None = None
+        self.before_step: dict[str, torch.Tensor] = {}
+        model.requires_grad_(False)
+        for weight in self.protected().values():
+            weight.requires_grad_(True)
+
+    # -- which weights, under which key ----------------------------------------------------------
+    def protected_modules(self) -> dict[str, torch.nn.Linear]:
+        """key -> Linear module: the modalities' projections, then (layers=all) every inner Linear by name."""
+        modules = {key: getattr(self.model, attr) for key, attr in PROJECTIONS.items()}
+        if self.options.layers == "all":
+            for name, module in self.model.named_modules():
+                if isinstance(module, torch.nn.Linear) and name not in PROJECTIONS.values():
+                    modules[name] = module
+        return modules
+
+    def protected(self) -> dict[str, torch.nn.Parameter]:
+        return {key: module.weight for key, module in self.protected_modules().items()}
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        groups: dict[str, list[torch.nn.Parameter]] = {"vision": [], "text": []}
+        for key, weight in self.protected().items():
+            groups["text" if key == "text" or key.startswith("text_model") else "vision"].append(weight)
+        return [ParameterGroup(params, tower) for tower, params in groups.items() if params]
+
+    # -- the projection ------------------------------------------------------------------------------
+    def before_optimizer_step(self, step: int) -> None:
+        if not self.space.active:
+            return
+        weights = self.protected()
+        if self.options.project == "update":
+            self.before_step = {key: w.detach().clone() for key, w in weights.items()}
+            return
+        for key, weight in weights.items():
+            if weight.grad is not None:
+                weight.grad = self.space.project(key, weight.grad, dual=key in PROJECTIONS)
+
+    def after_optimizer_step(self, step: int) -> None:
+        if not self.before_step:
+            return
+        with torch.no_grad():
+            for key, weight in self.protected().items():
+                old = self.before_step[key]
+                weight.copy_(old + self.space.project(key, weight - old, dual=key in PROJECTIONS))
+        self.before_step = {}
+
+    # -- the covariances, at the end of each task --------------------------------------------------------
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
+        self.data = data
+
+    def end_task(self, stage: Stage) -> None:
+        if self.data is None:
+            return
+        inputs = self.task_second_moments(self.data)
+        for key, (second_moment, count) in inputs.items():
+            self.space.inputs.setdefault(key, RunningCovariance(second_moment.shape[0])).add_second_moment(second_moment, count)
+        weights = self.protected()
+        for key, partner in PARTNER.items():
+            partner_moment, partner_count = inputs[partner]
+            self.space.add_partner_outputs(key, weights[partner], partner_moment, partner_count)
+        self.space.refresh()
+        self.data = None
+
+    def task_second_moments(self, data: CaptionedImages) -> dict[str, tuple[torch.Tensor, int]]:
+        """sum x x^T and the count of the inputs of every protected layer over the task (every image, every caption)."""
+        sums: dict[str, RunningCovariance] = {}
+        bundle, size = self.context.bundle, self.options.covariance_batch_size
+        device = self.model.logit_scale.device
+        with self.recording(sums), torch.no_grad():
+            for start in range(0, len(data), size):
+                pixels = bundle.preprocess.normalize_uint8(data.images[start : start + size]).to(device)
+                image_embeddings(self.model, pixels)
+            captions = [c for caps in data.captions for c in caps]
+            for start in range(0, len(captions), size):
+                ids, mask = tokenize(bundle.tokenizer, captions[start : start + size], bundle.context_length)
+                width = int(mask.sum(dim=1).max())  # padding shared by the whole batch adds nothing
+                text_embeddings(self.model, ids[:, :width].to(device), mask[:, :width].to(device))
+        return {key: (cov.sum, cov.count) for key, cov in sums.items()}
+
+    @contextmanager
+    def recording(self, sums: dict[str, RunningCovariance]) -> Iterator[None]:
+        """Forward pre-hooks that add every protected layer's inputs (all token positions) to ``sums``."""
+
+        def hook_for(key: str):
+            def hook(module, args):
+                x = args[0]
+                sums.setdefault(key, RunningCovariance(x.shape[-1], x.device)).add_inputs(x)
+
+            return hook
+
+        was_training = self.model.training
+        self.model.eval()
+        handles = [module.register_forward_pre_hook(hook_for(key)) for key, module in self.protected_modules().items()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.model.train(was_training)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self.space.state_dict() if self.space.inputs else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = set(state) - {"inputs", "outputs"}
+        if unknown:
+            raise ValueError(f"method 'cmcl': unexpected state keys {sorted(unknown)}")
+        self.space.load_state_dict(state)

@@ -1,0 +1,270 @@
+"""CMCL (DNS): projectors, the null-space property on old pairs, feature mode, the method on a CLIPModel."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import tiny_data
+from vlcl.cli import main
+from vlcl.config import build_config
+from vlcl.features import (
+    FeatureDataError,
+    FeatureRunner,
+    ModalityMaps,
+    augmented,
+    joint_weight,
+    load_feature_file,
+    pair_loss,
+    update_null_space,
+)
+from vlcl.methods import RunContext, Stage, create_method
+from vlcl.methods.cmcl import DualNullSpace, covariance_projector, dns_project
+from vlcl.models import load_clip
+
+WIDTHS = {"text": 16, "image": 16, "audio": 16}
+
+
+def low_rank_pairs(n: int, modalities, rank: int, seed: int, split_seed: int) -> dict[str, torch.Tensor]:
+    """Row i of every modality comes from one latent z_i through a fixed per-modality basis: rank-``rank``
+    features (the null space left for new tasks is what DNS may use) whose pairs are learnable."""
+    g = torch.Generator().manual_seed(seed)
+    bases = {m: torch.linalg.qr(torch.randn(WIDTHS[m], rank, generator=g))[0] for m in modalities}
+    z = torch.randn(n, rank, generator=torch.Generator().manual_seed(split_seed)) * 2
+    return {m: z @ bases[m].t() for m in modalities}
+
+
+def write_pair(directory, name, modalities, n, seed, suffix=".npz"):
+    paths = {}
+    for split, split_seed in (("train", seed + 1), ("test", seed + 2)):
+        arrays = low_rank_pairs(n, modalities, 5, seed, split_seed)
+        path = directory / f"{name}_{split}{suffix}"
+        if suffix == ".npz":
+            np.savez(path, **{m: a.numpy() for m, a in arrays.items()})
+        else:
+            save_file({m: a.contiguous() for m, a in arrays.items()}, str(path))
+        paths[split] = str(path)
+    return {"name": name, "modalities": list(modalities), **paths}
+
+
+def feature_config(tmp_path, method="cmcl", **options):
+    pairs = [
+        write_pair(tmp_path, "text_image", ("text", "image"), 96, 0),
+        write_pair(tmp_path, "text_audio", ("text", "audio"), 96, 10, ".safetensors"),
+    ]
+    return build_config(
+        {
+            "data": {"benchmark": "features", "features": pairs},
+            "method": {"name": method, **options},
+            "train": {"epochs": 3, "batch_size": 32, "lr": 1e-2, "weight_decay": 1e-3, "warmup_fraction": 0.0},
+            "threads": 1,
+        },
+        "test",
+    )
+
+
+def old_similarities(maps: ModalityMaps, x_text: torch.Tensor, x_image: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return maps("text", x_text) @ maps("image", x_image).t()
+
+
+# -- projectors --------------------------------------------------------------------------------------------
+
+
+def test_projector_keeps_the_directions_above_the_threshold():
+    basis = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    covariance = basis @ torch.diag(torch.tensor([5.0, 1.0, 0.2, 0.05, 0.0, 0.0], dtype=torch.float64)) @ basis.t()
+    p = covariance_projector(covariance, 0.1)
+    assert torch.allclose(p, p.t(), atol=1e-6) and torch.allclose(p @ p, p, atol=1e-5)
+    assert torch.linalg.matrix_rank(p).item() == 3
+    assert torch.allclose(p @ basis[:, :3], basis[:, :3], atol=1e-5)  # kept directions pass unchanged
+    assert torch.allclose(p @ basis[:, 3:], torch.zeros(6, 3, dtype=torch.float64), atol=1e-5)
+
+
+def test_dns_project_is_g_minus_p_out_g_p_in():
+    g = torch.Generator().manual_seed(1)
+    grad, p_in, p_out = torch.randn(4, 5, generator=g), torch.randn(5, 5, generator=g), torch.randn(4, 4, generator=g)
+    assert torch.allclose(dns_project(grad, p_in, p_out), grad - p_out @ grad @ p_in)
+    assert torch.allclose(dns_project(grad, p_in, None), grad - grad @ p_in)  # one-sided: P' = I
+    assert torch.equal(dns_project(grad, None, p_out), grad)  # nothing protected yet
+
+
+# -- the property: one projected step leaves the old pairs' similarities unchanged ------------------------
+
+
+def trained_first_task(tmp_path):
+    config = feature_config(tmp_path)
+    runner = FeatureRunner(config, tmp_path / "run")
+    from vlcl.features import load_pairs
+
+    pairs = load_pairs(config)
+    torch.manual_seed(0)
+    maps = ModalityMaps({m: x.shape[1] for p in pairs for m, x in p.train.items()})
+    space = DualNullSpace(0.1, 0.0)
+    runner.train_pair(maps, pairs[0], space, seed=1)
+    update_null_space(space, maps, pairs[0])
+    return maps, space, pairs
+
+
+@pytest.mark.parametrize("projected", [True, False])
+def test_one_large_projected_step_keeps_old_similarities(tmp_path, projected):
+    maps, space, (old, new) = trained_first_task(tmp_path)
+    before = old_similarities(maps, old.train["text"], old.train["image"])
+    loss = pair_loss(maps, new.modalities, new.train["text"], new.train["audio"])
+    loss.backward()
+    with torch.no_grad():
+        for m in new.modalities:  # one plain step of size 10 on [W | b]
+            layer = maps.maps[m]
+            grad = torch.cat([layer.weight.grad, layer.bias.grad[:, None]], dim=1)
+            if projected:
+                grad = space.project(m, grad, dual=True)
+            step = joint_weight(layer) - 10.0 * grad
+            layer.weight.copy_(step[:, :-1])
+            layer.bias.copy_(step[:, -1])
+    change = (old_similarities(maps, old.train["text"], old.train["image"]) - before).abs().max().item()
+    if projected:
+        assert change <= 1e-4
+    else:
+        assert change > 0.1
+
+
+def test_the_projected_step_still_learns(tmp_path):
+    maps, space, (_, new) = trained_first_task(tmp_path)
+    loss = pair_loss(maps, new.modalities, new.train["text"], new.train["audio"])
+    loss.backward()
+    grads = {m: torch.cat([maps.maps[m].weight.grad, maps.maps[m].bias.grad[:, None]], dim=1) for m in new.modalities}
+    projected = {m: space.project(m, g, dual=True) for m, g in grads.items()}
+    assert projected["text"].norm() > 0.05 * grads["text"].norm()  # room is left in the null space
+    assert torch.equal(projected["audio"], grads["audio"])  # a modality never seen is free
+
+
+def test_inputs_of_old_pairs_lie_in_the_protected_subspace(tmp_path):
+    maps, space, (old, _) = trained_first_task(tmp_path)
+    x = augmented(old.train["text"]).double()
+    assert torch.allclose(x @ space.input_projectors["text"], x, atol=1e-4)
+
+
+# -- feature mode end to end ---------------------------------------------------------------------------------
+
+
+def run_features(tmp_path, method="cmcl", **options):
+    run_dir = tmp_path / f"run-{method}-{'-'.join(f'{k}{v}' for k, v in options.items())}"
+    config = feature_config(tmp_path, method, **options)
+    results = FeatureRunner(config, run_dir).run()
+    return results, run_dir
+
+
+def test_feature_run_writes_a_matrix_per_pair(tmp_path):
+    results, run_dir = run_features(tmp_path)
+    assert results["tasks"] == ["text_image", "text_audio"]
+    assert results["modality_pairs"] == {"text_image": ["text", "image"], "text_audio": ["text", "audio"]}
+    assert len(results["matrices"]["mean_R@1"]) == 2
+    stage = results["stages"][-1]["metrics"]["retrieval"]["text_audio"]
+    assert {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_R@1"} <= set(stage)
+    assert json.loads((run_dir / "results.json").read_text())["summary"]["retrieval"]["mean_R@1"]["forgetting"] is not None
+
+
+def test_update_projection_keeps_old_pairs_through_a_whole_adamw_task(tmp_path):
+    """project=update holds the guarantee under AdamW; CMCL's gradient rule only approximately; finetune not at all."""
+    changes = {}
+    for label, method, options in (
+        ("update", "cmcl", {"project": "update"}),
+        ("gradient", "cmcl", {}),
+        ("finetune", "finetune", {}),
+    ):
+        config = feature_config(tmp_path, method, **options)
+        from vlcl.features import load_pairs
+
+        pairs = load_pairs(config)
+        runner = FeatureRunner(config, tmp_path / label)
+        torch.manual_seed(0)
+        maps = ModalityMaps({m: x.shape[1] for p in pairs for m, x in p.train.items()})
+        space = DualNullSpace(0.1, 0.0) if method == "cmcl" else None
+        runner.train_pair(maps, pairs[0], space, seed=1)
+        if space is not None:
+            update_null_space(space, maps, pairs[0])
+        before = old_similarities(maps, pairs[0].train["text"], pairs[0].train["image"])
+        runner.train_pair(maps, pairs[1], space, seed=2)
+        changes[label] = (old_similarities(maps, pairs[0].train["text"], pairs[0].train["image"]) - before).abs().max().item()
+    assert changes["update"] <= 1e-3
+    assert changes["finetune"] > 10 * max(changes["update"], 1e-4)
+
+
+def test_feature_mode_from_the_cli(tmp_path, capsys):
+    config = feature_config(tmp_path)
+    import yaml
+
+    from vlcl.config import config_to_dict
+
+    path = tmp_path / "features.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    assert main(["run", str(path), "-o", str(tmp_path / "cli-run")]) == 0
+    assert (tmp_path / "cli-run" / "results.json").is_file()
+    assert main(["run", str(path), "method.name=lwf", "-o", str(tmp_path / "bad")]) == 2
+    assert "has no feature mode" in capsys.readouterr().err
+
+
+def test_bad_feature_files_name_the_file_and_array(tmp_path):
+    np.savez(tmp_path / "a.npz", text=np.zeros((4, 3), np.float32))
+    with pytest.raises(FeatureDataError, match=r"a\.npz: no array 'image'; found: text"):
+        load_feature_file(tmp_path / "a.npz", ("text", "image"))
+    np.savez(tmp_path / "b.npz", text=np.zeros((4, 3), np.float32), image=np.zeros((5, 3), np.float32))
+    with pytest.raises(FeatureDataError, match="row counts differ"):
+        load_feature_file(tmp_path / "b.npz", ("text", "image"))
+    (tmp_path / "c.npz").write_bytes(b"not a zip")
+    with pytest.raises(FeatureDataError, match=r"c\.npz: cannot read features"):
+        load_feature_file(tmp_path / "c.npz", ("text", "image"))
+    with pytest.raises(FeatureDataError, match="not found"):
+        load_feature_file(tmp_path / "missing.npz", ("text",))
+
+
+# -- the method on a CLIPModel ------------------------------------------------------------------------------------
+
+
+def setup_clip(path, **options):
+    bundle = load_clip(str(path))
+    method = create_method("cmcl", options)
+    method.setup(bundle.model, RunContext(["t0", "t1"], seed=0, bundle=bundle))
+    return method, bundle
+
+
+def test_projections_mode_trains_only_the_two_projections(tiny_clip_dir):
+    method, _ = setup_clip(tiny_clip_dir)
+    trainable = {n for n, p in method.model.named_parameters() if p.requires_grad}
+    assert trainable == {"visual_projection.weight", "text_projection.weight"}
+    method_all, _ = setup_clip(tiny_clip_dir, layers="all")
+    trainable_all = {n for n, p in method_all.model.named_parameters() if p.requires_grad}
+    assert trainable_all > trainable and all(n.endswith(".weight") for n in trainable_all)
+    assert "logit_scale" not in trainable_all
+
+
+def test_clip_mode_covariances_protect_the_old_inputs_and_round_trip(tiny_clip_dir):
+    method, bundle = setup_clip(tiny_clip_dir, layers="all", input_threshold=1e-6)
+    data = tiny_data()
+    method.begin_task(Stage(0, "t0", (0,)), data)
+    method.end_task(Stage(0, "t0", (0,)))
+    space = method.space
+    assert set(space.output_projectors) == {"image", "text"}
+    assert len(space.input_projectors) > 2  # the inner Linear layers too
+    # the pooled image features of the task lie in the protected input subspace of visual_projection
+    pixels = bundle.preprocess.normalize_uint8(data.images)
+    with torch.no_grad():
+        pooled = method.model.vision_model(pixel_values=pixels).pooler_output
+    assert torch.allclose(pooled.double() @ space.input_projectors["image"], pooled.double(), atol=1e-3)
+    restored, _ = setup_clip(tiny_clip_dir, layers="all", input_threshold=1e-6)
+    restored.load_state_dict(method.state_dict())
+    for key, p in space.input_projectors.items():
+        assert torch.allclose(restored.space.input_projectors[key], p, atol=1e-6)
+
+
+def test_clip_run_end_to_end(tmp_path, world_clip_dir):
+    from test_run import quick_args
+
+    run_dir = tmp_path / "cmcl"
+    assert main(["run", *quick_args(world_clip_dir, "method.name=cmcl", "method.project=update"), "-o", str(run_dir)]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["method"] == "cmcl" and len(results["matrices"]["mean_R@1"]) == 2
