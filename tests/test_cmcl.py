@@ -117,12 +117,12 @@ def test_one_large_projected_step_keeps_old_similarities(tmp_path, projected):
     loss = pair_loss(maps, new.modalities, new.train["text"], new.train["audio"])
     loss.backward()
     with torch.no_grad():
-        for m in new.modalities:  # one plain step of size 10 on [W | b]
+        for m in new.modalities:  # one plain SGD step of size 1 (10^4 x CMCL's lr) on [W | b]
             layer = maps.maps[m]
             grad = torch.cat([layer.weight.grad, layer.bias.grad[:, None]], dim=1)
             if projected:
                 grad = space.project(m, grad, dual=True)
-            step = joint_weight(layer) - 10.0 * grad
+            step = joint_weight(layer) - 1.0 * grad
             layer.weight.copy_(step[:, :-1])
             layer.bias.copy_(step[:, -1])
     change = (old_similarities(maps, old.train["text"], old.train["image"]) - before).abs().max().item()
