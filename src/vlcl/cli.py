@@ -8,6 +8,7 @@ nothing already written is touched before the input has been validated.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -92,6 +93,9 @@ def _validate_names(config: RunConfig) -> None:
     create_method(config.method.name, config.method.options())
     benchmark_builder(config.data.benchmark)
     resolve_model_path(config.model.path)
+    from vlcl.data.named import validate_data_config
+
+    validate_data_config(config.data)
 
 
 def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -133,14 +137,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
         run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
     _validate_names(config)
-    _prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
-    if not args.resume:
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    console = Console(stderr=True)
-    console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark} -> {run_dir}")
+    from vlcl.engine import distributed
+
+    info = distributed.init_distributed(config.device)
+    if info.is_main:
+        _prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+        if not args.resume:
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    distributed.barrier()  # the other processes start once the run directory is ready
+    console = Console(stderr=True, quiet=not info.is_main)
+    where = f" ({info.world} processes)" if info.enabled else ""
+    console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark}{where} -> {run_dir}")
     if args.resume and config.data.benchmark == "features":
         raise CliError(f"--resume {run_dir}: feature-mode runs keep no checkpoints (they take seconds); run again with --overwrite")
     results = create_runner(config, run_dir, console).run()
+    if not info.is_main:
+        return 0
     out = Console()
     render_console(results, Console(width=max(out.width, 160)))
     print(f"results: {run_dir / 'results.json'}")
@@ -218,6 +230,41 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from vlcl.data.named import check_benchmark
+
+    root = Path(args.data_root).expanduser()
+    if not root.is_dir():
+        raise CliError(f"{root}: data root not found")
+    reports = check_benchmark(args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers)
+    print(f"{args.benchmark} in {root} (image check: {args.image_check})")
+    for report in reports:
+        print(f"{report.name:12s} {report.status:10s} {report.role}")
+        for line in report.lines:
+            print(f"    {line}")
+        for problem in report.problems:
+            print(f"    problem: {problem}")
+    counts = {status: sum(r.status == status for r in reports) for status in ("found", "missing", "malformed")}
+    print(f"{counts['found']} found, {counts['missing']} missing, {counts['malformed']} malformed")
+    if counts["missing"] or counts["malformed"]:
+        print(f"see `vlcl data prepare {args.benchmark}` for sources and layouts; data.on_bad_sample=skip runs past bad samples")
+        return EXIT_RUN_FAILED
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from vlcl.data.named import prepare_text
+
+    print(prepare_text(args.benchmark), end="")
+    return 0
+
+
+def _named_benchmarks() -> list[str]:
+    from vlcl.data.named import NAMED
+
+    return list(NAMED)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlcl", description="Continual learning of CLIP models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,21 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
     sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)
+    for command in (run, cmp):
+        command.add_argument("--data-root", metavar="DIR", help="folder of the real data sets (same as data.root=DIR)")
+    data = sub.add_parser("data", help="real data sets of the named benchmarks: check a data root, how to prepare one")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="per data set: found, missing or malformed, counts, first problems")
+    check.add_argument("benchmark", choices=_named_benchmarks())
+    check.add_argument("--data-root", required=True, metavar="DIR")
+    check.add_argument("--image-check", choices=("none", "header", "full"), default="header", help="open image headers (default), decode fully, or skip")
+    check.add_argument("--seed", type=int, default=0, help="data.seed of the random splits")
+    check.add_argument("--workers", type=int, default=4, help="threads opening images")
+    check.set_defaults(func=cmd_data_check)
+    prepare = data_sub.add_parser("prepare", help="where to get each data set and the layout vlcl expects")
+    prepare.add_argument("benchmark", choices=_named_benchmarks())
+    prepare.set_defaults(func=cmd_data_prepare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlcl.data.images import DataError
     from vlcl.engine.train import NonFiniteLossError
     from vlcl.features import FeatureDataError
     from vlcl.methods.registry import UnknownMethodError
     from vlcl.models.loading import ModelLoadError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_root", None) and hasattr(args, "items"):  # run / compare: --data-root DIR = data.root=DIR
+        args.items = [*args.items, f"data.root={json.dumps(str(args.data_root))}"]
     try:
         return args.func(args)
     except CliError as exc:
         message, code = str(exc), exc.code
-    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError) as exc:
+    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError, DataError) as exc:
         message, code = str(exc), EXIT_BAD_INPUT
     except NonFiniteLossError as exc:
         message, code = str(exc), EXIT_RUN_FAILED

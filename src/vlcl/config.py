@@ -60,6 +60,16 @@ class DataConfig(_Section):
     test_images: int | None = Field(None, ge=10)
     """Override the number of test images per retrieval set."""
     zeroshot_per_class: int | None = Field(None, ge=1)
+    root: str | None = None
+    """Folder holding the real data sets of ``vlcl8`` / ``mtil`` (one folder per data set; ``vlcl data prepare``)."""
+    eval_sets: list[str] | None = None
+    """Held-out retrieval and zero-shot sets of a benchmark read from ``root``; ``None`` = all of them."""
+    on_bad_sample: Literal["error", "skip"] = "error"
+    """A missing or corrupt image, malformed JSON line or empty caption: stop naming it, or skip and count it."""
+    image_check: Literal["none", "header", "full"] = "header"
+    """Before training, open every image's header (``header``), decode it (``full``), or trust the files (``none``)."""
+    workers: int = Field(4, ge=0)
+    """Threads decoding images of data sets read from ``root`` (0 = the training thread)."""
     features: list[FeaturePairConfig] | None = None
     """Feature mode's sequence of modality pairs (CMCL's setting; see vlcl.features)."""
 
@@ -79,6 +89,17 @@ class TrainConfig(_Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     max_steps_per_task: int | None = Field(None, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """fp32; bf16 autocast (CPU or CUDA); fp16 autocast with loss scaling (CUDA only). Weights stay fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute the towers' activations in the backward pass (Hugging Face's gradient checkpointing)."""
+    accumulate_steps: int = Field(1, ge=1)
+    """Micro-batches of ``batch_size`` per optimiser step (each is its own contrastive batch)."""
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    """Also write a resumable checkpoint every N optimiser steps inside a task (tasks' ends always are)."""
+    gather_features: bool = True
+    """Under torchrun: contrast each process's rows against every process's features (global-batch negatives,
+    gradients kept, as open_clip's gather-with-grad); false keeps losses per process (as the C-CLIP authors)."""
 
 
 class EvalConfig(_Section):
@@ -110,6 +131,8 @@ class RunConfig(_Section):
     output_dir: str = "runs"
     threads: int | None = Field(None, ge=1)
     """torch intra-op threads; ``None`` keeps torch's default."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available (under torchrun, the process's LOCAL_RANK GPU), else CPU."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()

@@ -1,8 +1,10 @@
 """What a benchmark is: a sequence of tasks plus held-out evaluation sets.
 
-Data sets hold images as uint8 arrays at the model's resolution (the embedded
-benchmark) so that the training loop never decodes files; readers of real
-formats (issue: real data) produce the same types.
+Data sets hold images as uint8 arrays ``[N, H, W, 3]`` at the model's
+resolution: a numpy array (the embedded benchmark) or an
+:class:`~vlcl.data.images.ImageStore`, which indexes like one and decodes
+real image files only when a batch needs them (benchmarks read from a data
+root, :mod:`vlcl.data.named`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vlcl.data.images import ImageStore
+
+Images = np.ndarray | ImageStore
+"""uint8 [N, H, W, 3] at the model's resolution, in memory or decoded on indexing."""
+
 
 @dataclass
 class CaptionedImages:
     """Training pairs: image i has one or more captions; one is drawn per epoch."""
 
     name: str
-    images: np.ndarray  # uint8 [N, H, W, 3]
+    images: Images  # uint8 [N, H, W, 3]
     captions: list[list[str]]
 
     def __post_init__(self) -> None:
@@ -39,12 +46,12 @@ class RetrievalSet:
     """A retrieval test set: every caption points at its image (several captions per image)."""
 
     name: str
-    images: np.ndarray  # uint8 [N, H, W, 3]
+    images: Images  # uint8 [N, H, W, 3]
     captions: list[str]
     text_to_image: torch.Tensor  # long [M]
 
     @classmethod
-    def from_caption_lists(cls, name: str, images: np.ndarray, captions: list[list[str]]) -> "RetrievalSet":
+    def from_caption_lists(cls, name: str, images: Images, captions: list[list[str]]) -> "RetrievalSet":
         flat = [c for caps in captions for c in caps]
         owner = [i for i, caps in enumerate(captions) for _ in caps]
         return cls(name, images, flat, torch.tensor(owner, dtype=torch.long))
@@ -55,7 +62,7 @@ class ClassificationSet:
     """A zero-shot classification set: class names and prompt templates containing ``{}``."""
 
     name: str
-    images: np.ndarray  # uint8 [N, H, W, 3]
+    images: Images  # uint8 [N, H, W, 3]
     labels: torch.Tensor  # long [N]
     classnames: list[str]
     templates: list[str]
@@ -66,25 +73,53 @@ class ClassificationSet:
 
 @dataclass
 class Task:
+    """One step of the sequence. ``test`` is a retrieval set (caption tasks) or, for
+    classification tasks (MTIL), a classification set in the task's own label space."""
+
     name: str
     train: CaptionedImages
-    test: RetrievalSet
+    test: RetrievalSet | ClassificationSet
     description: str = ""
 
 
 @dataclass
 class Benchmark:
+    """Tasks plus held-out sets. ``zeroshot`` lists every classification set evaluated
+    at every stage: the held-out zero-shot sets, then the test sets of classification
+    tasks (added here), so the evaluator scores them all with the same code."""
+
     name: str
     tasks: list[Task]
     heldout_retrieval: list[RetrievalSet] = field(default_factory=list)
     zeroshot: list[ClassificationSet] = field(default_factory=list)
+    data_report: dict = field(default_factory=dict)
+    """Where the data came from and the bad samples skipped (``data.on_bad_sample=skip``), for results.json."""
+
+    def __post_init__(self) -> None:
+        kinds = {isinstance(t.test, ClassificationSet) for t in self.tasks}
+        if len(kinds) > 1:
+            raise ValueError(f"{self.name}: tasks mix retrieval and classification test sets")
+        for task in self.tasks:
+            if isinstance(task.test, ClassificationSet) and all(z is not task.test for z in self.zeroshot):
+                self.zeroshot.append(task.test)
 
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
+    @property
+    def classification_tasks(self) -> bool:
+        """True when the tasks are scored by classification accuracy (MTIL), not retrieval recall."""
+        return bool(self.tasks) and isinstance(self.tasks[0].test, ClassificationSet)
+
+    @property
+    def heldout_zeroshot(self) -> list[ClassificationSet]:
+        """The zero-shot sets that are no task's test set."""
+        tests = {id(t.test) for t in self.tasks}
+        return [z for z in self.zeroshot if id(z) not in tests]
+
     def retrieval_sets(self) -> list[RetrievalSet]:
-        return [t.test for t in self.tasks] + list(self.heldout_retrieval)
+        return [t.test for t in self.tasks if isinstance(t.test, RetrievalSet)] + list(self.heldout_retrieval)
 
 
 BenchmarkBuilder = Callable[..., Benchmark]

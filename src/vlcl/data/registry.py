@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from vlcl.config import DataConfig
-from vlcl.data import embedded  # noqa: F401  (registers 'embedded')
+from vlcl.data import (
+    embedded,  # noqa: F401  (registers 'embedded')
+    named,  # noqa: F401  (registers 'vlcl8', 'mtil', 'mtil_order2': real data from data.root)
+)
 from vlcl.data.benchmark import Benchmark, benchmark_builder
 
 
-def build_benchmark(data: DataConfig, image_size: int) -> Benchmark:
+def build_benchmark(data: DataConfig, image_size: int, preprocess=None) -> Benchmark:
+    """``preprocess`` (the checkpoint's :class:`~vlcl.models.preprocess.ImagePreprocessor`) resizes real images."""
     builder = benchmark_builder(data.benchmark)
     return builder(
         tasks=data.tasks,
@@ -16,4 +20,10 @@ def build_benchmark(data: DataConfig, image_size: int) -> Benchmark:
         test_images=data.test_images,
         zeroshot_per_class=data.zeroshot_per_class,
         image_size=image_size,
+        preprocess=preprocess,
+        root=data.root,
+        eval_sets=data.eval_sets,
+        on_bad_sample=data.on_bad_sample,
+        image_check=data.image_check,
+        workers=data.workers,
     )

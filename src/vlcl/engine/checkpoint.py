@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlcl.engine.faults import fault_point
 from vlcl.models.loading import ClipBundle, save_clip
 
 LATEST = "latest.json"
@@ -101,6 +102,7 @@ def write_stage_checkpoint(
         save_file(tensors, str(tmp / "method_state.safetensors"))
         atomic_write_json(tmp / "method_state.json", values)
         atomic_write_json(tmp / "progress.json", progress)
+        fault_point("stage_checkpoint_write")
         (tmp / COMPLETE).write_text("ok\n")
         if final.exists():  # an older attempt at this stage that never became 'latest'
             shutil.rmtree(final)
@@ -109,22 +111,71 @@ def write_stage_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(checkpoints_dir)
+    fault_point("stage_checkpoint_pointer")
     atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "path": final.name})
+    remove_step_checkpoints(checkpoints_dir)
     return final
 
 
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+def remove_step_checkpoints(checkpoints_dir: Path, keep: str | None = None) -> None:
+    """Delete in-stage checkpoints (and abandoned temporary directories) other than ``keep``."""
+    for path in checkpoints_dir.iterdir():
+        if path.is_dir() and path.name != keep and (path.name.startswith("step_") or path.name.startswith(".")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_step_checkpoint(
+    checkpoints_dir: Path, stage_index: int, step: int, base: str | None, tensors: dict[str, torch.Tensor], values: dict[str, Any]
+) -> Path:
+    """An in-stage checkpoint ``step_SS_NNNNNNN`` (safetensors + JSON), written atomically; ``latest.json``
+    then points at it with ``base``, the stage checkpoint (or None: the initial model) the stage started from."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / f"step_{stage_index:02d}_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        fault_point("step_checkpoint_write")
+        atomic_write_json(tmp / "state.json", values)
+        (tmp / COMPLETE).write_text("ok\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(checkpoints_dir)
+    atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "step": step, "path": final.name, "base": base})
+    remove_step_checkpoints(checkpoints_dir, keep=final.name)
+    return final
+
+
+def read_pointer(checkpoints_dir: Path) -> dict[str, Any] | None:
+    """The content of ``latest.json`` (None without one), after checking that what it names is complete."""
     pointer = checkpoints_dir / LATEST
     if not pointer.is_file():
         return None
     try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["path"]
+        content = json.loads(pointer.read_text(encoding="utf-8"))
+        name = content["path"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"{pointer}: unreadable checkpoint pointer") from None
-    path = checkpoints_dir / name
-    if not (path / COMPLETE).is_file():
-        raise ValueError(f"{path}: checkpoint named by {pointer} is incomplete")
-    return path
+    for part in filter(None, (name, content.get("base"))):
+        if not (checkpoints_dir / part / COMPLETE).is_file():
+            raise ValueError(f"{checkpoints_dir / part}: checkpoint named by {pointer} is incomplete")
+    return content
+
+
+def read_step_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return load_file(str(path / "state.safetensors")), json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete *stage* checkpoint: the one ``latest.json`` names, or the base of its step checkpoint."""
+    content = read_pointer(checkpoints_dir)
+    if content is None:
+        return None
+    name = content.get("base") if "step" in content else content["path"]
+    return checkpoints_dir / name if name else None
 
 
 def read_stage_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

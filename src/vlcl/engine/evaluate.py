@@ -17,6 +17,7 @@ from transformers import CLIPModel
 
 from vlcl.config import EvalConfig
 from vlcl.data.benchmark import Benchmark, ClassificationSet, RetrievalSet
+from vlcl.engine.distributed import gather_rows, shard_range
 from vlcl.metrics import (
     alignment_diagnostics,
     retrieval_recall,
@@ -46,16 +47,26 @@ class Evaluator:
         }
 
     def _images(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(images), self.config.batch_size):
-            pixels = self.preprocess.normalize_uint8(images[start : start + self.config.batch_size])
+        """Image features; under torchrun each process encodes a contiguous shard and the shards are gathered."""
+        first, last = shard_range(len(images))
+        chunks = [torch.zeros(0, model.config.projection_dim)]
+        for start in range(first, last, self.config.batch_size):
+            pixels = self.preprocess.normalize_uint8(images[start : min(last, start + self.config.batch_size)])
             chunks.append(encode_images(model, pixels, self.config.batch_size))
-        return torch.cat(chunks)
+        return gather_rows(torch.cat(chunks), len(images))
+
+    def _texts(self, model: CLIPModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        first, last = shard_range(len(ids))
+        if first == last:
+            local = torch.zeros(0, model.config.projection_dim)
+        else:
+            local = encode_token_batches(model, ids[first:last], mask[first:last], self.config.batch_size)
+        return gather_rows(local, len(ids))
 
     def retrieval(self, model: CLIPModel, dataset: RetrievalSet) -> dict[str, dict[str, float]]:
         image_features = self._images(model, dataset.images)
         ids, mask = self._tokens[dataset.name]
-        text_features = encode_token_batches(model, ids, mask, self.config.batch_size)
+        text_features = self._texts(model, ids, mask)
         recall = retrieval_recall(
             image_features,
             text_features,
@@ -71,7 +82,7 @@ class Evaluator:
     def classification(self, model: CLIPModel, dataset: ClassificationSet) -> dict[str, float]:
         image_features = self._images(model, dataset.images)
         ids, mask = self._prompt_tokens[dataset.name]
-        prompts = encode_token_batches(model, ids, mask, self.config.batch_size)
+        prompts = self._texts(model, ids, mask)
         classifier = zeroshot_classifier(prompts.view(len(dataset.classnames), len(dataset.templates), -1))
         return zeroshot_accuracy(image_features, classifier, dataset.labels)
 

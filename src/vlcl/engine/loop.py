@@ -16,19 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages
+from vlcl.data.images import concat_images
 from vlcl.data.registry import build_benchmark
+from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
-    latest_checkpoint,
+    read_pointer,
     read_stage_checkpoint,
+    read_step_checkpoint,
     write_stage_checkpoint,
+    write_step_checkpoint,
 )
 from vlcl.engine.evaluate import Evaluator
+from vlcl.engine.faults import fault_point
 from vlcl.engine.results import assemble_results, write_results
 from vlcl.engine.train import progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method
@@ -57,7 +61,7 @@ def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
         return datasets[0]
     return CaptionedImages(
         "+".join(d.name for d in datasets),
-        np.concatenate([d.images for d in datasets]),
+        concat_images([d.images for d in datasets]),  # image stores stay lazy
         [caps for d in datasets for caps in d.captions],
     )
 
@@ -72,16 +76,37 @@ class ContinualRunner:
         self.checkpoints = self.run_dir / "checkpoints"
 
     # -- set-up ----------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        wanted = self.config.device
+        if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ValueError("device=cuda but CUDA is not available")
+            return torch.device("cuda", distributed.current().local_rank)
+        return torch.device("cpu")
+
     def _prepare(self) -> tuple[Method, ClipBundle, Benchmark, list[StageRecord], int]:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         method = create_method(cfg.method.name, cfg.method.options())
-        latest = latest_checkpoint(self.checkpoints) if self.checkpoints.exists() else None
+        pointer = read_pointer(self.checkpoints) if self.checkpoints.exists() else None
+        self.resume_step = None
+        base = None
+        if pointer is not None:
+            base = pointer.get("base") if "step" in pointer else pointer["path"]
+        latest = self.checkpoints / base if base else None
         model_path = str(latest / "model") if latest else cfg.model.path
         bundle = load_clip(model_path, local_files_only=cfg.model.local_files_only if not latest else True)
-        benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size)
-        context = RunContext(task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle)
+        bundle.model.to(self._device())
+        benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size, preprocess=bundle.preprocess)
+        skipped = benchmark.data_report.get("skipped_samples", 0) if hasattr(benchmark, "data_report") else 0
+        if skipped:
+            self.console.print(
+                f"[yellow]skipped {skipped} bad samples[/] (data.on_bad_sample=skip; listed in results.json 'data')"
+            )
+        context = RunContext(
+            task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle, device=self._device(), gather=cfg.train.gather_features
+        )
         torch.manual_seed(stage_seed(cfg.seed, -1))
         method.setup(bundle.model, context)
         records: list[StageRecord] = []
@@ -91,7 +116,15 @@ class ContinualRunner:
             method.load_state_dict(state)
             records = [StageRecord(**r) for r in progress["stages"]]
             next_stage = progress["next_stage"]
-            self.console.print(f"[bold]resuming[/] {self.run_dir} from {latest.name} (next stage {next_stage})")
+        if pointer is not None and "step" in pointer:
+            tensors, values = read_step_checkpoint(self.checkpoints / pointer["path"])
+            records = [StageRecord(**r) for r in values.pop("records")]
+            next_stage = pointer["stage"]
+            self.resume_step = (tensors, values)
+        if pointer is not None:
+            where = f"{pointer['path']} (stage {next_stage}" + (f", step {pointer['step']})" if "step" in pointer else ")")
+            self.console.print(f"[bold]resuming[/] {self.run_dir} from {where}")
+        self.base = base
         return method, bundle, benchmark, records, next_stage
 
     # -- the loop --------------------------------------------------------------------
@@ -111,31 +144,66 @@ class ContinualRunner:
         if not records:
             metrics, seconds = self._evaluate(evaluator, method, "pretrained")
             records.append(StageRecord(-1, "pretrained", [], metrics, {}, seconds))
+        main = distributed.current().is_main
         for stage in stages[next_stage:]:
-            records.append(self._run_stage(method, bundle, benchmark, evaluator, stage, records[-1]))
+            records.append(self._run_stage(method, bundle, benchmark, evaluator, stage, records))
             progress = {"next_stage": stage.index + 1, "stages": [r.to_json() for r in records]}
-            write_stage_checkpoint(
-                self.checkpoints, stage.index, ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source),
-                method.state_dict(), progress,
-            )
-            self._write(benchmark, stages, records, started)
-        return self._write(benchmark, stages, records, started)
+            if main:
+                path = write_stage_checkpoint(
+                    self.checkpoints,
+                    stage.index,
+                    ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source),
+                    method.state_dict(),
+                    progress,
+                )
+                self.base = path.name
+                self._write(benchmark, stages, records, started)
+            distributed.barrier()
+        return self._write(benchmark, stages, records, started) if main else {}
 
-    def _run_stage(self, method: Method, bundle: ClipBundle, benchmark: Benchmark, evaluator: Evaluator, stage: Stage, previous: StageRecord) -> StageRecord:
+    def _run_stage(
+        self,
+        method: Method,
+        bundle: ClipBundle,
+        benchmark: Benchmark,
+        evaluator: Evaluator,
+        stage: Stage,
+        records: list[StageRecord],
+    ) -> StageRecord:
+        previous = records[-1]
         torch.manual_seed(stage_seed(self.config.seed, stage.index))
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
         data = concatenate([benchmark.tasks[i].train for i in stage.task_indices]) if method.trains else None
         method.begin_task(stage, data)
         if data is not None:
-            train_stats = train_on(method, bundle, data, stage.name, self.config.train, stage_seed(self.config.seed, stage.index), self.console)
+            resume, self.resume_step = self.resume_step, None
+            train_stats = train_on(
+                method,
+                bundle,
+                data,
+                stage.name,
+                self.config.train,
+                stage_seed(self.config.seed, stage.index),
+                self.console,
+                checkpoint=self._step_writer(stage, records),
+                resume=resume,
+            )
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
         method.end_task(stage)
+        fault_point("evaluation")
         if method.trains:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)
         else:  # the weights did not change: the previous evaluation holds exactly
             metrics, seconds = previous.metrics, 0.0
         return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds)
+
+    def _step_writer(self, stage: Stage, records: list[StageRecord]):
+        def write(step: int, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+            values = {**values, "records": [r.to_json() for r in records]}
+            write_step_checkpoint(self.checkpoints, stage.index, step, self.base, tensors, values)
+
+        return write
 
     def _write(self, benchmark: Benchmark, stages: list[Stage], records: list[StageRecord], started: float) -> dict[str, Any]:
         results = assemble_results(
@@ -164,7 +232,12 @@ def library_versions() -> dict[str, str]:
 
     import vlcl
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "vlcl": vlcl.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "vlcl": vlcl.__version__,
+    }
     try:
         import peft
 

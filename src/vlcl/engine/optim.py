@@ -37,6 +37,4 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = int(round(train.warmup_fraction * total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup, train.min_lr_ratio)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup, train.min_lr_ratio))

@@ -24,6 +24,10 @@ def _retrieval(record: dict[str, Any], set_name: str, key: str) -> float:
     return record["metrics"]["retrieval"][set_name][key]
 
 
+def _top1(record: dict[str, Any], set_name: str, key: str) -> float:
+    return record["metrics"]["zeroshot"][set_name]["top1"]
+
+
 def _is_continual(stages: list[Stage], num_tasks: int) -> bool:
     """One stage per task, in order: the T x T matrix and its summary are defined."""
     return len(stages) == num_tasks and all(s.task_indices == (i,) for i, s in enumerate(stages))
@@ -35,19 +39,26 @@ def assemble_results(
     pretrained, trained = records[0], records[1:]
     tasks = benchmark.task_names
     heldout = [s.name for s in benchmark.heldout_retrieval]
-    matrices = {key: [[_retrieval(r, t, key) for t in tasks] for r in trained] for key in RECALL_KEYS}
+    # Classification tasks (MTIL) are scored by top-1 accuracy in their own label space, retrieval tasks by recall.
+    classification = bool(getattr(benchmark, "classification_tasks", False))
+    keys, score, section = (("top1",), _top1, "classification") if classification else (RECALL_KEYS, _retrieval, "retrieval")
+    heldout_zeroshot = list(getattr(benchmark, "heldout_zeroshot", benchmark.zeroshot))
+    matrices = {key: [[score(r, t, key) for t in tasks] for r in trained] for key in keys}
     complete = len(trained) == len(stages)
-    summary: dict[str, Any] = {"complete": complete, "definitions": "Last/Avg/Transfer: ZSCL; BWT; forgetting = max-minus-final (Mammoth); PD = pretrained - final"}
+    summary: dict[str, Any] = {
+        "complete": complete,
+        "definitions": "Last/Avg/Transfer: ZSCL; BWT; forgetting = max-minus-final (Mammoth); PD = pretrained - final",
+    }
     if trained:
         if complete and _is_continual(stages, len(tasks)):
-            summary["retrieval"] = {key: continual_summary(m) for key, m in matrices.items()}
+            summary[section] = {key: continual_summary(m) for key, m in matrices.items()}
         else:  # joint training or an unfinished run: only the last row is meaningful
-            summary["retrieval"] = {key: {"last": sum(m[-1]) / len(m[-1])} for key, m in matrices.items()}
+            summary[section] = {key: {"last": sum(m[-1]) / len(m[-1])} for key, m in matrices.items()}
         summary["zeroshot_top1"] = {
             z.name: zeroshot_retention_summary(
                 pretrained["metrics"]["zeroshot"][z.name]["top1"], [r["metrics"]["zeroshot"][z.name]["top1"] for r in trained]
             )
-            for z in benchmark.zeroshot
+            for z in heldout_zeroshot
         }
         summary["heldout_mean_R@1"] = {
             h: zeroshot_retention_summary(_retrieval(pretrained, h, "mean_R@1"), [_retrieval(r, h, "mean_R@1") for r in trained])
@@ -61,10 +72,11 @@ def assemble_results(
         "method": config["method"]["name"],
         "tasks": tasks,
         "heldout_retrieval": heldout,
-        "zeroshot_sets": [z.name for z in benchmark.zeroshot],
+        "zeroshot_sets": [z.name for z in heldout_zeroshot],
+        "task_metric": "top1" if classification else "mean_R@1",
         "stage_names": [s.name for s in stages],
         "pretrained": {
-            "R@1_row": {key: [_retrieval(pretrained, t, key) for t in tasks] for key in RECALL_KEYS},
+            ("top1_row" if classification else "R@1_row"): {key: [score(pretrained, t, key) for t in tasks] for key in keys},
         },
         "matrices": matrices,
         "summary": summary,
@@ -75,6 +87,7 @@ def assemble_results(
             "eval_seconds": round(sum(r["eval_seconds"] for r in records), 3),
         },
         "versions": versions,
+        **({"data": benchmark.data_report} if getattr(benchmark, "data_report", None) else {}),
     }
 
 
@@ -86,7 +99,14 @@ def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             for set_name, values in record["metrics"][kind].items():
                 for metric, value in values.items():
                     rows.append(
-                        {"stage_index": record["index"], "stage": record["name"], "set": set_name, "kind": kind, "metric": metric, "value": value}
+                        {
+                            "stage_index": record["index"],
+                            "stage": record["name"],
+                            "set": set_name,
+                            "kind": kind,
+                            "metric": metric,
+                            "value": value,
+                        }
                     )
     return rows
 

@@ -1,8 +1,12 @@
-"""Optimisation of one stage: batches, AdamW, warm-up + cosine, clipping, the method's hooks."""
+"""Optimisation of one stage: batches, AdamW, warm-up + cosine, clipping, precision, the method's hooks,
+shards under torchrun and in-stage checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,9 @@ from rich.progress import (
 
 from vlcl.config import TrainConfig
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.engine import distributed
+from vlcl.engine.checkpoint import merge_state, split_state
+from vlcl.engine.faults import fault_point
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.methods.base import Method
 from vlcl.models.encode import tokenize
@@ -63,58 +70,204 @@ def make_batch(bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, pic
 
 
 def planned_steps(num_samples: int, train: TrainConfig) -> tuple[int, int]:
-    """(steps per epoch, total steps); the last incomplete batch is dropped (contrastive batches stay full)."""
-    steps_per_epoch = num_samples // train.batch_size
+    """(optimiser steps per epoch, total steps); an incomplete last batch is dropped (contrastive batches stay full)."""
+    steps_per_epoch = num_samples // (train.batch_size * train.accumulate_steps)
     total = train.epochs * steps_per_epoch
     if train.max_steps_per_task:
         total = min(total, train.max_steps_per_task)
     return steps_per_epoch, total
 
 
+def autocast(precision: str, device: torch.device):
+    """fp32: nothing; bf16/fp16: torch.autocast on the model's device (weights and optimiser stay fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs CUDA (loss scaling); use bf16 on the CPU")
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Hugging Face's gradient checkpointing on the towers; non-reentrant so frozen inputs still work (LoRA)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+# -- in-stage checkpoint state: safetensors + JSON, never pickle ------------------------------------------------
+
+
+def training_snapshot(
+    method: Method, optimizer, scheduler, scaler, cursor: "Cursor"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in method.training_modules().items():
+        for key, value in module.state_dict().items():
+            tensors[f"module/{name}/{key}"] = value.detach().cpu().clone()
+    method_tensors, method_values = split_state(method.step_state_dict())
+    tensors.update({f"method/{k}": v.clone() for k, v in method_tensors.items()})
+    opt = optimizer.state_dict()
+    for index, entries in opt["state"].items():
+        for key, value in entries.items():
+            tensors[f"optimizer/{index}/{key}"] = (
+                value.detach().cpu().clone() if isinstance(value, torch.Tensor) else torch.tensor(value)
+            )
+    tensors["data/order"], tensors["data/picks"] = cursor.order, cursor.picks
+    tensors["data/generator"] = cursor.generator.get_state()
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    values = {
+        "step": len(cursor.losses),
+        "losses": cursor.losses,
+        "method": method_values,
+        "optimizer_groups": opt["param_groups"],
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    return tensors, values
+
+
+def restore_snapshot(
+    method: Method, optimizer, scheduler, scaler, cursor: "Cursor", tensors: dict[str, torch.Tensor], values: dict[str, Any]
+) -> None:
+    for name, module in method.training_modules().items():
+        prefix = f"module/{name}/"
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    method_tensors = {k[len("method/") :]: v for k, v in tensors.items() if k.startswith("method/")}
+    method.load_step_state_dict(merge_state(method_tensors, values["method"]))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": values["optimizer_groups"]})
+    saved = values["scheduler"]
+    scheduler.load_state_dict({**saved, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    if scaler is not None and values.get("scaler"):
+        scaler.load_state_dict(values["scaler"])
+    cursor.order, cursor.picks = tensors["data/order"], tensors["data/picks"]
+    cursor.generator.set_state(tensors["data/generator"])
+    cursor.losses = list(values["losses"])
+    torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+
+
+@dataclass
+class Cursor:
+    """Where the data stream is: the current epoch's order and caption picks, their generator, the losses so far."""
+
+    generator: torch.Generator
+    order: torch.Tensor | None = None
+    picks: torch.Tensor | None = None
+    losses: list[float] = field(default_factory=list)
+
+
+StepCheckpoint = Callable[[int, dict[str, torch.Tensor], dict[str, Any]], None]
+
+
 def train_on(
-    method: Method, bundle: ClipBundle, data: CaptionedImages, label: str, train: TrainConfig, seed: int, console: Console
+    method: Method,
+    bundle: ClipBundle,
+    data: CaptionedImages,
+    label: str,
+    train: TrainConfig,
+    seed: int,
+    console: Console,
+    *,
+    checkpoint: StepCheckpoint | None = None,
+    resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train ``method.model`` on ``data`` for ``train.epochs``; returns step, time and loss statistics."""
+    """Train ``method`` on ``data`` for ``train.epochs``; returns step, time and loss statistics.
+
+    Under torchrun every process draws the same global batch order and takes its
+    own contiguous slice of each batch; gradients are averaged before clipping
+    and the method's gradient hook. ``checkpoint(step, tensors, values)`` is
+    called every ``train.checkpoint_every_steps`` steps (by the main process
+    only); ``resume`` restores such a snapshot after ``begin_task``.
+    """
+    info = distributed.current()
     steps_per_epoch, total = planned_steps(len(data), train)
     if steps_per_epoch == 0:
-        raise ValueError(f"task '{data.name}' has {len(data)} training pairs, fewer than train.batch_size={train.batch_size}")
-    generator = torch.Generator().manual_seed(seed)
+        raise ValueError(
+            f"task '{data.name}' has {len(data)} training pairs, fewer than one step "
+            f"(train.batch_size={train.batch_size} x train.accumulate_steps={train.accumulate_steps})"
+        )
+    if train.batch_size % info.world:
+        raise ValueError(f"train.batch_size={train.batch_size} must be divisible by the {info.world} processes")
+    local = train.batch_size // info.world
+    device = next(method.model.parameters()).device
+    check_precision(train.precision, device)
+    if train.gradient_checkpointing:
+        enable_gradient_checkpointing(method.model)
     optimizer = build_optimizer(method.parameter_groups(), train)
     scheduler = build_scheduler(optimizer, total, train)
+    scaler = torch.amp.GradScaler("cuda") if train.precision == "fp16" else None
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    cursor = Cursor(torch.Generator().manual_seed(seed))
+    if resume is not None:
+        restore_snapshot(method, optimizer, scheduler, scaler, cursor, *resume)
     method.train()
     started = time.perf_counter()
-    losses: list[float] = []
     with progress_bar(console) as bar:
-        task = bar.add_task(f"train {label}", total=total, info="")
-        while len(losses) < total:
-            order = torch.randperm(len(data), generator=generator)
-            picks = torch.randint(0, 1 << 30, (len(data),), generator=generator)
-            for b in range(min(steps_per_epoch, total - len(losses))):
-                step = len(losses)
-                idx = order[b * train.batch_size : (b + 1) * train.batch_size]
-                output = method.training_loss(make_batch(bundle, data, idx, picks[idx]), step)
-                loss = float(output.loss.detach())
-                if not np.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss}) at step {step} of stage '{label}'; "
-                        "stopped, the last complete checkpoint is kept (try a lower train.lr)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
-                if train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
-                method.before_optimizer_step(step)
+        task = bar.add_task(f"train {label}", total=total, completed=len(cursor.losses), info="")
+        while len(cursor.losses) < total:
+            step = len(cursor.losses)
+            within = step % steps_per_epoch
+            if within == 0:
+                cursor.order = torch.randperm(len(data), generator=cursor.generator)
+                cursor.picks = torch.randint(0, 1 << 30, (len(data),), generator=cursor.generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for micro in range(train.accumulate_steps):
+                first = (within * train.accumulate_steps + micro) * train.batch_size + info.rank * local
+                idx = cursor.order[first : first + local]
+                batch = {k: v.to(device) for k, v in make_batch(bundle, data, idx, cursor.picks[idx]).items()}
+                with autocast(train.precision, device):
+                    output = method.training_loss(batch, step)
+                loss = output.loss.float() / train.accumulate_steps
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                loss_sum += float(loss.detach())
+            value = distributed.mean_over_processes(loss_sum)
+            if not np.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({value}) at step {step} of stage '{label}'; "
+                    "stopped, the last complete checkpoint is kept (try a lower train.lr)"
+                )
+            distributed.average_gradients(params)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+            method.before_optimizer_step(step)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
                 optimizer.step()
-                scheduler.step()
-                method.after_optimizer_step(step)
-                losses.append(loss)
-                bar.update(task, advance=1, info=f"loss {loss:.3f}")
+            scheduler.step()
+            method.after_optimizer_step(step)
+            cursor.losses.append(value)
+            bar.update(task, advance=1, info=f"loss {value:.3f}")
+            fault_point("step")
+            done = len(cursor.losses)
+            if (
+                checkpoint is not None
+                and train.checkpoint_every_steps
+                and done % train.checkpoint_every_steps == 0
+                and done < total
+            ):
+                if info.is_main:
+                    checkpoint(done, *training_snapshot(method, optimizer, scheduler, scaler, cursor))
+                distributed.barrier()
     method.eval()
+    losses = cursor.losses
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "steps": len(losses),
-        "samples": len(losses) * train.batch_size,
+        "samples": len(losses) * train.batch_size * train.accumulate_steps,
         "seconds": round(time.perf_counter() - started, 3),
         "first_loss": losses[0],
         "final_loss": float(np.mean(tail)),

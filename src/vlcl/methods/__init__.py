@@ -10,6 +10,7 @@ from vlcl.methods import (  # noqa: E402,F401
     lora,
     lwf,
     modx,
+    mulki,
     replay,
     wise_ft,
     zeroshot,

@@ -58,6 +58,8 @@ class RunContext:
     seed: int
     bundle: ClipBundle | None = None  # tokenizer and preprocessing, to encode data a method keeps
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    gather: bool = False
+    """Contrastive losses gather features across processes (set by the engine from ``train.gather_features``)."""
 
 
 @dataclass
@@ -143,7 +145,7 @@ class Method:
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        loss = clip_loss(images, texts, self.logit_scale())
+        loss = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         return LossOutput(loss, {"clip": float(loss.detach())})
 
     def before_optimizer_step(self, step: int) -> None:
@@ -151,6 +153,19 @@ class Method:
 
     def after_optimizer_step(self, step: int) -> None:
         """Called after each optimiser step (e.g. for weight averaging)."""
+
+    # -- in-stage state, for step checkpoints --------------------------------------------
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules whose tensors change during a stage; step checkpoints save and restore their state dicts."""
+        return {"model": self.model}
+
+    def step_state_dict(self) -> dict[str, Any]:
+        """In-stage state besides ``training_modules`` (a running weight average, a generator...)."""
+        return {}
+
+    def load_step_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method '{self.name}' keeps no in-stage state but the checkpoint has keys {sorted(state)}")
 
     # -- evaluation and state ----------------------------------------------------------
     def evaluation_model(self) -> CLIPModel:

@@ -67,7 +67,7 @@ class CCLIP(LoRA):
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
         super().begin_task(stage, data)
         dim = self.model.config.projection_dim
-        self.projector = make_projector(dim, self.options.projector_hidden or 4 * dim)
+        self.projector = make_projector(dim, self.options.projector_hidden or 4 * dim).to(self.model.logit_scale.device)
 
     def train(self) -> None:
         super().train()
@@ -85,13 +85,16 @@ class CCLIP(LoRA):
             ParameterGroup([p for p in self.projector.parameters() if p.ndim < 2], "vision", False),
         ]
 
+    def training_modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "projector": self.projector}
+
     def ckc_scale(self) -> torch.Tensor | float:
         tau = self.options.ckc_temperature
         return 1.0 / tau if tau is not None else self.logit_scale()
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        gather = self.options.gather
+        gather = self.context.gather
         contrastive = clip_loss(images, texts, self.logit_scale(), gather=gather)
         old_images, old_texts = self.teacher.features(batch)
         consolidation = ckc_loss(self.projector(images), self.projector(texts), old_images, old_texts, self.ckc_scale(), gather=gather)

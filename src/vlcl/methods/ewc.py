@@ -94,7 +94,7 @@ class EWC(Method):
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale())
+        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         if not self.fisher:
             return LossOutput(contrastive, {"clip": float(contrastive.detach()), "ewc": 0.0})
         penalty = self.ewc_penalty()

@@ -41,8 +41,6 @@ class LoRAOptions(MethodOptions):
     """alpha of theta_t = theta_{t-1} + alpha * Delta_LoRA."""
     train_extras: bool = False
     """Also train embeddings, layer norms, the final projections and the temperature, as the authors' code did."""
-    gather: bool = False
-    """Under torchrun: contrast against the features of every process (global-batch negatives)."""
 
 
 @register_method
@@ -65,7 +63,7 @@ class LoRA(Method):
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        loss = clip_loss(images, texts, self.logit_scale(), gather=self.options.gather)
+        loss = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         return LossOutput(loss, {"clip": float(loss.detach())})
 
     def end_task(self, stage: Stage) -> None:

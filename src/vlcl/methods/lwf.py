@@ -83,7 +83,7 @@ class LwF(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
         scale = self.logit_scale()
-        contrastive = clip_loss(images, texts, scale)
+        contrastive = clip_loss(images, texts, scale, gather=self.context.gather)
         old_images, old_texts = self.teacher.features(batch)
         distill = similarity_distillation(images, texts, scale, old_images, old_texts, self.teacher.logit_scale, self.options.temperature)
         loss = contrastive + self.options.weight * distill

@@ -112,7 +112,7 @@ class ModX(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale())
+        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         old_images, old_texts = self.teacher.features(batch)
         alignment, kept = spatial_alignment_loss(
             images, texts, old_images, old_texts, opts.alignment_temperature, reduction=opts.reduction, select=opts.select

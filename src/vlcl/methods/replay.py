@@ -64,14 +64,18 @@ class ReservoirBuffer:
         """Algorithm R over the pairs (images[k], captions[k]) in order."""
         images = torch.as_tensor(np.asarray(images))
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(captions):
-            raise ValueError(f"expected uint8 images [N, H, W, 3] and N captions, got {tuple(images.shape)} {images.dtype} and {len(captions)}")
+            raise ValueError(
+                f"expected uint8 images [N, H, W, 3] and N captions, got {tuple(images.shape)} {images.dtype} and {len(captions)}"
+            )
         if self.images is None:
             self.images = torch.empty((self.capacity, *images.shape[1:]), dtype=torch.uint8)
         elif images.shape[1:] != self.images.shape[1:]:
             raise ValueError(f"image shape {tuple(images.shape[1:])} differs from the buffer's {tuple(self.images.shape[1:])}")
         # One uniform draw per offered pair, mapped to j ~ U{0..n-1} for the pair with 0-based stream position n-1.
         positions = torch.arange(self.seen, self.seen + len(captions), dtype=torch.float64) + 1
-        slots = torch.minimum((torch.rand(len(captions), dtype=torch.float64, generator=generator) * positions).long(), positions.long() - 1)
+        slots = torch.minimum(
+            (torch.rand(len(captions), dtype=torch.float64, generator=generator) * positions).long(), positions.long() - 1
+        )
         for k, slot in enumerate(slots.tolist()):
             if len(self.captions) < self.capacity:
                 slot = len(self.captions)
@@ -174,6 +178,13 @@ class Replay(Method):
             self.buffer.offer(self.data.images, captions, generator)
         self.data = None
         self.generator = None
+
+    def step_state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_step_state_dict(self, state: dict[str, Any]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

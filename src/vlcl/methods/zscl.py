@@ -132,10 +132,14 @@ def embedded_reference(n_images: int, seed: int, preprocess) -> ReferenceData:
 def folder_reference(image_dir: str | None, sentences_file: str | None, max_images: int, seed: int, preprocess) -> ReferenceData:
     """Images of ``image_dir`` (at most ``max_images``, a seeded subset if more) and the lines of ``sentences_file``."""
     if image_dir is None or sentences_file is None:
-        raise ValueError("zscl: method.reference=folder needs method.reference_dir (images) and method.reference_sentences (a text file)")
+        raise ValueError(
+            "zscl: method.reference=folder needs method.reference_dir (images) and method.reference_sentences (a text file)"
+        )
     folder, text = Path(image_dir).expanduser(), Path(sentences_file).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"zscl: reference image folder {str(folder)!r} (method.reference_dir) does not exist or is not a folder")
+        raise FileNotFoundError(
+            f"zscl: reference image folder {str(folder)!r} (method.reference_dir) does not exist or is not a folder"
+        )
     if not text.is_file():
         raise FileNotFoundError(f"zscl: reference sentences file {str(text)!r} (method.reference_sentences) does not exist")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -160,7 +164,9 @@ def load_reference(options: ZSCLOptions, context: RunContext) -> ReferenceData:
     preprocess = context.bundle.preprocess
     if options.reference == "embedded":
         return embedded_reference(options.reference_images, context.seed, preprocess)
-    return folder_reference(options.reference_dir, options.reference_sentences, options.reference_images, context.seed, preprocess)
+    return folder_reference(
+        options.reference_dir, options.reference_sentences, options.reference_images, context.seed, preprocess
+    )
 
 
 class ReferenceFeatures:
@@ -172,14 +178,18 @@ class ReferenceFeatures:
         with torch.no_grad():
             self.images = torch.cat(
                 [
-                    F.normalize(image_embeddings(teacher, reference.pixels(torch.arange(s, min(s + batch_size, n))).to(device)), dim=-1)
+                    F.normalize(
+                        image_embeddings(teacher, reference.pixels(torch.arange(s, min(s + batch_size, n))).to(device)), dim=-1
+                    )
                     for s in range(0, n, batch_size)
                 ]
             )
         self.input_ids, self.attention_mask = tokenize(bundle.tokenizer, reference.sentences, bundle.context_length)
         m = len(reference.sentences)
         with torch.no_grad():
-            self.texts = torch.cat([self.sentence_embeddings(teacher, torch.arange(s, min(s + batch_size, m))) for s in range(0, m, batch_size)])
+            self.texts = torch.cat(
+                [self.sentence_embeddings(teacher, torch.arange(s, min(s + batch_size, m))) for s in range(0, m, batch_size)]
+            )
 
     def sentence_embeddings(self, model, index: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings of the sentences at ``index`` under ``model`` (with gradients if enabled)."""
@@ -316,7 +326,7 @@ class ZSCL(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        loss = contrastive = clip_loss(images, texts, self.logit_scale())
+        loss = contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         logs = {"clip": float(contrastive.detach())}
         if opts.distill_weight > 0:
             distill = self.distillation_loss()
@@ -348,6 +358,26 @@ class ZSCL(Method):
             self._last_ensemble_step = step
 
     # -- state ------------------------------------------------------------------------
+    def step_state_dict(self) -> dict[str, Any]:
+        """Mid-task: the running weight average, its count, the last steps and the reference generator."""
+        state: dict[str, Any] = {
+            "ensemble_count": self.ensemble_count,
+            "last_step": self._last_step,
+            "last_ensemble_step": self._last_ensemble_step,
+            "generator": self.generator.get_state(),
+        }
+        if self.average is not None:
+            state["average"] = nest(self.average)
+        return state
+
+    def load_step_state_dict(self, state: dict[str, Any]) -> None:
+        self.ensemble_count = int(state["ensemble_count"])
+        self._last_step, self._last_ensemble_step = state["last_step"], state["last_ensemble_step"]
+        self.generator.set_state(state["generator"])
+        if "average" in state:
+            params = dict(self.model.named_parameters())
+            self.average = {name: t.to(params[name].device, params[name].dtype) for name, t in flatten(state["average"]).items()}
+
     def state_dict(self) -> dict[str, Any]:
         return {"initial": nest(self.initial), "ensemble_count": self.ensemble_count}
 

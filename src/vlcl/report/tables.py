@@ -19,7 +19,10 @@ def stage_rows(results: dict[str, Any], key: str = "mean_R@1") -> tuple[list[str
     rows = []
     for record in results["stages"]:
         m = record["metrics"]
-        cells = [m["retrieval"][t][key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
+        if results.get("task_metric") == "top1":  # classification tasks (MTIL): top-1 accuracy in the task's label space
+            cells = [m["zeroshot"][t]["top1"] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
+        else:
+            cells = [m["retrieval"][t][key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
         cells += [m["zeroshot"][z]["top1"] for z in zs]
         rows.append([record["name"]] + [_fmt(c) for c in cells])
     return header, rows
@@ -30,6 +33,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for name, value in summary.get("retrieval", {}).get("mean_R@1", {}).items():
         rows.append((f"retrieval R@1 {name}", _fmt(value)))
+    for name, value in summary.get("classification", {}).get("top1", {}).items():
+        rows.append((f"accuracy top1 {name}", _fmt(value)))
     for name, value in summary.get("zeroshot_top1", {}).items():
         rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
     for name, value in summary.get("heldout_mean_R@1", {}).items():
@@ -39,7 +44,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def render_console(results: dict[str, Any], console: Console) -> None:
     header, rows = stage_rows(results)
-    table = Table(title=f"{results['method']} on {results['benchmark']}: R@1 (mean of image->text and text->image, %)")
+    metric = "top-1 accuracy in each task's label space, %" if results.get("task_metric") == "top1" else "R@1 (mean of image->text and text->image, %)"
+    table = Table(title=f"{results['method']} on {results['benchmark']}: {metric}")
     for i, column in enumerate(header):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
@@ -64,7 +70,8 @@ def markdown_report(results: dict[str, Any]) -> str:
     parts = [
         f"### {run_label(results)} on {results['benchmark']}",
         "",
-        "R@1 (mean of both directions, %), rows = evaluation after each stage:",
+        ("top-1 accuracy (%, each task in its own label space)" if results.get("task_metric") == "top1" else "R@1 (mean of both directions, %)")
+        + ", rows = evaluation after each stage:",
         "",
         markdown_table(header, rows),
         "",
@@ -101,7 +108,10 @@ def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[st
         s = results["summary"]
         rows.append(
             [run_label(results)]
-            + [_fmt(_value(s, "retrieval", "mean_R@1", key)) for key in ("last", "avg", "transfer", "bwt", "forgetting")]
+            + [
+                _fmt(_value(s, "retrieval", "mean_R@1", key) if "retrieval" in s else _value(s, "classification", "top1", key))
+                for key in ("last", "avg", "transfer", "bwt", "forgetting")
+            ]
             + [_fmt(s.get("zeroshot_mean_pd")), _fmt(_value(s, "heldout_mean_R@1", "base", "final"))]
         )
     return header, rows
