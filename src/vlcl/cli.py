@@ -81,6 +81,12 @@ def _validate_names(config: RunConfig) -> None:
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
 
+    import torch
+
+    if config.train.precision == "fp16" and (config.device == "cpu" or not torch.cuda.is_available()):
+        raise CliError("train.precision=fp16 needs CUDA (loss scaling); use train.precision=bf16 on the CPU")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
     if config.data.benchmark == "features":
         from vlcl.features import FEATURE_METHODS
 

@@ -92,7 +92,11 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Hugging Face's gradient checkpointing on the towers; non-reentrant so frozen inputs still work (LoRA)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # -- in-stage checkpoint state: safetensors + JSON, never pickle ------------------------------------------------
