@@ -89,3 +89,14 @@ def test_step_checkpoint_is_safetensors_and_json_only(tmp_path, world_clip_dir):
     assert sorted(f.name for f in steps[0].iterdir()) == ["COMPLETE", "state.json", "state.safetensors"]
     pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert pointer == {"stage": 0, "step": 3, "path": "step_00_0000003", "base": None}
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, world_clip_dir, capsys):
+    run_dir = tmp_path / "run"
+    args = quick_args(world_clip_dir, "train.lr=1e30", "train.warmup_fraction=0", "train.checkpoint_every_steps=1")
+    assert main(["run", *args, "-o", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vlcl: error: non-finite loss") and "last complete checkpoint is kept" in err[-1]
+    assert_checkpoints_sound(run_dir / "checkpoints")
+    pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    assert pointer["stage"] == 0 and pointer["step"] >= 1
