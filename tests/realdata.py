@@ -25,7 +25,10 @@ def pairs(n: int = 8, captions_per_image: int = 2) -> list[tuple[str, list[str]]
     """(file name, captions) of ``n`` images; words from the tiny CLIP's vocabulary."""
     out = []
     for i in range(n):
-        caps = [f"a {WORDS[(i + k) % 4]} {SHAPES[(i // 4 + k) % 4]} on the {'left' if (i + k) % 2 else 'right'}" for k in range(captions_per_image)]
+        caps = [
+            f"a {WORDS[(i + k) % 4]} {SHAPES[(i // 4 + k) % 4]} on the {'left' if (i + k) % 2 else 'right'}"
+            for k in range(captions_per_image)
+        ]
         out.append((f"img{i:03d}.{'png' if i % 3 == 0 else 'jpg'}", caps))
     return out
 
@@ -71,7 +74,10 @@ def write_jsonl(path: Path, items, *, image_key="image", caption_key="caption", 
 def write_coco(path: Path, items, *, prefix="") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [{"id": 100 + i, "file_name": prefix + name} for i, (name, _) in enumerate(items)]
-    annotations = [{"id": k, "image_id": 100 + i, "caption": c} for k, (i, c) in enumerate((i, c) for i, (_, caps) in enumerate(items) for c in caps)]
+    annotations = [
+        {"id": k, "image_id": 100 + i, "caption": c}
+        for k, (i, c) in enumerate((i, c) for i, (_, caps) in enumerate(items) for c in caps)
+    ]
     path.write_text(json.dumps({"images": images, "annotations": annotations}), encoding="utf-8")
     return path
 
@@ -95,7 +101,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_wds(folder: Path, items, *, per_shard: int = 5, caption_ext: str = "txt", offset: int = 0, labels: list[int] | None = None) -> Path:
+def write_wds(
+    folder: Path, items, *, per_shard: int = 5, caption_ext: str = "txt", offset: int = 0, labels: list[int] | None = None
+) -> Path:
     """Shards ``0.tar``, ``1.tar``... (``per_shard`` samples each); image bytes identical to :func:`write_images`."""
     folder.mkdir(parents=True, exist_ok=True)
     for shard in range(0, len(items), per_shard):
@@ -155,7 +163,9 @@ def make_vlcl8_root(root: Path) -> Path:
     # pets: parquet files as a hub download lays them out (data/<split>-*.parquet)
     (root / "pets" / "data").mkdir(parents=True)
     hf_dataset(train, caption_column="caption_enriched").to_parquet(str(root / "pets" / "data" / "train-00000-of-00001.parquet"))
-    hf_dataset(test, caption_column="caption_enriched", offset=50).to_parquet(str(root / "pets" / "data" / "test-00000-of-00001.parquet"))
+    hf_dataset(test, caption_column="caption_enriched", offset=50).to_parquet(
+        str(root / "pets" / "data" / "test-00000-of-00001.parquet")
+    )
     # lexica: CSV per split (open_clip's columns); simpsons: WebDataset shards with .caption.txt (random split)
     write_images(root / "lexica", train + test)
     write_csv(root / "lexica" / "train.csv", train)
@@ -174,8 +184,17 @@ def make_vlcl8_root(root: Path) -> Path:
     write_image_folder(root / "dtd" / "test", [0, 1, 0, 1], ["banded", "blotchy"])
     write_wds(root / "cars" / "test", [(f"c{i}.png", []) for i in range(6)], labels=[0, 1, 2, 3, 4, 5], offset=30)
     write_wds(root / "flowers" / "test", [(f"f{i}.png", []) for i in range(4)], labels=[3, 2, 1, 0], offset=40)
-    for name, classes in (("imagenet", ["tench", "goldfish", "great white shark"]), ("food101", ["apple_pie", "baby_back_ribs", "baklava"])):
-        dd = datasets.DatasetDict({"validation": hf_dataset([(f"x{i}.png", []) for i in range(6)], labels=[0, 1, 2, 2, 1, 0], class_names=classes, offset=80)})
+    for name, classes in (
+        ("imagenet", ["tench", "goldfish", "great white shark"]),
+        ("food101", ["apple_pie", "baby_back_ribs", "baklava"]),
+    ):
+        dd = datasets.DatasetDict(
+            {
+                "validation": hf_dataset(
+                    [(f"x{i}.png", []) for i in range(6)], labels=[0, 1, 2, 2, 1, 0], class_names=classes, offset=80
+                )
+            }
+        )
         dd.save_to_disk(str(root / name))
     return root
 
@@ -184,11 +203,19 @@ def make_mtil_root(root: Path, names: tuple[str, ...] = ("aircraft", "caltech101
     """Tiny classification tasks with train and test splits: image folders for the first, WebDataset for the others."""
     for n, name in enumerate(names):
         if n == 0:
-            write_image_folder(root / name / "train", [0, 1, 2, 3] * 4, ["707-320", "727-200", "737-200", "737-300"], offset=10 * n)
-            write_image_folder(root / name / "test", [0, 1, 2, 3] * 2, ["707-320", "727-200", "737-200", "737-300"], offset=100 + 10 * n)
+            write_image_folder(
+                root / name / "train", [0, 1, 2, 3] * 4, ["707-320", "727-200", "737-200", "737-300"], offset=10 * n
+            )
+            write_image_folder(
+                root / name / "test", [0, 1, 2, 3] * 2, ["707-320", "727-200", "737-200", "737-300"], offset=100 + 10 * n
+            )
         else:
-            write_wds(root / name / "train", [(f"a{i}.png", []) for i in range(16)], labels=[i % 3 for i in range(16)], offset=200)
+            write_wds(
+                root / name / "train", [(f"a{i}.png", []) for i in range(16)], labels=[i % 3 for i in range(16)], offset=200
+            )
             write_wds(root / name / "test", [(f"b{i}.png", []) for i in range(9)], labels=[i % 3 for i in range(9)], offset=300)
             (root / name / "classnames.txt").write_text("red circle\nblue square\ngreen star\n", encoding="utf-8")
-            (root / name / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\na sketch of a {c}.\n", encoding="utf-8")
+            (root / name / "zeroshot_classification_templates.txt").write_text(
+                "a photo of a {c}.\na sketch of a {c}.\n", encoding="utf-8"
+            )
     return root

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from realdata import (
     hf_dataset,
     image_bytes,
@@ -22,7 +23,6 @@ from realdata import (
     write_karpathy,
     write_wds,
 )
-
 from vlcl.data.formats import (
     DataError,
     Problems,
@@ -112,7 +112,9 @@ def test_coco_and_karpathy(tmp_path, items):
     coco = read_coco(write_coco(tmp_path / "annotations" / "captions_val2014.json", items))
     assert captions_of(coco) == [caps for _, caps in items]
     assert coco[0].image.path == tmp_path / "val2014" / items[0][0]
-    path = write_karpathy(tmp_path / "dataset_coco.json", {"train": items[:3], "restval": items[3:5], "test": items[5:]}, filepath="val2014")
+    path = write_karpathy(
+        tmp_path / "dataset_coco.json", {"train": items[:3], "restval": items[3:5], "test": items[5:]}, filepath="val2014"
+    )
     assert len(read_karpathy(path, split="train")) == 5  # train includes restval
     test = read_karpathy(path, split="test")
     assert captions_of(test) == [caps for _, caps in items[5:]] and test[0].image.path.is_file()
@@ -128,7 +130,10 @@ def test_webdataset_captions_labels_and_json(tmp_path, items):
     import tarfile
 
     with tarfile.open(tmp_path / "j.tar", "w") as tar:
-        for name, data in (("a.png", image_bytes(0)), ("a.json", json.dumps({"caption": ["one red circle", "a circle"]}).encode())):
+        for name, data in (
+            ("a.png", image_bytes(0)),
+            ("a.json", json.dumps({"caption": ["one red circle", "a circle"]}).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -148,6 +153,7 @@ def test_image_folders_classnames_and_templates(tmp_path):
 
 
 def test_hugging_face_save_to_disk_and_parquet(tmp_path, items):
+    pytest.importorskip("datasets")
     datasets = quiet_datasets()
     datasets.DatasetDict({"train": hf_dataset(items, caption_column="prompt")}).save_to_disk(str(tmp_path / "dd"))
     samples, _ = read_hf(tmp_path / "dd", split="train", caption_columns=("prompt",))

@@ -76,12 +76,12 @@ def _resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
 
 def _validate_names(config: RunConfig) -> None:
     """Fail on an unknown method/option/benchmark before any file is written."""
+    import torch
+
     from vlcl.data.benchmark import benchmark_builder
     from vlcl.data.registry import build_benchmark  # noqa: F401  (registers the benchmarks)
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
-
-    import torch
 
     if config.train.precision == "fp16" and (config.device == "cpu" or not torch.cuda.is_available()):
         raise CliError("train.precision=fp16 needs CUDA (loss scaling); use train.precision=bf16 on the CPU")
@@ -265,10 +265,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _named_benchmarks() -> list[str]:
-    from vlcl.data.named import NAMED
+def _named_benchmarks(*, folders: bool = True) -> list[str]:
+    """The benchmarks read from a data root (``folders``: your own data sets, one sub-folder each)."""
+    from vlcl.data.named import FOLDERS, NAMED
 
-    return list(NAMED)
+    return [*NAMED, FOLDERS] if folders else list(NAMED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=int, default=4, help="threads opening images")
     check.set_defaults(func=cmd_data_check)
     prepare = data_sub.add_parser("prepare", help="where to get each data set and the layout vlcl expects")
-    prepare.add_argument("benchmark", choices=_named_benchmarks())
+    prepare.add_argument("benchmark", choices=_named_benchmarks(folders=False))
     prepare.set_defaults(func=cmd_data_prepare)
     return parser
 

@@ -64,6 +64,8 @@ class SetSpec:
     """A random split (fixed seed, ``data.seed``) when the folder has no test split; None = the official test split."""
     classes: str | None = None
     """Key of the shipped class names and templates."""
+    test_splits: tuple[str, ...] = ("test", "val", "validation")
+    """Which split is the test set, the first present (ImageNet: its validation images)."""
     splits: str = ""
     source: str = ""
     layout: str = ""
@@ -82,13 +84,16 @@ def _hf_layout(name: str) -> str:
     return f"ROOT/{name}/dataset_dict.json + one folder per split (save_to_disk), or ROOT/{name}/data/<split>-*.parquet"
 
 
-def _zs(name: str, title: str, classes: str, wds: str, splits: str = "test (train too when used as an MTIL task)") -> SetSpec:
+def _zs(
+    name: str, title: str, classes: str, wds: str, splits: str = "test (train too when used as an MTIL task)", test_splits=None
+) -> SetSpec:
     return SetSpec(
         name,
         title,
         "labels",
         classes=classes,
         splits=splits,
+        test_splits=test_splits or ("test", "val", "validation"),
         source=(
             f"CLIP_benchmark's WebDataset export clip-benchmark/{wds} on the Hugging Face hub "
             f"(huggingface-cli download clip-benchmark/{wds} --repo-type dataset --local-dir ROOT/{name}), "
@@ -193,7 +198,14 @@ DATASETS: dict[str, SetSpec] = {
             layout=_hf_layout("havg"),
         ),
         # -- classification sets: VLCL-8's zero-shot sets and the MTIL tasks ---------------
-        _zs("imagenet", "ImageNet-1k", "imagenet", "wds_imagenet1k", splits="the 50K validation images (test/ or val/)"),
+        _zs(
+            "imagenet",
+            "ImageNet-1k",
+            "imagenet",
+            "wds_imagenet1k",
+            splits="the 50K validation images (val/, validation, or test/)",
+            test_splits=("val", "validation", "test"),  # Hugging Face's imagenet-1k has an unlabelled test split
+        ),
         _zs("cifar100", "CIFAR-100", "cifar100", "wds_vtab-cifar100"),
         _zs("cars", "Stanford Cars", "cars", "wds_cars"),
         _zs("flowers", "Oxford Flowers-102", "flowers", "wds_vtab-flowers"),
@@ -373,14 +385,19 @@ def load_set(
         base = found.get("train") or found.get("all")
         if base is None:
             raise MissingDataError(f"{folder}: no data for a random split (found splits: {', '.join(found)})")
-        train, test = random_split(read(base), spec.test_fraction, seed, spec.name)
-        sources["train"] = f"{base.describe()}: random {1 - spec.test_fraction:.0%} (seed {seed})"
-        sources["test"] = f"{base.describe()}: the other {spec.test_fraction:.0%}"
+        if want_train:
+            train, test = random_split(read(base), spec.test_fraction, seed, spec.name)
+            sources["train"] = f"{base.describe()}: random {1 - spec.test_fraction:.0%} (seed {seed})"
+            sources["test"] = f"{base.describe()}: the other {spec.test_fraction:.0%}"
+        else:  # an evaluation-only set: all of it
+            test = read(base)
+            sources["test"] = base.describe()
     else:
-        if "test" not in found:
+        test_split = next((split for split in spec.test_splits if split in found), None)
+        if test_split is None:
             raise MissingDataError(f"{folder}: no test split (found: {', '.join(found)}; expected {spec.layout})")
-        test = read(found["test"])
-        sources["test"] = found["test"].describe()
+        test = read(found[test_split])
+        sources["test"] = found[test_split].describe()
         if want_train:
             if "train" not in found:
                 raise MissingDataError(f"{folder}: no train split (found: {', '.join(found)})")
@@ -429,8 +446,10 @@ def build_named(
     workers: int = 4,
     image_size: int = 224,
     preprocess: ImagePreprocessor | None = None,
+    sets: dict[str, SetSpec] | None = None,
     **_: Any,
 ) -> Benchmark:
+    sets = sets or DATASETS
     if not root:
         raise DataError(
             f"benchmark '{spec.name}' reads real data sets: set data.root=DIR (or --data-root DIR); "
@@ -464,7 +483,7 @@ def build_named(
 
     built_tasks = []
     for name in names:
-        loaded = load_set(DATASETS[name], data_root, want_train=True, train_scale=train_scale, test_images=test_images, **common)
+        loaded = load_set(sets[name], data_root, want_train=True, train_scale=train_scale, test_images=test_images, **common)
         note(loaded, name)
         if loaded.spec.kind == "labels":
             train = prompted_training_set(name, loaded.train, loaded.classnames, loaded.templates, preprocess, workers)
@@ -475,11 +494,11 @@ def build_named(
         built_tasks.append(Task(name, train, test, loaded.spec.title))
     heldout, zeroshot = [], []
     for name in (n for n in spec.heldout if n in evaluated):
-        loaded = load_set(DATASETS[name], data_root, want_train=False, test_images=test_images, **common)
+        loaded = load_set(sets[name], data_root, want_train=False, test_images=test_images, **common)
         note(loaded, name)
         heldout.append(retrieval_set(name, loaded.test, preprocess, workers))
     for name in (n for n in spec.zeroshot if n in evaluated):
-        loaded = load_set(DATASETS[name], data_root, want_train=False, test_per_class=zeroshot_per_class, **common)
+        loaded = load_set(sets[name], data_root, want_train=False, test_per_class=zeroshot_per_class, **common)
         note(loaded, f"zs_{name}")
         zeroshot.append(classification_set(f"zs_{name}", loaded.test, loaded.classnames, loaded.templates, preprocess, workers))
     report["skipped_samples"] = sum(s["skipped"] for s in report["sets"].values())
@@ -494,6 +513,63 @@ def _register(spec: BenchmarkSpec) -> None:
 
 for _spec in NAMED.values():
     _register(_spec)
+
+
+# -- your own data: every sub-folder of the data root a data set --------------------------
+
+FOLDERS = "folders"
+FOLDERS_TEST_FRACTION = 0.2
+
+
+def folder_set_spec(folder: Path) -> SetSpec:
+    """A data set folder of the ``folders`` benchmark: classification if it has ``classnames.txt`` or class folders."""
+    found = discover(folder)
+    labels = (folder / "classnames.txt").is_file() or any(source.format == "folder" for source in found.values())
+    return SetSpec(
+        folder.name,
+        folder.name,
+        "labels" if labels else "captions",
+        test_fraction=FOLDERS_TEST_FRACTION,
+        splits="its train / test splits, else a random 80/20 split (seed data.seed)",
+        layout="train and test splits (or one set of data) in any format vlcl reads (docs/data.md)",
+    )
+
+
+def folders_spec(
+    root: Path, tasks: list[str] | None, eval_sets: list[str] | None, *, one_kind: bool = True
+) -> tuple[BenchmarkSpec, dict[str, SetSpec]]:
+    """Tasks = ``data.tasks`` (default: every sub-folder not in ``data.eval_sets``, sorted); evaluation-only sets = ``data.eval_sets``."""
+    present = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    evaluated = list(eval_sets or [])
+    names = list(tasks) if tasks is not None else [n for n in present if n not in evaluated]
+    unknown = [n for n in (*names, *evaluated) if n not in present]
+    if unknown:
+        raise DataError(f"{root}: no data set folder '{unknown[0]}' (folders: {', '.join(present) or 'none'})")
+    if not names:
+        raise DataError(f"{root}: no data set folder to train on (data.tasks)")
+    sets = {n: folder_set_spec(root / n) for n in (*names, *evaluated)}
+    kinds = {sets[n].kind for n in names}
+    if one_kind and len(kinds) > 1:
+        raise DataError(f"{root}: tasks mix caption and classification data ({', '.join(f'{n}: {sets[n].kind}' for n in names)})")
+    spec = BenchmarkSpec(
+        FOLDERS,
+        "your own data sets: every sub-folder of data.root, in any format vlcl reads (docs/data.md)",
+        tuple(names),
+        heldout=tuple(n for n in evaluated if sets[n].kind == "captions"),
+        zeroshot=tuple(n for n in evaluated if sets[n].kind == "labels"),
+        reference="your data",
+    )
+    return spec, sets
+
+
+@register_benchmark(FOLDERS, "your own data sets: one sub-folder of data.root per task, any format (docs/data.md)")
+def build_folders(
+    *, root: str | None = None, tasks: list[str] | None = None, eval_sets: list[str] | None = None, **kwargs: Any
+) -> Benchmark:
+    if not root or not Path(root).expanduser().is_dir():
+        raise DataError(f"benchmark '{FOLDERS}' reads the sub-folders of data.root: set data.root=DIR (or --data-root DIR)")
+    spec, sets = folders_spec(Path(root).expanduser(), tasks, eval_sets)
+    return build_named(spec, root=root, sets=sets, **kwargs)
 
 
 # -- vlcl data check / prepare ------------------------------------------------------------
@@ -543,8 +619,26 @@ def check_set(
 def check_benchmark(
     name: str, root: str | Path, *, seed: int = 0, image_check: str = "header", workers: int = 4
 ) -> list[SetReport]:
-    spec = named_spec(name)
     root = Path(root).expanduser()
+    if name == FOLDERS:  # every sub-folder: a task if it has training data, else an evaluation set
+        spec, sets = folders_spec(root, None, None, one_kind=False)
+        reports = []
+        for set_name in spec.tasks:
+            found = discover(root / set_name)
+            role = "data set" if {"train", "all"} & set(found) else "evaluation set"
+            kind = "classification" if sets[set_name].kind == "labels" else "captions"
+            check = check_set(
+                sets[set_name],
+                root,
+                f"{role}, {kind}",
+                want_train=role == "data set",
+                seed=seed,
+                image_check=image_check,
+                workers=workers,
+            )
+            reports.append(check)
+        return reports
+    spec = named_spec(name)
     reports = []
     for set_name in spec.all_sets():
         role = "task" if set_name in spec.tasks else "held-out retrieval" if set_name in spec.heldout else "zero-shot"
@@ -584,6 +678,11 @@ def prepare_text(name: str) -> str:
 
 def validate_data_config(data: Any) -> None:
     """For ``vlcl run``: a named benchmark's data root and set names, checked before anything is written."""
+    if data.benchmark == FOLDERS:
+        if not data.root or not Path(data.root).expanduser().is_dir():
+            raise DataError(f"benchmark '{FOLDERS}' reads the sub-folders of data.root: set data.root=DIR (or --data-root DIR)")
+        folders_spec(Path(data.root).expanduser(), data.tasks, data.eval_sets)
+        return
     spec = NAMED.get(data.benchmark)
     if spec is None:
         return
@@ -597,4 +696,6 @@ def validate_data_config(data: Any) -> None:
     resolve_task_names(spec.name, list(spec.tasks), data.tasks, list(spec.tasks))
     unknown = [n for n in (data.eval_sets or []) if n not in spec.eval_sets()]
     if unknown:
-        raise DataError(f"unknown set '{unknown[0]}' in 'data.eval_sets'; held-out sets of '{spec.name}': {', '.join(spec.eval_sets()) or 'none'}")
+        raise DataError(
+            f"unknown set '{unknown[0]}' in 'data.eval_sets'; held-out sets of '{spec.name}': {', '.join(spec.eval_sets()) or 'none'}"
+        )

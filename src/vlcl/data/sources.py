@@ -13,7 +13,7 @@ stand in for a missing ``test``):
 | ``<split>.json`` or ``annotations/captions_<split>*.json`` | COCO captions |
 | ``<split>/*.tar`` | WebDataset shards |
 | ``<split>/<class>/*.jpg`` | image folders (classification) |
-| ``<split>-*.parquet`` anywhere below (a hub download) | parquet |
+| ``<split>-*.parquet`` in the folder or ``data/`` (a hub download) | parquet |
 | ``*.tar``, one ``*.csv`` / ``*.jsonl`` / ``*.parquet`` set without a split name | the whole data set (``all``) |
 """
 
@@ -119,9 +119,8 @@ def discover(folder: str | Path) -> dict[str, Source]:
                 add(split, Source("folder", sub))
     for file in sorted((folder / "annotations").glob("captions_*.json")):
         add("train" if "train" in file.stem else "val" if "val" in file.stem else "test", Source("coco", file))
-    if any(folder.rglob("*.parquet")):
-        for split, files in parquet_splits(folder).items():
-            add(split, Source("parquet", folder, files=tuple(files)))
+    for split, files in parquet_splits(folder).items():
+        add(split, Source("parquet", folder, files=tuple(files)))
     if any(folder.glob("*.tar")):
         add("all", Source("wds", folder))
     for suffix, fmt in ((".csv", "csv"), (".tsv", "csv"), (".jsonl", "jsonl")):
@@ -303,6 +302,7 @@ def classification_set(
 def prompted_training_set(
     name: str, samples: list[Sample], classnames: list[str], templates: list[str], preprocess: ImagePreprocessor, workers: int
 ) -> CaptionedImages:
-    """Classification training data as image-caption pairs: each image's captions are its class name in every template."""
-    captions = [[t.format(classnames[s.label]) for t in templates] for s in samples]
+    """Classification training data as image-caption pairs: each image's caption is its class name in the set's
+    first template (one caption per image keeps the teacher caches of the distillation methods at N embeddings)."""
+    captions = [[templates[0].format(classnames[s.label])] for s in samples]
     return CaptionedImages(name, store(samples, preprocess, workers), captions)

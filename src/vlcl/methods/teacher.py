@@ -24,18 +24,27 @@ class TeacherCache:
     """Teacher embeddings of every (image, caption) pair of a task, computed once."""
 
     def __init__(self, teacher: CLIPModel, data: CaptionedImages, bundle: ClipBundle, batch_size: int):
-        pixels = [bundle.preprocess.normalize_uint8(data.images[s : s + batch_size]) for s in range(0, len(data), batch_size)]
+        device = next(teacher.parameters()).device
         with torch.no_grad():
-            self.images = torch.cat([image_embeddings(teacher, p) for p in pixels])
+            self.images = torch.cat(
+                [
+                    image_embeddings(teacher, bundle.preprocess.normalize_uint8(data.images[s : s + batch_size]).to(device))
+                    for s in range(0, len(data), batch_size)
+                ]
+            )
         self.captions_per_image = max(len(c) for c in data.captions)
         flat = [caps[i % len(caps)] for caps in data.captions for i in range(self.captions_per_image)]
         ids, mask = tokenize(bundle.tokenizer, flat, bundle.context_length)
         with torch.no_grad():
             self.texts = torch.cat(
-                [text_embeddings(teacher, ids[s : s + batch_size], mask[s : s + batch_size]) for s in range(0, len(flat), batch_size)]
+                [
+                    text_embeddings(teacher, ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device))
+                    for s in range(0, len(flat), batch_size)
+                ]
             )
 
     def lookup(self, sample_index: torch.Tensor, caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sample_index, caption_index = sample_index.to(self.images.device), caption_index.to(self.images.device)
         return self.images[sample_index], self.texts[sample_index * self.captions_per_image + caption_index]
 
 

@@ -100,6 +100,19 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: CLIPConfig, sour
         )
 
 
+def _hub_config_dir(repo_id: str, local_files_only: bool) -> str:
+    """The folder of the hub checkpoint's cached ``preprocessor_config.json`` (its sizes and mean/std), or ``""`` if it has none."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(
+            repo_id, "preprocessor_config.json", local_files_only=local_files_only, _raise_exceptions_for_missing_entries=False
+        )
+    except (OSError, ValueError):
+        return ""
+    return str(Path(path).parent) if path else ""
+
+
 def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> ClipBundle:
     """Load model, tokenizer and preprocessing from a local directory or a hub id."""
     resolved, is_local = resolve_model_path(path)
@@ -122,7 +135,8 @@ def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> C
         raise ModelLoadError(f"{resolved}: cannot load the model ({exc.__class__.__name__}: {exc})") from None
     check_tokenizer(tokenizer, config, resolved)
     image_size = int(config.vision_config.image_size)
-    preprocess = ImagePreprocessor.from_pretrained(resolved, image_size) if is_local else ImagePreprocessor(image_size)
+    config_dir = resolved if is_local else _hub_config_dir(resolved, local_files_only)
+    preprocess = ImagePreprocessor.from_pretrained(config_dir, image_size) if config_dir else ImagePreprocessor(image_size)
     if preprocess.image_size != image_size:
         raise ModelLoadError(
             f"{resolved}: preprocessor crop size {preprocess.image_size} differs from the model's image_size {image_size}"

@@ -29,13 +29,23 @@ def _datasets():
     return datasets
 
 
+def parquet_files(folder: Path) -> list[Path]:
+    """Parquet files where the hub puts them: ``folder``, ``folder/data``, and their split sub-folders.
+
+    Bounded on purpose: walking every file below a folder of a million images to find none would be slow.
+    """
+    places = [folder, folder / "data"]
+    places += [place / split for place in list(places) for split in ("train", "test", "validation", "val")]
+    return [file for place in places if place.is_dir() for file in sorted(place.glob("*.parquet"), key=natural_key)]
+
+
 def parquet_splits(folder: Path) -> dict[str, list[Path]]:
-    """Parquet files under ``folder`` by split: ``train-00000-of-00002.parquet``, ``data/test/0.parquet``..."""
+    """Parquet files of ``folder`` by split: ``train-00000-of-00002.parquet``, ``data/test/0.parquet``..."""
     splits: dict[str, list[Path]] = {}
-    for file in sorted(folder.rglob("*.parquet"), key=natural_key):
+    for file in parquet_files(folder):
         stem = file.name.split(".")[0]
         split = stem.split("-")[0].split("_")[0]
-        if split not in ("train", "test", "validation", "val") and file.parent != folder:
+        if split not in ("train", "test", "validation", "val") and file.parent.name in ("train", "test", "validation", "val"):
             split = file.parent.name
         if split not in ("train", "test", "validation", "val"):
             split = "all"
