@@ -28,7 +28,7 @@ def args_for(model_dir: Path, method: str) -> list[str]:
 @pytest.fixture(scope="module")
 def references(tmp_path_factory, world_clip_dir):
     out = {}
-    for method in ("cclip", "zscl"):
+    for method in ("cclip", "zscl", "mulki"):
         run_dir = tmp_path_factory.mktemp("reference") / method
         assert main(["run", *args_for(world_clip_dir, method), "-o", str(run_dir)]) == 0
         out[method] = metrics_of(run_dir)
@@ -55,6 +55,7 @@ def assert_checkpoints_sound(checkpoints: Path) -> None:
         ("cclip", "stage_checkpoint_pointer:1"),  # task checkpoint complete, pointer not yet moved
         ("cclip", "evaluation:2"),  # second task trained, not yet evaluated
         ("zscl", "step:20"),  # in the second task, with ZSCL's running weight average in flight
+        ("mulki", "step:11"),  # MulKI: two teachers, prototypes and a running average in flight
     ],
 )
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, world_clip_dir, references, method, fault):

@@ -75,7 +75,7 @@ def batch_of(bundle, data, n=8):
 
 def test_defaults():
     opts = create_method("mulki").options
-    assert (opts.prototypes, opts.align_weight, opts.align_temperature, opts.relation_weight) == (32, 1.0, 2.0, 100.0)
+    assert (opts.prototypes, opts.align_weight, opts.align_temperature, opts.relation_weight) == (32, 10.0, 2.0, 100.0)
     assert (opts.teachers, opts.teacher_temperature, opts.ensemble_every, opts.inter_task_weight) == ("both", 1.0, 10, 0.0)
 
 
@@ -169,7 +169,7 @@ def test_distillation_is_zero_when_the_student_equals_both_teachers(tiny_clip_di
     perturb(method.model)
     changed = method.training_loss(batch, 1)
     assert changed.logs["align"] > 1e-4 and changed.logs["intra"] > 0 and changed.logs["inter"] > 0
-    expected = changed.logs["clip"] + changed.logs["align"] + 100.0 * changed.logs["relation"]
+    expected = changed.logs["clip"] + 10.0 * changed.logs["align"] + 100.0 * changed.logs["relation"]
     assert changed.loss.item() == pytest.approx(expected, rel=1e-5)
     changed.loss.backward()
     assert method.model.visual_projection.weight.grad.abs().sum() > 0

@@ -45,7 +45,7 @@ teacher then has paired prototypes on the same clusters, in its own space:
     a_k(i) = 1/2 [ log softmax_j( s_k <u_k(i), v_k(j)> )_i + log softmax_j( s_k <v_k(i), u_k(j)> )_i ]
     w_k(i) = softmax_k( a_k(i) / tau_w )                                            (tau_w = 1: w_k proportional to the geometric mean
                                                                                      of the two match probabilities)
-    L = L_CLIP + 1/N sum_i sum_k w_k(i) [ lambda_a d^align_k(i) + lambda_r d^rel_k(i) ]     (lambda_a = 1, lambda_r = 100)
+    L = L_CLIP + 1/N sum_i sum_k w_k(i) [ lambda_a d^align_k(i) + lambda_r d^rel_k(i) ]     (lambda_a = 10, lambda_r = 100)
 
    The weights are constants (the teachers are frozen). Every term is exactly
    zero when the student equals both teachers.
@@ -90,13 +90,13 @@ class MulKIOptions(MethodOptions):
     """K, the number of k-means clusters per task (fewer if the task has fewer pairs or a cluster ends empty)."""
     kmeans_iterations: int = Field(10, ge=0)
     """Lloyd iterations of the spherical k-means; 0 keeps the seeded random subset of pairs as prototypes."""
-    align_weight: float = Field(1.0, ge=0)
-    """lambda_a, weight of the cross-modal prototype alignment (stage 1, eliciting ideas)."""
+    align_weight: float = Field(10.0, ge=0)
+    """lambda_a, weight of the cross-modal prototype alignment (stage 1, eliciting ideas); 10 puts the term on the
+    scale of lambda_r * relation on the embedded benchmark (docs/methods/mulki.md)."""
     align_temperature: float = Field(2.0, gt=0)
     """T of the alignment: distributions softmax(s_k cos / T), the KL multiplied by T^2 (as lwf)."""
     relation_weight: float = Field(100.0, ge=0)
-    """lambda_r, weight of the relation distillation (stage 2, adding new ideas); the term is a mean squared
-    cosine difference, about 100x smaller than the KL for the same drift (docs/methods/mulki.md)."""
+    """lambda_r, weight of the relation distillation (stage 2, adding new ideas), a mean squared cosine gap."""
     teachers: Literal["both", "initial", "previous"] = "both"
     """Teachers distilled from (stage 3): both with per-sample weights, or one of them with weight 1 (ablations)."""
     teacher_temperature: float = Field(1.0, gt=0)
@@ -151,7 +151,7 @@ def cluster_means(assignment: torch.Tensor, features: torch.Tensor) -> torch.Ten
     """L2-normalised mean [K', d] of the normalised ``features`` of each non-empty cluster, in cluster order."""
     features = F.normalize(features, dim=-1)
     k = int(assignment.max()) + 1
-    sums = torch.zeros(k, features.shape[1], dtype=features.dtype).index_add_(0, assignment, features)
+    sums = torch.zeros(k, features.shape[1], dtype=features.dtype, device=features.device).index_add_(0, assignment, features)
     counts = torch.bincount(assignment, minlength=k)
     return F.normalize(sums[counts > 0], dim=-1)
 
@@ -338,7 +338,7 @@ class MulKI(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale())
+        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         terms = self.distillation(images, texts, batch)
         loss = contrastive + opts.align_weight * terms["align"] + opts.relation_weight * terms["relation"]
         logs = {name: float(terms[name].detach()) for name in ("align", "relation", "intra", "inter")}
@@ -367,6 +367,26 @@ class MulKI(Method):
             self._last_ensemble_step = step
 
     # -- state ------------------------------------------------------------------------
+    def step_state_dict(self) -> dict[str, Any]:
+        """Mid-task (step checkpoints): the running weight average, its count and the last steps."""
+        state: dict[str, Any] = {
+            "ensemble_count": self.ensemble_count,
+            "last_step": self._last_step,
+            "last_ensemble_step": self._last_ensemble_step,
+        }
+        if self.average is not None:
+            state["average"] = to_state_keys(self.average)
+        return state
+
+    def load_step_state_dict(self, state: dict[str, Any]) -> None:
+        self.ensemble_count = int(state["ensemble_count"])
+        self._last_step, self._last_ensemble_step = state["last_step"], state["last_ensemble_step"]
+        if "average" in state:
+            params = dict(self.model.named_parameters())
+            self.average = {
+                name: t.to(params[name].device, params[name].dtype) for name, t in from_state_keys(state["average"]).items()
+            }
+
     def state_dict(self) -> dict[str, Any]:
         return {"initial": to_state_keys(self.initial)}
 
