@@ -78,6 +78,7 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
+from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
 from vlcl.methods.ewc import from_state_keys, to_state_keys
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
@@ -222,10 +223,6 @@ def teacher_weights(agreements: torch.Tensor, temperature: float) -> torch.Tenso
 # ----------------------------------------------------------------------------------
 
 
-def parameter_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
-
-
 def same_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(param, weights[name]) for name, param in model.named_parameters())
 
@@ -242,10 +239,16 @@ class MulKI(Method):
         self.teachers: dict[str, FrozenTeacher] = {}
         self.prototypes: dict[str, Prototypes] = {}
         self.start: dict[str, torch.Tensor] | None = None
-        self.average: dict[str, torch.Tensor] | None = None
-        self.ensemble_count = 0
-        self._last_step: int | None = None
-        self._last_ensemble_step: int | None = None
+        self.ensemble: WeightEnsemble | None = None
+        self._finished_count = 0
+
+    @property
+    def ensemble_count(self) -> int:
+        return self.ensemble.count if self.ensemble is not None else self._finished_count
+
+    @property
+    def average(self) -> dict[str, torch.Tensor] | None:
+        return self.ensemble.average if self.ensemble is not None else None
 
     # -- teachers and prototypes -----------------------------------------------------------
     def initial_model(self):
@@ -287,29 +290,20 @@ class MulKI(Method):
         opts = self.options
         self.build_teachers(stage, data)
         self.start = parameter_copy(self.model) if opts.inter_task_weight > 0 else None
-        self.average, self.ensemble_count = None, 0
-        if opts.ensemble_every and opts.ensemble_include_start:
-            self.average, self.ensemble_count = parameter_copy(self.model), 1
-        self._last_step = self._last_ensemble_step = None
+        self.ensemble = WeightEnsemble(self.model, opts.ensemble_every, opts.ensemble_include_start)
 
     def end_task(self, stage: Stage) -> None:
         opts = self.options
-        if opts.ensemble_every and self._last_step is not None:
-            if self._last_ensemble_step != self._last_step:  # the final weights always enter the average
-                self.ensemble_update()
-            self.load_weights(self.average)
+        if self.ensemble is not None:
+            self.ensemble.finish()  # the final weights join the average, which becomes the model
+            self._finished_count = self.ensemble.count
         if self.start is not None:
             beta = opts.inter_task_weight
             with torch.no_grad():
                 for name, param in self.model.named_parameters():
                     param.mul_(1 - beta).add_(self.start[name], alpha=beta)
         self.teachers, self.prototypes = {}, {}
-        self.start = self.average = None
-
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, param in self.model.named_parameters():
-                param.copy_(weights[name])
+        self.start = self.ensemble = None
 
     # -- losses -------------------------------------------------------------------------
     def distillation(self, images: torch.Tensor, texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -348,44 +342,16 @@ class MulKI(Method):
         return LossOutput(loss, logs)
 
     # -- weight ensemble ------------------------------------------------------------------
-    def ensemble_update(self) -> None:
-        """theta_avg <- (theta_avg * n + theta) / (n + 1); n <- n + 1."""
-        n = self.ensemble_count
-        with torch.no_grad():
-            if self.average is None:
-                self.average = parameter_copy(self.model)
-            else:
-                for name, param in self.model.named_parameters():
-                    self.average[name].mul_(n / (n + 1)).add_(param.detach(), alpha=1.0 / (n + 1))
-        self.ensemble_count = n + 1
-
     def after_optimizer_step(self, step: int) -> None:
-        self._last_step = step
-        every = self.options.ensemble_every
-        if every and step % every == 0:
-            self.ensemble_update()
-            self._last_ensemble_step = step
+        self.ensemble.after_step(step)
 
     # -- state ------------------------------------------------------------------------
     def step_state_dict(self) -> dict[str, Any]:
-        """Mid-task (step checkpoints): the running weight average, its count and the last steps."""
-        state: dict[str, Any] = {
-            "ensemble_count": self.ensemble_count,
-            "last_step": self._last_step,
-            "last_ensemble_step": self._last_ensemble_step,
-        }
-        if self.average is not None:
-            state["average"] = to_state_keys(self.average)
-        return state
+        """Mid-task (step checkpoints): the running weight average."""
+        return {"ensemble": self.ensemble.state_dict()}
 
     def load_step_state_dict(self, state: dict[str, Any]) -> None:
-        self.ensemble_count = int(state["ensemble_count"])
-        self._last_step, self._last_ensemble_step = state["last_step"], state["last_ensemble_step"]
-        if "average" in state:
-            params = dict(self.model.named_parameters())
-            self.average = {
-                name: t.to(params[name].device, params[name].dtype) for name, t in from_state_keys(state["average"]).items()
-            }
+        self.ensemble.load_state_dict(state["ensemble"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"initial": to_state_keys(self.initial)}

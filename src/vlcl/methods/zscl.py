@@ -56,6 +56,7 @@ from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
+from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 
@@ -238,10 +239,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
-def parameter_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
-
-
 @register_method
 class ZSCL(Method):
     name = "zscl"
@@ -253,11 +250,17 @@ class ZSCL(Method):
         self.reference = load_reference(self.options, context)  # fails early on a missing folder or file
         self.initial = parameter_copy(model)  # replaced by the checkpoint's on resume (load_state_dict)
         self.features: ReferenceFeatures | None = None
-        self.ensemble_count = 0
-        self.average: dict[str, torch.Tensor] | None = None
+        self.ensemble: WeightEnsemble | None = None
+        self._finished_count = 0  # members of the last finished task's average (kept in the state)
         self.anchor: dict[str, torch.Tensor] | None = None
-        self._last_step: int | None = None
-        self._last_ensemble_step: int | None = None
+
+    @property
+    def ensemble_count(self) -> int:
+        return self.ensemble.count if self.ensemble is not None else self._finished_count
+
+    @property
+    def average(self) -> dict[str, torch.Tensor] | None:
+        return self.ensemble.average if self.ensemble is not None else None
 
     # -- the frozen initial model -----------------------------------------------------
     def initial_model(self):
@@ -279,20 +282,14 @@ class ZSCL(Method):
             self.build_features()
         opts = self.options
         self.anchor = self.initial if opts.l2_anchor == "initial" else parameter_copy(self.model)
-        self.average, self.ensemble_count = None, 0
-        if opts.ensemble_every and opts.ensemble_include_start:
-            self.average, self.ensemble_count = parameter_copy(self.model), 1
+        self.ensemble = WeightEnsemble(self.model, opts.ensemble_every, opts.ensemble_include_start)
         self.generator = torch.Generator().manual_seed(self.context.seed * 1_000_003 + stage.index + REFERENCE_SEED_OFFSET)
-        self._last_step = self._last_ensemble_step = None
 
     def end_task(self, stage: Stage) -> None:
-        if self.options.ensemble_every and self._last_step is not None:
-            if self._last_ensemble_step != self._last_step:  # the final weights always enter the average
-                self.ensemble_update()
-            with torch.no_grad():
-                for name, param in self.model.named_parameters():
-                    param.copy_(self.average[name])
-        self.average = None
+        if self.ensemble is not None:
+            self.ensemble.finish()  # the final weights join the average, which becomes the model
+            self._finished_count = self.ensemble.count
+        self.ensemble = None
         self.anchor = None
 
     # -- losses -----------------------------------------------------------------------
@@ -339,44 +336,17 @@ class ZSCL(Method):
         return LossOutput(loss, logs)
 
     # -- weight ensemble ------------------------------------------------------------------
-    def ensemble_update(self) -> None:
-        """theta_avg <- (theta_avg * n + theta) / (n + 1); n <- n + 1."""
-        n = self.ensemble_count
-        with torch.no_grad():
-            if self.average is None:
-                self.average = parameter_copy(self.model)
-            else:
-                for name, param in self.model.named_parameters():
-                    self.average[name].mul_(n / (n + 1)).add_(param.detach(), alpha=1.0 / (n + 1))
-        self.ensemble_count = n + 1
-
     def after_optimizer_step(self, step: int) -> None:
-        self._last_step = step
-        every = self.options.ensemble_every
-        if every and step % every == 0:
-            self.ensemble_update()
-            self._last_ensemble_step = step
+        self.ensemble.after_step(step)
 
     # -- state ------------------------------------------------------------------------
     def step_state_dict(self) -> dict[str, Any]:
-        """Mid-task: the running weight average, its count, the last steps and the reference generator."""
-        state: dict[str, Any] = {
-            "ensemble_count": self.ensemble_count,
-            "last_step": self._last_step,
-            "last_ensemble_step": self._last_ensemble_step,
-            "generator": self.generator.get_state(),
-        }
-        if self.average is not None:
-            state["average"] = nest(self.average)
-        return state
+        """Mid-task: the running weight average and the reference generator."""
+        return {"ensemble": self.ensemble.state_dict(), "generator": self.generator.get_state()}
 
     def load_step_state_dict(self, state: dict[str, Any]) -> None:
-        self.ensemble_count = int(state["ensemble_count"])
-        self._last_step, self._last_ensemble_step = state["last_step"], state["last_ensemble_step"]
+        self.ensemble.load_state_dict(state["ensemble"])
         self.generator.set_state(state["generator"])
-        if "average" in state:
-            params = dict(self.model.named_parameters())
-            self.average = {name: t.to(params[name].device, params[name].dtype) for name, t in flatten(state["average"]).items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"initial": nest(self.initial), "ensemble_count": self.ensemble_count}
@@ -393,5 +363,5 @@ class ZSCL(Method):
             )
         params = dict(self.model.named_parameters())
         self.initial = {name: tensor.to(device=params[name].device, dtype=params[name].dtype) for name, tensor in initial.items()}
-        self.ensemble_count = int(state.get("ensemble_count", 0))
+        self._finished_count = int(state.get("ensemble_count", 0))
         self.features = None  # rebuilt from the restored initial weights at the next begin_task
