@@ -38,3 +38,33 @@ def test_compare_rejects_unknown_method_before_running(tmp_path, capsys):
     assert main(["compare", "--methods", "finetune,lorra", "-o", str(tmp_path / "c")]) == 2
     assert "unknown method 'lorra'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_compare_jobs_runs_methods_in_parallel_with_the_same_results(tmp_path, world_clip_dir, capsys):
+    from test_run import metrics_of, quick_args
+
+    methods = "zeroshot,finetune,lwf"
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert main(["compare", *quick_args(world_clip_dir, "train.max_steps_per_task=3"), "--methods", methods, "-o", str(serial)]) == 0
+    argv = ["compare", *quick_args(world_clip_dir, "train.max_steps_per_task=3"), "--methods", methods, "-o", str(parallel), "--jobs", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "3 methods, 2 at a time" in err and "lwf: done" in err
+    for name in methods.split(","):  # threads=1 in both: the same numbers, whichever process ran them
+        assert metrics_of(parallel / name) == metrics_of(serial / name)
+        assert (parallel / name / "compare.log").is_file()
+    assert "--jobs 2" in (parallel / "leaderboard.md").read_text()
+    assert len((parallel / "leaderboard.csv").read_text().splitlines()) == 4
+
+
+def test_compare_keeps_going_when_one_method_fails(tmp_path, world_clip_dir, capsys):
+    from test_run import quick_args
+
+    out = tmp_path / "cmp"
+    argv = ["compare", *quick_args(world_clip_dir, "train.max_steps_per_task=2"), "--methods", "finetune[train.lr=1e30],zeroshot", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 methods failed" in err and "finetune: NonFiniteLossError" in err
+    assert (out / "zeroshot" / "results.json").is_file()
+    rows = (out / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("zeroshot,")

@@ -174,7 +174,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
         out_dir = Path(args.output) if args.output else Path(config.output_dir) / f"compare-{config.data.benchmark}"
         command = "vlcl compare " + " ".join([*args.items, "--methods", f"'{args.methods}'", "-o", str(out_dir)])
-        compare(config_path, overrides, specs, out_dir, command, Console(stderr=True))
+        if args.jobs != 1:
+            command += f" --jobs {args.jobs}"
+        compare(config_path, overrides, specs, out_dir, command, Console(stderr=True), jobs=args.jobs)
     except CompareError as exc:
         raise CliError(str(exc)) from None
     print((out_dir / "leaderboard.md").read_text(encoding="utf-8"))
@@ -289,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [KEY=VALUE ...]")
     cmp.add_argument("--methods", required=True, help="comma-separated, e.g. 'zeroshot,finetune,cclip[train.lr=5e-4]'")
     cmp.add_argument("-o", "--output", help="comparison directory (default: <output_dir>/compare-<benchmark>)")
+    cmp.add_argument(
+        "-j", "--jobs", type=int, default=1,
+        help="methods run at a time, in worker processes sharing the CPU threads (default 1: one after the other)",
+    )
     cmp.set_defaults(func=cmd_compare)
     report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

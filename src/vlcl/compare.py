@@ -1,9 +1,16 @@
-"""``vlcl compare``: several methods on the same benchmark and seed, one after the other.
+"""``vlcl compare``: several methods on the same benchmark and seed.
 
 Each method gets its own run directory under the comparison directory and is
 resumable on its own: a finished run is kept, an interrupted one resumes after
 its last complete task, a missing one starts. The leaderboard (Markdown and
 CSV) is rewritten after every method, so it always reflects what has finished.
+
+Methods run one after the other, or ``jobs`` at a time in worker processes
+that share the CPU threads between them (``--jobs 2`` on 2 cores: one thread
+each). Small models use threads poorly, so on the embedded benchmark two
+one-thread runs finish sooner than the same two runs one after the other with
+two threads (benchmarks/RESULTS.md). A method that fails does not stop the
+others: the failures are listed at the end and the command exits non-zero.
 
 Methods are given as ``name`` or ``name[key=value;key=value]`` with overrides
 that apply to that method only, e.g. ``finetune,cclip[train.lr=5e-4]``.
@@ -14,10 +21,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
@@ -115,17 +126,78 @@ def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]
     atomic_write_text(out_dir / "leaderboard.csv", buffer.getvalue())
 
 
-def compare(config_path: str | None, overrides: list[str], specs: list[MethodSpec], out_dir: Path, command: str, console: Console) -> list[dict[str, Any]]:
+def _run_in_worker(config: RunConfig, run_dir: Path, threads: int) -> dict[str, Any]:
+    """One method in a worker process: its own thread count, its console in ``<run_dir>/compare.log``."""
+    torch.set_num_threads(config.threads or threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "compare.log", "a", encoding="utf-8") as log:
+        return run_method(config, run_dir, Console(file=log, width=120, force_terminal=False))
+
+
+def worker_threads(jobs: int) -> int:
+    """Threads per worker: the process's torch threads shared out (at least one each)."""
+    return max(1, torch.get_num_threads() // jobs)
+
+
+def _run_parallel(jobs: int, work: list[tuple[MethodSpec, RunConfig, Path]], console: Console, done) -> None:
+    threads = worker_threads(jobs)
+    console.print(f"{len(work)} methods, {jobs} at a time, {threads} thread(s) each; logs: <run>/compare.log")
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending: dict[Future, tuple[MethodSpec, float]] = {}
+        for spec, config, run_dir in work:
+            pending[pool.submit(_run_in_worker, config, run_dir, threads)] = (spec, time.perf_counter())
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec, started = pending.pop(future)
+                done(spec, future, time.perf_counter() - started)
+
+
+def compare(
+    config_path: str | None,
+    overrides: list[str],
+    specs: list[MethodSpec],
+    out_dir: Path,
+    command: str,
+    console: Console,
+    jobs: int = 1,
+) -> list[dict[str, Any]]:
     from vlcl.methods import create_method
 
+    if jobs < 1:
+        raise CompareError(f"--jobs {jobs}: expected a positive number of methods to run at a time")
     configs = []
     for spec in specs:  # validate every method before running any
         config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides)
         create_method(config.method.name, config.method.options())
         configs.append(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    finished: list[tuple[MethodSpec, dict[str, Any]]] = []
-    for spec, config in zip(specs, configs):
-        finished.append((spec, run_method(config, out_dir / spec.label, console)))
-        leaderboard_files(out_dir, finished, command)
-    return [results for _, results in finished]
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+
+    def done(spec: MethodSpec, future: Future, seconds: float) -> None:
+        try:
+            results[spec.label] = future.result()
+        except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
+            failures.append(f"{spec.label}: {type(exc).__name__}: {exc}")
+            console.print(f"[red]{spec.label}[/]: failed after {seconds:.0f} s: {exc}")
+            return
+        console.print(f"[bold]{spec.label}[/]: done ({seconds:.0f} s)")
+        leaderboard_files(out_dir, [(s, results[s.label]) for s in specs if s.label in results], command)
+
+    work = [(spec, config, out_dir / spec.label) for spec, config in zip(specs, configs)]
+    if jobs == 1 or len(work) == 1:
+        for spec, config, run_dir in work:
+            future: Future = Future()
+            started = time.perf_counter()
+            try:
+                future.set_result(run_method(config, run_dir, console))
+            except Exception as exc:  # noqa: BLE001
+                future.set_exception(exc)
+            done(spec, future, time.perf_counter() - started)
+    else:
+        _run_parallel(min(jobs, len(work)), work, console, done)
+    if failures:
+        raise CompareError(f"{len(failures)} of {len(specs)} methods failed (the others are in the leaderboard): " + "; ".join(failures))
+    return [results[spec.label] for spec in specs]
