@@ -75,7 +75,7 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-4, gt=0)
     """Learning rate of the vision tower (and of everything that is not the text tower)."""
