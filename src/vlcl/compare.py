@@ -144,14 +144,11 @@ def _run_parallel(jobs: int, work: list[tuple[MethodSpec, RunConfig, Path]], con
     console.print(f"{len(work)} methods, {jobs} at a time, {threads} thread(s) each; logs: <run>/compare.log")
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        pending: dict[Future, tuple[MethodSpec, float]] = {}
-        for spec, config, run_dir in work:
-            pending[pool.submit(_run_in_worker, config, run_dir, threads)] = (spec, time.perf_counter())
+        pending = {pool.submit(_run_in_worker, config, run_dir, threads): spec for spec, config, run_dir in work}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                spec, started = pending.pop(future)
-                done(spec, future, time.perf_counter() - started)
+                done(pending.pop(future), future)
 
 
 def compare(
@@ -176,26 +173,27 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
 
-    def done(spec: MethodSpec, future: Future, seconds: float) -> None:
+    def done(spec: MethodSpec, future: Future) -> None:
         try:
             results[spec.label] = future.result()
         except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
             failures.append(f"{spec.label}: {type(exc).__name__}: {exc}")
-            console.print(f"[red]{spec.label}[/]: failed after {seconds:.0f} s: {exc}")
+            console.print(f"[red]{spec.label}[/]: failed: {exc}")
             return
-        console.print(f"[bold]{spec.label}[/]: done ({seconds:.0f} s)")
+        wall = results[spec.label]["timings"]["wall_seconds_this_session"]
+        console.print(f"[bold]{spec.label}[/]: done ({wall:.0f} s in this session; {time.perf_counter() - started:.0f} s since the comparison started)")
         leaderboard_files(out_dir, [(s, results[s.label]) for s in specs if s.label in results], command)
 
+    started = time.perf_counter()
     work = [(spec, config, out_dir / spec.label) for spec, config in zip(specs, configs)]
     if jobs == 1 or len(work) == 1:
         for spec, config, run_dir in work:
             future: Future = Future()
-            started = time.perf_counter()
             try:
                 future.set_result(run_method(config, run_dir, console))
             except Exception as exc:  # noqa: BLE001
                 future.set_exception(exc)
-            done(spec, future, time.perf_counter() - started)
+            done(spec, future)
     else:
         _run_parallel(min(jobs, len(work)), work, console, done)
     if failures:
