@@ -181,7 +181,7 @@ def compare(
             console.print(f"[red]{spec.label}[/]: failed: {exc}")
             return
         wall = results[spec.label]["timings"]["wall_seconds_this_session"]
-        console.print(f"[bold]{spec.label}[/]: done ({wall:.0f} s in this session; {time.perf_counter() - started:.0f} s since the comparison started)")
+        console.print(f"[bold]{spec.label}[/]: done (run wall time {wall:.0f} s; {time.perf_counter() - started:.0f} s into the comparison)")
         leaderboard_files(out_dir, [(s, results[s.label]) for s in specs if s.label in results], command)
 
     started = time.perf_counter()
