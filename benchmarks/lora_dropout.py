@@ -23,7 +23,7 @@ from vlcl.engine.train import make_batch
 from vlcl.losses import clip_loss
 from vlcl.models import load_clip
 from vlcl.models.encode import image_embeddings, text_embeddings
-from vlcl.models.lora import DEFAULT_TARGET_MODULES, LaneDropout, add_lora
+from vlcl.models.lora import DEFAULT_TARGET_MODULES, LaneDropout, add_lora, lora_dropout_slots
 
 
 def best_ms(fn, repeats: int) -> float:
@@ -41,11 +41,8 @@ def lora_step_ms(lane: bool, steps: int) -> float:
     bundle = load_clip("embedded")
     peft = add_lora(bundle.model, rank=16, alpha=32, dropout=0.1, target_modules=DEFAULT_TARGET_MODULES)
     if not lane:  # back to PEFT's own module
-        for module in peft.modules():
-            dropouts = getattr(module, "lora_dropout", None)
-            if isinstance(dropouts, torch.nn.ModuleDict):
-                for key in dropouts:
-                    dropouts[key] = torch.nn.Dropout(dropouts[key].p)
+        for dropouts, key in lora_dropout_slots(peft):
+            dropouts[key] = torch.nn.Dropout(dropouts[key].p)
     peft.train()
     model = peft.base_model.model
     data = build_embedded(tasks=["sketch"], train_scale=0.1, test_images=10, zeroshot_per_class=1).tasks[0].train

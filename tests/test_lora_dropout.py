@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlcl.models import load_clip
-from vlcl.models.lora import LaneDropout, add_lora
+from vlcl.models.lora import LaneDropout, add_lora, lora_dropout_slots
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -45,7 +45,7 @@ def test_reproducible_from_the_torch_seed_identity_in_eval_and_gradient_is_the_m
 def test_add_lora_uses_lane_dropout_everywhere(tiny_clip_dir):
     model = load_clip(str(tiny_clip_dir)).model
     peft = add_lora(model, rank=4, alpha=8, dropout=0.1, target_modules=["q_proj", "fc1"])
-    lora_dropouts = [d for m in peft.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict) for d in m.lora_dropout.values()]
+    lora_dropouts = [dropouts[key] for dropouts, key in lora_dropout_slots(peft)]
     layers = model.config.vision_config.num_hidden_layers + model.config.text_config.num_hidden_layers
     assert len(lora_dropouts) == 2 * layers  # q_proj and fc1 of every block of both towers
     assert all(type(d) is LaneDropout and d.p == 0.1 for d in lora_dropouts)

@@ -7,9 +7,9 @@ CSV) is rewritten after every method, so it always reflects what has finished.
 
 Methods run one after the other, or ``jobs`` at a time in worker processes
 that share the CPU threads between them (``--jobs 2`` on 2 cores: one thread
-each). Small models use threads poorly, so on the embedded benchmark two
-one-thread runs finish sooner than the same two runs one after the other with
-two threads (benchmarks/RESULTS.md). A method that fails does not stop the
+each). Small models use threads poorly, so on 2 cores the eleven-method
+embedded comparison ran 1.43x sooner with ``--jobs 2``; very short runs can
+be slower (benchmarks/RESULTS.md). A method that fails does not stop the
 others: the failures are listed at the end and the command exits non-zero.
 
 Methods are given as ``name`` or ``name[key=value;key=value]`` with overrides
@@ -23,7 +23,8 @@ import io
 import json
 import multiprocessing
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ def _run_parallel(jobs: int, work: list[tuple[MethodSpec, RunConfig, Path]], con
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                done(pending.pop(future), future)
+                done(pending.pop(future), future.result)
 
 
 def compare(
@@ -173,9 +174,10 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
 
-    def done(spec: MethodSpec, future: Future) -> None:
+    def done(spec: MethodSpec, outcome: Callable[[], dict[str, Any]]) -> None:
+        """Record one method's results (``outcome()`` runs it or returns/raises what its worker did)."""
         try:
-            results[spec.label] = future.result()
+            results[spec.label] = outcome()
         except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
             failures.append(f"{spec.label}: {type(exc).__name__}: {exc}")
             console.print(f"[red]{spec.label}[/]: failed: {exc}")
@@ -188,12 +190,7 @@ def compare(
     work = [(spec, config, out_dir / spec.label) for spec, config in zip(specs, configs)]
     if jobs == 1 or len(work) == 1:
         for spec, config, run_dir in work:
-            future: Future = Future()
-            try:
-                future.set_result(run_method(config, run_dir, console))
-            except Exception as exc:  # noqa: BLE001
-                future.set_exception(exc)
-            done(spec, future)
+            done(spec, lambda config=config, run_dir=run_dir: run_method(config, run_dir, console))
     else:
         _run_parallel(min(jobs, len(work)), work, console, done)
     if failures:
