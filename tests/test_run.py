@@ -124,7 +124,7 @@ def test_unwritable_output_dir(tmp_path, world_clip_dir, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["run", *quick_args(world_clip_dir), "-o", str(blocker / "run")]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert "is a file, not a directory" in capsys.readouterr().err
 
 
 def test_list_commands(capsys):

@@ -1,3 +1,3 @@
-from vlcl.cli import main
+from vlcl.entry import main
 
 raise SystemExit(main())

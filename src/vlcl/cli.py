@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from vlcl.config import (
     parse_override,
     read_yaml,
 )
-from vlcl.data.benchmark import UnknownBenchmarkError
+from vlcl.entry import Interrupted, install_signal_handlers, restore_signal_handlers
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -61,17 +60,40 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+def _resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, bool]:
+    """The saved config of ``run_dir``, and whether the overrides move its data root (the only change allowed)."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise CliError(f"{run_dir}: not a vlcl run directory (no config.yaml)")
     saved = build_config(read_yaml(saved_path), str(saved_path))
-    if overrides:
-        changed = load_config(saved_path, overrides)
-        differing = _config_diff(config_to_dict(saved), config_to_dict(changed))
-        if differing:
-            raise CliError(f"--resume {run_dir}: overrides change the run's config at {', '.join(differing)}; start a new run instead")
-    return saved
+    if not overrides:
+        return saved, False
+    changed = load_config(saved_path, overrides)
+    differing = _config_diff(config_to_dict(saved), config_to_dict(changed))
+    if [key for key in differing if key != "data.root"]:
+        raise CliError(f"--resume {run_dir}: overrides change the run's config at {', '.join(differing)}; start a new run instead")
+    return changed, bool(differing)
+
+
+FINGERPRINT_FILE = "data_fingerprint.json"
+
+
+def _check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> None:
+    """A resumed run reads the data it started on: same fingerprint, wherever the data root now is."""
+    from vlcl.engine.checkpoint import read_json_file
+
+    path = run_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        if root_moved:
+            raise CliError(f"{path}: not found, so the data at data.root={config.data.root} cannot be checked against the run's; "
+                           "resume with the original data.root")
+        return
+    stored = read_json_file(path, "data fingerprint", CliError)
+    if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+        where = f"data.root={config.data.root}" if config.data.root else f"data.benchmark={config.data.benchmark}"
+        raise CliError(
+            f"{where}: the data differs from the data this run started on ({path}); resume only on the same data"
+        )
 
 
 def _validate_names(config: RunConfig) -> None:
@@ -104,59 +126,78 @@ def _validate_names(config: RunConfig) -> None:
     validate_data_config(config.data)
 
 
-def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CliError(f"{run_dir}: exists and is not a directory")
-    occupied = run_dir.exists() and any(run_dir.iterdir())
-    if occupied and not resume:
-        if not overwrite:
+def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
+    """The config, the run directory and whether the data root moved (``--resume`` only)."""
+    from vlcl.engine import rundir
+
+    config_path, overrides = _split_run_args(args.items)
+    if not args.resume:
+        config = load_config(config_path, overrides)
+        run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
+        _say(rundir.recover(run_dir))
+        rundir.check_writable_parent(run_dir)
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not args.overwrite:
             raise CliError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
-        if not (run_dir / "config.yaml").is_file():
-            raise CliError(f"{run_dir}: --overwrite refuses to delete a directory that is not a vlcl run (no config.yaml)")
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise CliError(f"{run_dir}: output directory is not writable ({exc.strerror})") from None
+        if args.overwrite and run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
+            raise CliError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
+        return config, run_dir, False
+    if args.overwrite or args.output:
+        raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
+    if config_path:
+        raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
+    run_dir = Path(args.resume)
+    _say(rundir.recover(run_dir))
+    if not run_dir.is_dir():
+        raise CliError(f"{run_dir}: run directory to resume not found")
+    config, root_moved = _resume_config(run_dir, overrides)
+    return config, run_dir, root_moved
+
+
+def _say(note: str | None) -> None:
+    if note:
+        print(f"vlcl: {note}", file=sys.stderr)
+
+
+def _write_run_files(run_dir: Path, runner, config: RunConfig, *, resume: bool, root_moved: bool) -> None:
+    from vlcl.engine.checkpoint import atomic_write_json, atomic_write_text
+
+    if not resume:
+        atomic_write_json(run_dir / FINGERPRINT_FILE, {"fingerprint": runner.data_fingerprint, "data_root": config.data.root})
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))  # last: a run directory is one with a config.yaml
+    elif root_moved:
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vlcl.engine.checkpoint import atomic_write_text
+    from vlcl.engine import distributed, rundir
     from vlcl.engine.loop import create_runner
     from vlcl.report import render_console
 
-    if args.resume:
-        if args.overwrite or args.output:
-            raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
-        run_dir = Path(args.resume)
-        if not run_dir.is_dir():
-            raise CliError(f"{run_dir}: run directory to resume not found")
-        config_path, overrides = _split_run_args(args.items)
-        if config_path:
-            raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
-        config = _resume_config(run_dir, overrides)
-    else:
-        config_path, overrides = _split_run_args(args.items)
-        config = load_config(config_path, overrides)
-        run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
+    config, run_dir, root_moved = _run_paths(args)
+    resume = bool(args.resume)
     _validate_names(config)
-    from vlcl.engine import distributed
-
     info = distributed.init_distributed(config.device)
-    if info.is_main:
-        _prepare_run_dir(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
-        if not args.resume:
-            atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    distributed.barrier()  # the other processes start once the run directory is ready
     console = Console(stderr=True, quiet=not info.is_main)
-    where = f" ({info.world} processes)" if info.enabled else ""
-    console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark}{where} -> {run_dir}")
-    if args.resume and config.data.benchmark == "features":
-        raise CliError(f"--resume {run_dir}: feature-mode runs keep no checkpoints (they take seconds); run again with --overwrite")
-    results = create_runner(config, run_dir, console).run()
+    runner = create_runner(config, run_dir, console).prepare(resume=resume)  # every check; nothing written yet
+    if resume:
+        _check_data_fingerprint(run_dir, runner.data_fingerprint, config, root_moved)
+    try:
+        if info.is_main:
+            rundir.prepare(run_dir, resume=resume, overwrite=args.overwrite)
+            _write_run_files(run_dir, runner, config, resume=resume, root_moved=root_moved)
+            runner.on_checkpoint = lambda: rundir.discard_replaced(run_dir)
+        distributed.barrier()  # the other processes start once the run directory is ready
+        where = f" ({info.world} processes)" if info.enabled else ""
+        console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark}{where} -> {run_dir}")
+        results = runner.run()
+    except BaseException as exc:
+        restored = rundir.restore_if_no_progress(run_dir) if info.is_main else None
+        _say(restored)
+        if isinstance(exc, Interrupted):
+            if restored:
+                raise CliError(f"interrupted by {exc.name}; the previous run is kept", exc.code) from None
+            raise CliError(f"interrupted by {exc.name}; the last complete checkpoint is kept: vlcl run --resume {run_dir}", exc.code) from None
+        raise
     if not info.is_main:
         return 0
     out = Console()
@@ -198,19 +239,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
-    from vlcl.report import comparison_markdown
+    from vlcl.report import comparison_markdown, markdown_report
+    from vlcl.report.files import ReportError, read_results
 
     runs = []
     for run_dir in args.run_dirs:
-        path = Path(run_dir) / "results.json"
-        if not path.is_file():
-            raise CliError(f"{path}: not found (is {run_dir} a vlcl run directory?)")
+        results = read_results(run_dir)
         try:
-            runs.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{path}: line {exc.lineno}: malformed JSON") from None
+            markdown_report(results)
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise ReportError(f"{run_dir}: results.json lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
+        runs.append(results)
     text = comparison_markdown(runs)
     if args.output:
         from vlcl.engine.checkpoint import atomic_write_text
@@ -319,28 +358,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are bad input: one line, exit 2."""
+    from vlcl.data.benchmark import UnknownBenchmarkError
     from vlcl.data.images import DataError
-    from vlcl.engine.train import NonFiniteLossError
+    from vlcl.engine.checkpoint import CheckpointError
+    from vlcl.engine.loop import RunInputError
+    from vlcl.engine.rundir import RunDirError
     from vlcl.features import FeatureDataError
     from vlcl.methods.registry import UnknownMethodError
     from vlcl.models.loading import ModelLoadError
+    from vlcl.report.files import ReportError
 
-    args = build_parser().parse_args(argv)
-    if getattr(args, "data_root", None) and hasattr(args, "items"):  # run / compare: --data-root DIR = data.root=DIR
-        args.items = [*args.items, f"data.root={json.dumps(str(args.data_root))}"]
+    return (ReportError, ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError, DataError,
+            CheckpointError, RunInputError, RunDirError)
+
+
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """Errors of a run that started well: one line, exit 1."""
+    from vlcl.engine.results import ResultsError
+    from vlcl.engine.train import NonFiniteLossError
+    from vlcl.metrics import NonFiniteError
+
+    return (NonFiniteLossError, NonFiniteError, ResultsError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    previous = install_signal_handlers()
     try:
+        return _main(argv)
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "data_root", None) and hasattr(args, "items"):  # run / compare: --data-root DIR = data.root=DIR
+            args.items = [*args.items, f"data.root={json.dumps(str(args.data_root))}"]
         return args.func(args)
     except CliError as exc:
         message, code = str(exc), exc.code
-    except (ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError, DataError) as exc:
-        message, code = str(exc), EXIT_BAD_INPUT
-    except NonFiniteLossError as exc:
-        message, code = str(exc), EXIT_RUN_FAILED
-    except KeyboardInterrupt:
-        message, code = "interrupted; resume with --resume RUN_DIR", 130
+    except Interrupted as exc:
+        message, code = f"interrupted by {exc.name}", exc.code
+    except KeyboardInterrupt:  # SIGINT before the handler was installed
+        message, code = "interrupted", 130
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except SystemExit:  # argparse has printed its own one-line usage error
+        raise
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            message, code = str(exc), EXIT_BAD_INPUT
+        elif isinstance(exc, _run_failures()):
+            message, code = str(exc), EXIT_RUN_FAILED
+        elif isinstance(exc, OSError) and exc.strerror:  # disk full, permission denied: the file and the reason
+            message, code = f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror}", EXIT_RUN_FAILED
+        else:
+            raise
     print(f"vlcl: error: {message}", file=sys.stderr)
     return code

@@ -98,7 +98,8 @@ def _same_config(run_dir: Path, config: RunConfig) -> None:
 
 
 def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, Any]:
-    if run_dir.exists() and (run_dir / "config.yaml").is_file():
+    resuming = run_dir.exists() and (run_dir / "config.yaml").is_file()
+    if resuming:
         _same_config(run_dir, config)
         finished = _finished(run_dir)
         if finished is not None:
@@ -109,7 +110,7 @@ def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, 
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         console.print(f"[bold]{run_dir.name}[/]: running")
-    return create_runner(config, run_dir, console).run()
+    return create_runner(config, run_dir, console).prepare(resume=resuming).run()
 
 
 def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]]], command: str) -> None:

@@ -9,11 +9,12 @@ and are validated by the method registry (see :mod:`vlcl.methods`).
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -21,7 +22,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and inf are refused everywhere: `train.lr=.inf` would otherwise train to NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -116,9 +118,28 @@ class EvalConfig(_Section):
         return sorted(set(ks))
 
 
+def _non_finite_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first NaN or inf inside ``value`` (nested lists and dicts), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _non_finite_path(child, f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
 class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "finetune"
+
+    @model_validator(mode="after")
+    def _finite_options(self) -> "MethodConfig":
+        for key, value in (self.model_extra or {}).items():
+            if _non_finite_path(value, key):
+                raise ValueError(f"option '{_non_finite_path(value, key)}' must be a finite number, got {value!r}")
+        return self
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -177,7 +198,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             f"valid keys in {where}: {', '.join(valid)}"
         )
     value = first.get("input")
-    return f"{source}: invalid value for '{key}': {first['msg']} (got {value!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    got = "" if isinstance(value, dict) else f" (got {value!r})"  # a whole section: the message names the key
+    return f"{source}: invalid value for '{key}': {message}{got}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -210,7 +233,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

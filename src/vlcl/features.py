@@ -22,7 +22,9 @@ read it. A feature run takes seconds, so it keeps no checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,13 +188,35 @@ class FeatureRunner:
         self.options = CMCLOptions(**options) if config.method.name == "cmcl" else None
         if self.options is None and options:
             raise FeatureDataError(f"method 'finetune' takes no options in feature mode, got {sorted(options)}")
+        self.pairs: list[FeaturePair] | None = None
+        self.notes: list[str] = []
+        self.on_checkpoint: Callable[[], None] = lambda: None
+        """Called once the results are written (the CLI discards a run that ``--overwrite`` replaced)."""
+
+    def prepare(self, *, resume: bool = False) -> "FeatureRunner":
+        """Read every feature file and check the batch size against every pair; writes nothing."""
+        if resume:
+            raise FeatureDataError(f"--resume {self.run_dir}: feature-mode runs keep no checkpoints (they take seconds); run again with --overwrite")
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.pairs = load_pairs(self.config)
+        batch = self.config.train.batch_size
+        for pair in self.pairs:
+            if len(pair.train[pair.modalities[0]]) < batch:
+                raise FeatureDataError(
+                    f"task '{pair.name}' has {len(pair.train[pair.modalities[0]])} training pairs, fewer than train.batch_size={batch}"
+                )
+        self.data_fingerprint = hashlib.sha256(
+            b"".join(np.ascontiguousarray(x.numpy()).tobytes() for p in self.pairs for x in [*p.train.values(), *p.test.values()])
+        ).hexdigest()
+        return self
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        pairs = load_pairs(cfg)
+        if self.pairs is None:
+            self.prepare()
+        pairs = self.pairs
         widths = {m: x.shape[1] for p in pairs for m, x in p.train.items()}
         torch.manual_seed(cfg.seed)
         maps = ModalityMaps(widths)
@@ -218,6 +242,7 @@ class FeatureRunner:
         )
         results["modality_pairs"] = {p.name: list(p.modalities) for p in pairs}
         write_results(self.run_dir, results)
+        self.on_checkpoint()
         return results
 
     @staticmethod

@@ -11,19 +11,54 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
 
 from vlcl.engine.faults import fault_point
 from vlcl.models.loading import ClipBundle, save_clip
 
 LATEST = "latest.json"
 COMPLETE = "COMPLETE"
+_CHECKPOINT_NAME = re.compile(r"stage_\d{2,}|step_\d{2,}_\d{7,}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or its pointer that cannot be trusted: one line naming the file and what is wrong."""
+
+
+def read_json_file(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
+    """Parsed JSON of ``path``; any failure is ``error`` naming the file (and the line)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {what} is a directory, expected a JSON file") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: {what} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: line {exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, read fully (not memory-mapped: a file replaced later cannot crash the process)."""
+    try:
+        return load_safetensors_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (an incomplete checkpoint)") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected a safetensors file") from None
+    except Exception as exc:  # safetensors raises SafetensorError, a plain Exception
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,7 +90,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (no bare NaN or Infinity, which other JSON readers refuse), written atomically."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{path}: refusing to write NaN or inf into JSON (a metric or loss that is not a number)") from None
+    atomic_write_text(path, text + "\n")
 
 
 def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -149,24 +189,48 @@ def write_step_checkpoint(
     return final
 
 
+def _checked_name(name: Any, pointer: Path) -> str:
+    """A checkpoint named by the pointer must be a sibling directory written by vlcl, not a path elsewhere."""
+    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+        raise CheckpointError(f"{pointer}: names {name!r}, expected a checkpoint of this run (stage_XX or step_XX_NNNNNNN)")
+    return name
+
+
 def read_pointer(checkpoints_dir: Path) -> dict[str, Any] | None:
     """The content of ``latest.json`` (None without one), after checking that what it names is complete."""
     pointer = checkpoints_dir / LATEST
-    if not pointer.is_file():
+    if not pointer.exists():
         return None
-    try:
-        content = json.loads(pointer.read_text(encoding="utf-8"))
-        name = content["path"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{pointer}: unreadable checkpoint pointer") from None
-    for part in filter(None, (name, content.get("base"))):
-        if not (checkpoints_dir / part / COMPLETE).is_file():
-            raise ValueError(f"{checkpoints_dir / part}: checkpoint named by {pointer} is incomplete")
+    content = read_json_file(pointer, "checkpoint pointer", CheckpointError)
+    if not isinstance(content, dict) or "path" not in content or not isinstance(content.get("stage"), int):
+        raise CheckpointError(f"{pointer}: expected {{\"stage\": N, \"path\": NAME}}, got {str(content)[:80]}")
+    names = [_checked_name(content["path"], pointer)]
+    if "step" in content:
+        if content.get("base") is not None:
+            names.append(_checked_name(content["base"], pointer))
+    for name in names:
+        if not (checkpoints_dir / name / COMPLETE).is_file():
+            raise CheckpointError(f"{checkpoints_dir / name}: checkpoint named by {pointer} is incomplete or missing")
     return content
 
 
+def newest_complete_stage(checkpoints_dir: Path) -> dict[str, Any] | None:
+    """A pointer to the newest complete stage checkpoint, found by listing the directory (for a lost ``latest.json``)."""
+    if not checkpoints_dir.is_dir():
+        return None
+    stages = sorted(
+        (int(p.name.split("_")[1]), p.name)
+        for p in checkpoints_dir.iterdir()
+        if p.is_dir() and re.fullmatch(r"stage_\d{2,}", p.name) and (p / COMPLETE).is_file()
+    )
+    return {"stage": stages[-1][0], "path": stages[-1][1]} if stages else None
+
+
 def read_step_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return load_file(str(path / "state.safetensors")), json.loads((path / "state.json").read_text(encoding="utf-8"))
+    values = read_json_file(path / "state.json", "in-task checkpoint state", CheckpointError)
+    if not isinstance(values, dict) or not isinstance(values.get("records"), list):
+        raise CheckpointError(f"{path / 'state.json'}: expected a JSON object with the run's 'records'")
+    return read_tensors(path / "state.safetensors"), values
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -180,7 +244,11 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 def read_stage_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (method_state, progress) of a complete checkpoint directory."""
-    tensors = load_file(str(path / "method_state.safetensors"))
-    values = json.loads((path / "method_state.json").read_text(encoding="utf-8"))
-    progress = json.loads((path / "progress.json").read_text(encoding="utf-8"))
+    tensors = read_tensors(path / "method_state.safetensors")
+    values = read_json_file(path / "method_state.json", "method state", CheckpointError)
+    progress = read_json_file(path / "progress.json", "progress record", CheckpointError)
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path / 'method_state.json'}: expected a JSON object")
+    if not isinstance(progress, dict) or not isinstance(progress.get("next_stage"), int) or not isinstance(progress.get("stages"), list):
+        raise CheckpointError(f"{path / 'progress.json'}: expected a JSON object with 'next_stage' and 'stages'")
     return merge_state(tensors, values), progress

@@ -19,6 +19,7 @@ from vlcl.config import EvalConfig
 from vlcl.data.benchmark import Benchmark, ClassificationSet, RetrievalSet
 from vlcl.engine.distributed import gather_rows, shard_range
 from vlcl.metrics import (
+    NonFiniteError,
     alignment_diagnostics,
     retrieval_recall,
     zeroshot_accuracy,
@@ -33,6 +34,14 @@ Progress = Callable[[str], None]
 def mean_recall_at_1(recall: dict[str, float]) -> float:
     """The headline retrieval number: mean of image->text and text->image R@1."""
     return (recall["i2t_R@1"] + recall["t2i_R@1"]) / 2
+
+
+def _named(set_name: str, evaluate, *args):
+    """Run one set's evaluation; a model that yields NaN or inf features fails naming the set."""
+    try:
+        return evaluate(*args)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"set '{set_name}': {exc}; the model's weights or inputs are broken, nothing was scored") from None
 
 
 class Evaluator:
@@ -95,12 +104,12 @@ class Evaluator:
         for dataset in self.benchmark.retrieval_sets():
             if progress:
                 progress(dataset.name)
-            metrics = self.retrieval(model, dataset)
+            metrics = _named(dataset.name, self.retrieval, model, dataset)
             result["retrieval"][dataset.name] = metrics["retrieval"]
             result["alignment"][dataset.name] = metrics["alignment"]
         for dataset in self.benchmark.zeroshot:
             if progress:
                 progress(dataset.name)
-            result["zeroshot"][dataset.name] = self.classification(model, dataset)
+            result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
         model.train(was_training)
         return result

@@ -10,8 +10,10 @@ from (seed, stage index) and data order comes from its own generator.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,14 @@ from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages
+from vlcl.data.fingerprint import benchmark_fingerprint
 from vlcl.data.images import concat_images
 from vlcl.data.registry import build_benchmark
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
+    LATEST,
+    CheckpointError,
+    newest_complete_stage,
     read_pointer,
     read_stage_checkpoint,
     read_step_checkpoint,
@@ -34,7 +40,7 @@ from vlcl.engine.checkpoint import (
 from vlcl.engine.evaluate import Evaluator
 from vlcl.engine.faults import fault_point
 from vlcl.engine.results import assemble_results, write_results
-from vlcl.engine.train import progress_bar, train_on
+from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method
 from vlcl.models.loading import ClipBundle, load_clip
 
@@ -50,6 +56,26 @@ class StageRecord:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class RunInputError(ValueError):
+    """The run cannot start as configured (found before anything is written)."""
+
+
+def _load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) -> None:
+    try:
+        method.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{checkpoint}: the method state does not fit method '{method.name}' ({exc.__class__.__name__}: {exc})"
+        ) from None
+
+
+def _records(stages: Any, path: Path) -> list[StageRecord]:
+    try:
+        return [StageRecord(**r) for r in stages]
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: malformed stage records ({exc})") from None
 
 
 def stage_seed(seed: int, stage_index: int) -> int:
@@ -74,6 +100,11 @@ class ContinualRunner:
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
         self.checkpoints = self.run_dir / "checkpoints"
+        self.notes: list[str] = []
+        """What :meth:`prepare` found worth saying (resuming from where), printed when the run starts."""
+        self.state: tuple[Method, ClipBundle, Benchmark, list[StageRecord], int] | None = None
+        self.on_checkpoint: Callable[[], None] = lambda: None
+        """Called after every checkpoint write (the CLI discards a run that ``--overwrite`` replaced)."""
 
     # -- set-up ----------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -84,26 +115,23 @@ class ContinualRunner:
             return torch.device("cuda", distributed.current().local_rank)
         return torch.device("cpu")
 
-    def _prepare(self) -> tuple[Method, ClipBundle, Benchmark, list[StageRecord], int]:
+    def prepare(self, *, resume: bool = False) -> "ContinualRunner":
+        """Every check and load that can fail, before anything is written: the method and its options, the
+        model (or the checkpoint resumed from), the data, the batch size against every task. Writes nothing."""
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         method = create_method(cfg.method.name, cfg.method.options())
-        pointer = read_pointer(self.checkpoints) if self.checkpoints.exists() else None
+        pointer = self._resume_pointer() if resume else None
         self.resume_step = None
-        base = None
-        if pointer is not None:
-            base = pointer.get("base") if "step" in pointer else pointer["path"]
+        base = (pointer.get("base") if "step" in pointer else pointer["path"]) if pointer else None
         latest = self.checkpoints / base if base else None
         model_path = str(latest / "model") if latest else cfg.model.path
         bundle = load_clip(model_path, local_files_only=cfg.model.local_files_only if not latest else True)
         bundle.model.to(self._device())
         benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size, preprocess=bundle.preprocess)
-        skipped = benchmark.data_report.get("skipped_samples", 0) if hasattr(benchmark, "data_report") else 0
-        if skipped:
-            self.console.print(
-                f"[yellow]skipped {skipped} bad samples[/] (data.on_bad_sample=skip; listed in results.json 'data')"
-            )
+        self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
+        self._check_batches(method, benchmark)
         context = RunContext(
             task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle, device=self._device(), gather=cfg.train.gather_features
         )
@@ -113,19 +141,69 @@ class ContinualRunner:
         next_stage = 0
         if latest:
             state, progress = read_stage_checkpoint(latest)
-            method.load_state_dict(state)
-            records = [StageRecord(**r) for r in progress["stages"]]
-            next_stage = progress["next_stage"]
+            _load_method_state(method, state, latest)
+            records, next_stage = _records(progress["stages"], latest / "progress.json"), progress["next_stage"]
         if pointer is not None and "step" in pointer:
-            tensors, values = read_step_checkpoint(self.checkpoints / pointer["path"])
-            records = [StageRecord(**r) for r in values.pop("records")]
-            next_stage = pointer["stage"]
+            step_dir = self.checkpoints / pointer["path"]
+            tensors, values = read_step_checkpoint(step_dir)
+            records, next_stage = _records(values.pop("records"), step_dir / "state.json"), pointer["stage"]
             self.resume_step = (tensors, values)
         if pointer is not None:
             where = f"{pointer['path']} (stage {next_stage}" + (f", step {pointer['step']})" if "step" in pointer else ")")
-            self.console.print(f"[bold]resuming[/] {self.run_dir} from {where}")
+            self.notes.append(f"[bold]resuming[/] {self.run_dir} from {where}")
+        if resume:
+            self._refuse_less_complete(len(records))
         self.base = base
-        return method, bundle, benchmark, records, next_stage
+        self.state = (method, bundle, benchmark, records, next_stage)
+        return self
+
+    def _resume_pointer(self) -> dict[str, Any] | None:
+        """What to resume from: ``latest.json``; without it, the newest complete stage checkpoint; without any
+        checkpoint, the beginning - only when the run has nothing that a restart would lose."""
+        pointer = read_pointer(self.checkpoints)
+        if pointer is not None:
+            return pointer
+        found = newest_complete_stage(self.checkpoints)
+        if found is not None:
+            self.notes.append(f"[yellow]{self.checkpoints / LATEST} is missing[/]: using the newest complete checkpoint {found['path']}")
+            return found
+        if (self.run_dir / "results.json").is_file() or any(self.checkpoints.glob("stage_*")):
+            raise CheckpointError(
+                f"{self.checkpoints}: no complete checkpoint to resume from, but the run has results; "
+                "refusing to start it again over them (use --overwrite to start anew)"
+            )
+        self.notes.append("[yellow]no checkpoint yet[/] (the run stopped during its first task): starting from the beginning")
+        return None
+
+    def _refuse_less_complete(self, records: int) -> None:
+        """A resumed run must not shrink a results.json that already records more stages."""
+        path = self.run_dir / "results.json"
+        if not path.is_file():
+            return
+        try:
+            written = len(json.loads(path.read_text(encoding="utf-8")).get("stages", []))
+        except (ValueError, AttributeError, TypeError, OSError):
+            return  # an unreadable results.json holds nothing to protect; it is rewritten
+        if written > records:
+            raise CheckpointError(
+                f"{path}: records {written - 1} trained stages but the checkpoint resumed from has {max(records - 1, 0)}; "
+                "resuming would replace the results with less complete ones"
+            )
+
+    def _check_batches(self, method: Method, benchmark: Benchmark) -> None:
+        train = self.config.train
+        world = distributed.current().world
+        if train.batch_size % world:
+            raise RunInputError(f"train.batch_size={train.batch_size} must be divisible by the {world} processes")
+        if not method.trains:
+            return
+        for stage in method.stages(benchmark.task_names):
+            pairs = sum(len(benchmark.tasks[i].train) for i in stage.task_indices)
+            if planned_steps(pairs, train)[0] == 0:
+                raise RunInputError(
+                    f"task '{stage.name}' has {pairs} training pairs, fewer than one batch "
+                    f"(train.batch_size={train.batch_size} x train.accumulate_steps={train.accumulate_steps})"
+                )
 
     # -- the loop --------------------------------------------------------------------
     def _evaluate(self, evaluator: Evaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:
@@ -137,8 +215,18 @@ class ContinualRunner:
         return metrics, round(time.perf_counter() - started, 3)
 
     def run(self) -> dict[str, Any]:
+        """Train and evaluate every remaining stage, writing checkpoints and results; :meth:`prepare` first."""
         started = time.perf_counter()
-        method, bundle, benchmark, records, next_stage = self._prepare()
+        if self.state is None:
+            self.prepare()
+        method, bundle, benchmark, records, next_stage = self.state
+        for note in self.notes:
+            self.console.print(note)
+        skipped = benchmark.data_report.get("skipped_samples", 0) if hasattr(benchmark, "data_report") else 0
+        if skipped:
+            self.console.print(
+                f"[yellow]skipped {skipped} bad samples[/] (data.on_bad_sample=skip; listed in results.json 'data')"
+            )
         evaluator = Evaluator(benchmark, bundle.tokenizer, bundle.preprocess, bundle.context_length, self.config.eval)
         stages = method.stages(benchmark.task_names)
         if not records:
@@ -157,6 +245,7 @@ class ContinualRunner:
                     progress,
                 )
                 self.base = path.name
+                self.on_checkpoint()
                 self._write(benchmark, stages, records, started)
             distributed.barrier()
         return self._write(benchmark, stages, records, started) if main else {}
@@ -202,6 +291,7 @@ class ContinualRunner:
         def write(step: int, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
             values = {**values, "records": [r.to_json() for r in records]}
             write_step_checkpoint(self.checkpoints, stage.index, step, self.base, tensors, values)
+            self.on_checkpoint()
 
         return write
 

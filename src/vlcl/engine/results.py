@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,25 @@ def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+class ResultsError(RuntimeError):
+    """Writing would lose results already on disk."""
+
+
+def _stages_on_disk(path: Path) -> int:
+    """How many stage records the results.json at ``path`` holds (0 if there is none or it is unreadable)."""
+    try:
+        stages = json.loads(path.read_text(encoding="utf-8")).get("stages")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return len(stages) if isinstance(stages, list) else 0
+
+
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / "results.json", results)
+    """results.json and metrics.csv, atomically; never over a results.json that records more stages."""
+    path = run_dir / "results.json"
+    if _stages_on_disk(path) > len(results["stages"]):
+        raise ResultsError(f"{path}: holds {_stages_on_disk(path)} stage records, the new results {len(results['stages'])}; not replaced")
+    atomic_write_json(path, results)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["stage_index", "stage", "set", "kind", "metric", "value"], lineterminator="\n")
     writer.writeheader()

@@ -6,10 +6,11 @@ from vlcl.metrics.continual import (
     performance_drop,
     zeroshot_retention_summary,
 )
-from vlcl.metrics.retrieval import retrieval_recall
+from vlcl.metrics.retrieval import NonFiniteError, retrieval_recall
 from vlcl.metrics.zeroshot import zeroshot_accuracy, zeroshot_classifier
 
 __all__ = [
+    "NonFiniteError",
     "alignment_diagnostics",
     "continual_summary",
     "performance_drop",

@@ -25,6 +25,7 @@ trains on (e.g. zero-shot ImageNet); positive means capability was lost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
@@ -40,7 +41,11 @@ def _square(matrix: Any) -> list[list[float]]:
     if not rows or any(len(row) != len(rows) for row in rows):
         shape = f"{len(rows)} rows of lengths {[len(row) for row in rows]}"
         raise ValueError(f"expected a square T x T matrix (row t = after task t, column i = task i), got {shape}")
-    return [[float(value) for value in row] for row in rows]
+    values = [[float(value) for value in row] for row in rows]
+    bad = [(t, i) for t, row in enumerate(values) for i, v in enumerate(row) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"the matrix holds NaN or inf at (row, column) {bad[0]}: a score must be a finite number")
+    return values
 
 
 def continual_summary(matrix: Sequence[Sequence[float]] | Any) -> dict[str, float | None]:
@@ -67,6 +72,8 @@ def performance_drop(pretrained: float, final: float) -> float:
 def zeroshot_retention_summary(pretrained: float, per_stage: Sequence[float]) -> dict[str, float]:
     """Score before training, after the last stage, PD, and the min / mean over stages."""
     scores = [float(s) for s in per_stage]
+    if not all(math.isfinite(v) for v in [float(pretrained), *scores]):
+        raise ValueError(f"zero-shot scores must be finite numbers, got pretrained {pretrained} and stages {scores}")
     if not scores:
         raise ValueError("per_stage is empty: need the score after at least one stage")
     return {

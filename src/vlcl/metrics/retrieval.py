@@ -32,6 +32,11 @@ candidate, and the query is a hit at K iff rank < K. ``topk``/``argsort``
 based code breaks ties by position instead, which lets a degenerate model
 (all features equal) score 100%; here it scores chance or worse.
 
+Non-finite features (NaN or inf, e.g. from a model whose weights diverged)
+are an error, :class:`NonFiniteError`, never a score: every comparison with
+NaN is false, so under the ">= the target" rule a NaN query would have no
+competitor and rank first, and a broken model would score 100%.
+
 Values are percentages (0-100). Similarities are computed ``chunk_size`` query
 rows at a time, so memory is O(chunk_size x N) rather than O(N_img x N_txt).
 """
@@ -44,6 +49,18 @@ import torch
 import torch.nn.functional as F
 
 CONVENTIONS = ("any", "diagonal")
+
+
+class NonFiniteError(ValueError):
+    """Features or scores hold NaN or inf: nothing meaningful can be scored."""
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` and how many of its rows hold NaN or inf."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad_rows = int((~finite).reshape(len(tensor), -1).any(1).sum()) if tensor.ndim else 1
+        raise NonFiniteError(f"{what}: {bad_rows} of {len(tensor) if tensor.ndim else 1} rows hold NaN or inf")
 
 
 def _as_index(text_to_image: torch.Tensor | Sequence[int], num_texts: int, num_images: int, device: torch.device) -> torch.Tensor:
@@ -72,6 +89,8 @@ def _check_pairs(
     if len(image_features) == 0 or len(text_features) == 0:
         raise ValueError(f"need at least one image and one caption, got {len(image_features)} and {len(text_features)}")
     index = _as_index(text_to_image, len(text_features), len(image_features), image_features.device)
+    check_finite(image_features, "image features")
+    check_finite(text_features, "text features")
     images = F.normalize(image_features.detach().float(), dim=-1)
     texts = F.normalize(text_features.detach().float().to(images.device), dim=-1)
     return images, texts, index

@@ -15,6 +15,10 @@ degenerate model with equal logits never scores 100%. Keys, in percent:
   sample is trivially correct at top-5, so the key is omitted);
 * ``mean_per_class_recall``: the mean, over the classes present in
   ``labels``, of the top-1 recall within each class (robust to imbalance).
+
+NaN or inf in the features or the classifier raise
+:class:`vlcl.metrics.retrieval.NonFiniteError` (a NaN logit has no competitor
+that is >= it, so it would count as correct).
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from vlcl.metrics.retrieval import _percent
+from vlcl.metrics.retrieval import _percent, check_finite
 
 
 def zeroshot_classifier(class_template_features: torch.Tensor) -> torch.Tensor:
     """[C, T, d] template embeddings -> [C, d] unit-norm class embeddings (float32)."""
     if class_template_features.ndim != 3:
         raise ValueError(f"expected [classes, templates, d] features, got shape {tuple(class_template_features.shape)}")
+    check_finite(class_template_features, "class prompt features")
     per_template = F.normalize(class_template_features.detach().float(), dim=-1)
     return F.normalize(per_template.mean(dim=1), dim=-1)
 
@@ -74,6 +79,8 @@ def zeroshot_accuracy(
         raise ValueError(f"need at least one image and one class, got {len(image_features)} and {len(classifier)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_finite(image_features, "image features")
+    check_finite(classifier, "classifier")
     images = F.normalize(image_features.detach().float(), dim=-1)
     weights = classifier.detach().float().to(images.device)
     labels = _check_labels(labels, len(images), len(weights), images.device)

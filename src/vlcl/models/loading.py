@@ -113,6 +113,54 @@ def _hub_config_dir(repo_id: str, local_files_only: bool) -> str:
     return str(Path(path).parent) if path else ""
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, without advice to unpickle (vlcl never loads pickles unsafely)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "weights_only" in text:
+        text = "not a tensor-only checkpoint (vlcl reads .bin files with weights_only=True; convert it to safetensors)"
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _weight_files(directory: str) -> str:
+    files = sorted(p.name for p in Path(directory).glob("*.safetensors")) + sorted(p.name for p in Path(directory).glob("*.bin"))
+    return ", ".join(files) or "the weights"
+
+
+def _load_weights(resolved: str, local_files_only: bool) -> CLIPModel:
+    """``CLIPModel.from_pretrained`` that refuses what transformers would only warn about.
+
+    transformers initialises a tensor that the file lacks at random and drops one
+    the model does not have, with a log line; a checkpoint trained by vlcl that
+    loses a tensor would then evaluate a partly random model. Every tensor must be
+    present, none unknown, every shape right and every value finite.
+    """
+    where = f"{resolved}/{_weight_files(resolved)}" if Path(resolved).is_dir() else resolved
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' multi-line load report; the problems are raised below instead
+    try:
+        model, info = CLIPModel.from_pretrained(resolved, local_files_only=local_files_only, output_loading_info=True)
+    except Exception as exc:  # safetensors raises SafetensorError, a plain Exception
+        if "mismatched_sizes" in str(exc):
+            raise ModelLoadError(f"{where}: a tensor's shape differs from what config.json describes") from None
+        raise ModelLoadError(f"{where}: cannot load the weights ({_first_line(exc)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(kind) or ())
+        if keys:
+            what = kind.replace("_keys", "").replace("mismatched", "shape-mismatched")
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            raise ModelLoadError(
+                f"{where}: {len(keys)} {what} tensor(s) for a CLIPModel: {', '.join(keys[:3])}{more}"
+            )
+    broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:
+        raise ModelLoadError(
+            f"{where}: {len(broken)} tensor(s) hold NaN or inf, first {broken[0]} (a diverged or corrupt checkpoint)"
+        )
+    return model
+
+
 def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> ClipBundle:
     """Load model, tokenizer and preprocessing from a local directory or a hub id."""
     resolved, is_local = resolve_model_path(path)
@@ -124,15 +172,15 @@ def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> C
         )
     try:
         config = CLIPConfig.from_pretrained(resolved, local_files_only=local_files_only)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{resolved}: cannot read a CLIP config ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # a config.json that is not JSON, or JSON of the wrong shape
+        raise ModelLoadError(f"{resolved}: cannot read a CLIP config ({_first_line(exc)})") from None
     if config.model_type != "clip":
         raise ModelLoadError(f"{resolved}: config model_type is '{config.model_type}', expected 'clip'")
+    model = _load_weights(resolved, local_files_only)
     try:
-        model = CLIPModel.from_pretrained(resolved, local_files_only=local_files_only)
         tokenizer = AutoTokenizer.from_pretrained(resolved, local_files_only=local_files_only)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{resolved}: cannot load the model ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # tokenizers raise their own exception types on corrupt files
+        raise ModelLoadError(f"{resolved}: cannot load the tokenizer ({_first_line(exc)})") from None
     check_tokenizer(tokenizer, config, resolved)
     image_size = int(config.vision_config.image_size)
     config_dir = resolved if is_local else _hub_config_dir(resolved, local_files_only)
