@@ -170,6 +170,7 @@ def _write_run_files(run_dir: Path, runner, config: RunConfig, *, resume: bool, 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vlcl.engine import distributed, rundir
+    from vlcl.engine.faults import fault_point
     from vlcl.engine.loop import create_runner
     from vlcl.report import render_console
 
@@ -185,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if info.is_main:
             rundir.prepare(run_dir, resume=resume, overwrite=args.overwrite)
             _write_run_files(run_dir, runner, config, resume=resume, root_moved=root_moved)
+            fault_point("run_files_written")
             runner.on_checkpoint = lambda: rundir.discard_replaced(run_dir)
         distributed.barrier()  # the other processes start once the run directory is ready
         where = f" ({info.world} processes)" if info.enabled else ""

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict
-from vlcl.data.benchmark import Benchmark, CaptionedImages
+from vlcl.data.benchmark import Benchmark, CaptionedImages, RetrievalSet
 from vlcl.data.fingerprint import benchmark_fingerprint
 from vlcl.data.images import concat_images
 from vlcl.data.registry import build_benchmark
@@ -42,7 +42,8 @@ from vlcl.engine.faults import fault_point
 from vlcl.engine.results import assemble_results, write_results
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method
-from vlcl.models.loading import ClipBundle, load_clip
+from vlcl.models.encode import encode_images, encode_texts
+from vlcl.models.loading import ClipBundle, ModelLoadError, load_clip
 
 
 @dataclass
@@ -76,6 +77,24 @@ def _records(stages: Any, path: Path) -> list[StageRecord]:
         return [StageRecord(**r) for r in stages]
     except TypeError as exc:
         raise CheckpointError(f"{path}: malformed stage records ({exc})") from None
+
+
+def _probe_features(bundle: ClipBundle, benchmark: Benchmark, count: int = 4) -> None:
+    """Encode a few images and captions of the first task: a model whose weights are finite but whose features
+    overflow to inf or NaN fails here, before the run directory is touched, not at the first evaluation."""
+    test = benchmark.tasks[0].test
+    texts = test.captions[:count] if isinstance(test, RetrievalSet) else [p for prompts in test.prompts()[:count] for p in prompts[:1]]
+    model = bundle.model
+    was_training = model.training
+    model.eval()
+    images = encode_images(model, bundle.preprocess.normalize_uint8(test.images[:count]))
+    captions = encode_texts(model, bundle.tokenizer, texts)
+    model.train(was_training)
+    for what, features in (("image", images), ("text", captions)):
+        if not bool(torch.isfinite(features).all()):
+            raise ModelLoadError(
+                f"{bundle.source}: the model's {what} features hold NaN or inf on {test.name} (its weights overflow); nothing would score"
+            )
 
 
 def stage_seed(seed: int, stage_index: int) -> int:
@@ -131,6 +150,7 @@ class ContinualRunner:
         bundle.model.to(self._device())
         benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size, preprocess=bundle.preprocess)
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
+        _probe_features(bundle, benchmark)
         self._check_batches(method, benchmark)
         context = RunContext(
             task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle, device=self._device(), gather=cfg.train.gather_features

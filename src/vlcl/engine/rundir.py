@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from vlcl.engine.checkpoint import LATEST
+from vlcl.engine.faults import fault_point
 
 
 class RunDirError(ValueError):
@@ -62,6 +63,8 @@ def restore_if_no_progress(run_dir: Path) -> str | None:
 
 def discard_replaced(run_dir: Path) -> None:
     """The new run has progress of its own: the run it replaced can go."""
+    if replaced_path(run_dir).exists():
+        fault_point("replaced_discard")
     shutil.rmtree(replaced_path(run_dir), ignore_errors=True)
 
 
@@ -76,6 +79,7 @@ def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
         os.replace(run_dir, replaced_path(run_dir))
+        fault_point("overwrite_moved")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

@@ -184,7 +184,10 @@ def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> C
     check_tokenizer(tokenizer, config, resolved)
     image_size = int(config.vision_config.image_size)
     config_dir = resolved if is_local else _hub_config_dir(resolved, local_files_only)
-    preprocess = ImagePreprocessor.from_pretrained(config_dir, image_size) if config_dir else ImagePreprocessor(image_size)
+    try:
+        preprocess = ImagePreprocessor.from_pretrained(config_dir, image_size) if config_dir else ImagePreprocessor(image_size)
+    except Exception as exc:  # not JSON, or JSON of another shape
+        raise ModelLoadError(f"{Path(config_dir) / 'preprocessor_config.json'}: unreadable ({_first_line(exc)})") from None
     if preprocess.image_size != image_size:
         raise ModelLoadError(
             f"{resolved}: preprocessor crop size {preprocess.image_size} differs from the model's image_size {image_size}"
