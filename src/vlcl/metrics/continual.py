@@ -21,6 +21,9 @@ are 0-based below.
 
 Performance drop (PD, C-CLIP): PD = pretrained - final, on a set no stage
 trains on (e.g. zero-shot ImageNet); positive means capability was lost.
+
+Every function refuses NaN and inf with a ValueError: a NaN would propagate
+into every mean (or, through ``max``, be silently skipped or chosen).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def continual_summary(matrix: Sequence[Sequence[float]] | Any) -> dict[str, floa
 
 def performance_drop(pretrained: float, final: float) -> float:
     """PD of the C-CLIP paper: pretrained score minus final score (positive = lost)."""
+    if not (math.isfinite(float(pretrained)) and math.isfinite(float(final))):
+        raise ValueError(f"PD needs finite scores, got pretrained {pretrained} and final {final}")
     return float(pretrained) - float(final)
 
 
