@@ -694,7 +694,7 @@ def image_truncated(ctx):
     return folders(ctx, root, "data.image_check=full")
 
 
-@case("data", 2, r"img003.png.*pixels, over data.max_image_pixels=100")
+@case("data", 2, r"image .*img\d+.(png|jpg) has \d+ pixels \(\d+x\d+\), over data.max_image_pixels=100")
 def image_over_pixel_limit(ctx):
     return folders(ctx, ctx.data(), "data.max_image_pixels=100")
 
@@ -1040,3 +1040,9 @@ def test_good_inputs_of_the_suite_run(tmp_path, world_clip_dir, folders_root):
     args = ["run", f"model.path={world_clip_dir}", "data.benchmark=folders", f"data.root={folders_root}", *FAST, "-o", str(tmp_path / "r")]
     assert main(args) == 0
 
+
+
+def test_data_check_takes_the_pixel_limit(folders_root, capsys):
+    assert main(["data", "check", "folders", "--data-root", str(folders_root), "--max-image-pixels", "100"]) == 1
+    assert "over data.max_image_pixels=100" in capsys.readouterr().out
+    assert main(["data", "check", "folders", "--data-root", str(folders_root), "--max-image-pixels", "0"]) == 0

@@ -89,7 +89,7 @@ def test_fisher_accumulates_over_tasks(tiny_clip_dir, decay):
 def test_state_round_trips_through_a_checkpoint(tmp_path, tiny_clip_dir):
     method, bundle = after_first_task(tiny_clip_dir)
     path = write_stage_checkpoint(
-        tmp_path, 0, ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source), method.state_dict(), {}
+        tmp_path, 0, ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source), method.state_dict(), {"next_stage": 1, "stages": []}
     )
     state, _ = read_stage_checkpoint(path)
     resumed, _ = setup_method(path / "model")

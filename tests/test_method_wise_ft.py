@@ -83,7 +83,7 @@ def test_resume_keeps_the_initial_weights(tmp_path, tiny_clip_dir):
     initial = weights(method.model)
     run_task(method, STAGES[0], seed=1)
     path = write_stage_checkpoint(
-        tmp_path, 0, ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source), method.state_dict(), {}
+        tmp_path, 0, ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source), method.state_dict(), {"next_stage": 1, "stages": []}
     )
     state, _ = read_stage_checkpoint(path)
     resumed, _ = setup_method(path / "model", reference="initial")

@@ -285,7 +285,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     root = Path(args.data_root).expanduser()
     if not root.is_dir():
         raise CliError(f"{root}: data root not found")
-    reports = check_benchmark(args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers)
+    limit = None if args.max_image_pixels == 0 else args.max_image_pixels
+    reports = check_benchmark(
+        args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers, max_image_pixels=limit
+    )
     print(f"{args.benchmark} in {root} (image check: {args.image_check})")
     for report in reports:
         print(f"{report.name:12s} {report.status:10s} {report.role}")
@@ -353,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--image-check", choices=("none", "header", "full"), default="header", help="open image headers (default), decode fully, or skip")
     check.add_argument("--seed", type=int, default=0, help="data.seed of the random splits")
     check.add_argument("--workers", type=int, default=4, help="threads opening images")
+    check.add_argument(
+        "--max-image-pixels", type=int, default=89_478_485, metavar="N",
+        help="images with more pixels are problems, as data.max_image_pixels (0: no limit; default %(default)s)",
+    )
     check.set_defaults(func=cmd_data_check)
     prepare = data_sub.add_parser("prepare", help="where to get each data set and the layout vlcl expects")
     prepare.add_argument("benchmark", choices=_named_benchmarks(folders=False))

@@ -70,6 +70,10 @@ class DataConfig(_Section):
     """A missing or corrupt image, malformed JSON line or empty caption: stop naming it, or skip and count it."""
     image_check: Literal["none", "header", "full"] = "header"
     """Before training, open every image's header (``header``), decode it (``full``), or trust the files (``none``)."""
+    max_image_pixels: int | None = Field(89_478_485, ge=1)
+    """Images with more pixels (width x height, read from the header before decoding) are a per-image error
+    naming the file and both numbers, or a skipped sample under ``on_bad_sample=skip``. The default is
+    Pillow's decompression-bomb threshold; raise it for trusted data; ``None`` = no limit."""
     workers: int = Field(4, ge=0)
     """Threads decoding images of data sets read from ``root`` (0 = the training thread)."""
     features: list[FeaturePairConfig] | None = None

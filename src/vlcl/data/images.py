@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,23 @@ if TYPE_CHECKING:  # importing vlcl.models loads transformers: not needed to hol
     from vlcl.models.preprocess import ImagePreprocessor
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+"""``data.max_image_pixels``'s default: Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``)."""
+
+DECODE_ERRORS = (
+    OSError,  # includes UnidentifiedImageError, truncated files, unreadable files
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+"""What Pillow raises on corrupt or hostile files: not all of it is an OSError (plugins leak struct.error, EOFError...)."""
 
 
 class DataError(ValueError):
@@ -140,24 +159,80 @@ def _where(source: ImageSource) -> str:
     return f"{origin}image {source.describe()}"
 
 
-def check_image(source: ImageSource, level: str) -> str | None:
-    """None if the image is usable at ``level`` (``none``, ``header``, ``full``), else the problem in a few words."""
+class TooManyPixels(Exception):
+    """An image over ``data.max_image_pixels``, found from its header before anything is decoded."""
+
+
+def pixel_problem(size: tuple[int, int], max_pixels: int | None) -> str | None:
+    """None if an image of ``size`` is within ``max_pixels`` (None: no limit), else both numbers."""
+    width, height = size
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return f"{width * height} pixels ({width}x{height}), over data.max_image_pixels={max_pixels} (raise it for trusted data)"
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+_pillow_limit_users = 0
+_pillow_saved_limit: int | None = None
+
+
+@contextmanager
+def _vlcl_counts_pixels() -> Iterator[None]:
+    """Pillow's global decompression-bomb check off while vlcl opens and decodes, restored after.
+
+    vlcl checks ``data.max_image_pixels`` itself, per image and before decoding; Pillow's
+    check would refuse (or warn about) images a raised limit lets through. Decoding threads
+    share one switch: the first in turns it off, the last out restores Pillow's value.
+    """
+    global _pillow_limit_users, _pillow_saved_limit
+    with _PILLOW_LIMIT_LOCK:
+        if _pillow_limit_users == 0:
+            _pillow_saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _pillow_limit_users += 1
+    try:
+        yield
+    finally:
+        with _PILLOW_LIMIT_LOCK:
+            _pillow_limit_users -= 1
+            if _pillow_limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_saved_limit
+
+
+@contextmanager
+def open_image(source: ImageSource, max_pixels: int | None) -> Iterator[Image.Image]:
+    """The image with only its header read; over ``max_pixels`` it raises :class:`TooManyPixels` before decoding."""
+    with _vlcl_counts_pixels(), source.open() as image:
+        problem = pixel_problem(image.size, max_pixels)
+        if problem is not None:
+            raise TooManyPixels(problem)
+        yield image
+
+
+def check_image(source: ImageSource, level: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> str | None:
+    """None if the image is usable at ``level`` (``none``, ``header``, ``full``), else the problem in a few words.
+
+    ``header`` reads the header (and refuses an image over ``max_pixels``), ``full`` also decodes it.
+    """
     if level == "none":
         return None
+    if isinstance(source, FileImage) and source.path.is_dir():
+        return "is a folder, not an image file"
+    if isinstance(source, FileImage) and not source.path.is_file():
+        return "not found"
     try:
-        if isinstance(source, FileImage) and not source.path.is_file():
-            return "not found"
-        with source.open() as image:
+        with open_image(source, max_pixels) as image:
             if level == "full":
                 image.load()
             width, height = image.size
         if width < 1 or height < 1:
             return "has no pixels"
+    except TooManyPixels as exc:
+        return f"has {exc}"
     except FileNotFoundError:
         return "not found"
     except UnidentifiedImageError:
         return "is not an image Pillow can read"
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+    except DECODE_ERRORS as exc:  # truncated or corrupt data
         return f"cannot be decoded ({exc})"
     return None
 
@@ -184,18 +259,26 @@ class ImageStore:
     """A lazy uint8 image array ``[N, H, W, 3]`` at the model's resolution.
 
     ``store[i]`` is one image ``[H, W, 3]``; ``store[a:b]`` and ``store[index_array]``
-    a batch ``[n, H, W, 3]``. Decoding failures raise :class:`DataError` naming the
-    record and the image (run ``vlcl data check --image-check full`` to find them
-    all before a long run).
+    a batch ``[n, H, W, 3]``. Decoding failures, and images over ``max_pixels``
+    (``data.max_image_pixels``, checked from the header before decoding; None: no
+    limit), raise :class:`DataError` naming the record and the image (run ``vlcl
+    data check --image-check full`` to find them all before a long run).
     """
 
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, sources: Sequence[ImageSource], preprocess: ImagePreprocessor, workers: int = 0):
+    def __init__(
+        self,
+        sources: Sequence[ImageSource],
+        preprocess: ImagePreprocessor,
+        workers: int = 0,
+        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.sources = list(sources)
         self.preprocess = preprocess
         self.workers = workers
+        self.max_pixels = max_pixels
 
     @property
     def image_size(self) -> int:
@@ -214,10 +297,12 @@ class ImageStore:
     def decode(self, i: int) -> np.ndarray:
         source = self.sources[i]
         try:
-            with source.open() as image:
+            with open_image(source, self.max_pixels) as image:
                 image = self.preprocess._resize_and_crop(image)
                 array = np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
+        except TooManyPixels as exc:
+            raise DataError(f"{_where(source)}: {exc}") from None
+        except DECODE_ERRORS as exc:
             raise DataError(f"{_where(source)}: cannot be decoded ({exc.__class__.__name__}: {exc})") from None
         if array.shape != (self.image_size, self.image_size, 3):
             raise DataError(f"{_where(source)}: decoded to shape {array.shape}, expected {self.shape[1:]}")
@@ -259,7 +344,7 @@ class ImageStore:
             yield self.decode(i)
 
     def subset(self, indices: Sequence[int]) -> "ImageStore":
-        return ImageStore([self.sources[i] for i in indices], self.preprocess, self.workers)
+        return ImageStore([self.sources[i] for i in indices], self.preprocess, self.workers, self.max_pixels)
 
 
 def take_images(images: np.ndarray | ImageStore, indices: Sequence[int]) -> np.ndarray | ImageStore:
@@ -277,4 +362,4 @@ def concat_images(parts: Sequence[np.ndarray | ImageStore]) -> np.ndarray | Imag
     sources: list[ImageSource] = []
     for part in parts:
         sources += part.sources if isinstance(part, ImageStore) else [ArrayImage(row) for row in part]
-    return ImageStore(sources, stores[0].preprocess, stores[0].workers)
+    return ImageStore(sources, stores[0].preprocess, stores[0].workers, stores[0].max_pixels)

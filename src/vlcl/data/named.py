@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from vlcl.data.benchmark import Benchmark, Task, register_benchmark, resolve_task_names
 from vlcl.data.formats import DataError, Problems, Sample, read_classnames, read_templates
 from vlcl.data.formats.folder import folder_classname
+from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlcl.data.sources import (
     DEFAULT_CAPTION_FIELDS,
     MissingDataError,
@@ -361,6 +362,7 @@ def load_set(
     train_scale: float = 1.0,
     test_images: int | None = None,
     test_per_class: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> LoadedSet:
     folder = root / spec.name
     if not folder.is_dir():
@@ -418,17 +420,40 @@ def load_set(
         if test_per_class
         else subsample(test, test_images, seed, spec.name, "test")
     )
-    test = check_images(test, image_check, problems, workers)
+    test = check_images(test, image_check, problems, workers, max_image_pixels)
     if train is not None:
-        train = check_images(train, image_check, problems, workers)
+        train = check_images(train, image_check, problems, workers, max_image_pixels)
+    skipped = f" ({problems.count} bad, first: {problems.messages[0]})" if problems.count else ""
     if not test:
-        raise DataError(f"{folder}: no usable test sample")
+        raise DataError(f"{folder}: no usable test sample{skipped}")
     if train is not None and not train:
-        raise DataError(f"{folder}: no usable training sample")
+        raise DataError(f"{folder}: no usable training sample{skipped}")
     return LoadedSet(spec, folder, train, test, classnames, templates, sources, problems, notes)
 
 
 # -- building a benchmark -----------------------------------------------------------------
+
+
+def data_root_dir(root: str | Path | None, benchmark: str) -> Path:
+    """The folder ``data.root`` (``--data-root``) names.
+
+    Unset, missing and not-a-folder are three different errors: "set data.root"
+    is only said when it is really unset, and a root that is set is named as given.
+    """
+    if not root:
+        if benchmark == FOLDERS:
+            raise DataError(f"benchmark '{FOLDERS}' reads the sub-folders of data.root: set data.root=DIR (or --data-root DIR)")
+        raise DataError(
+            f"benchmark '{benchmark}' reads real data sets: set data.root=DIR (or --data-root DIR); "
+            f"`vlcl data prepare {benchmark}` says what goes there"
+        )
+    path = Path(root).expanduser()
+    shown = f"{root}" if str(path) == str(root) else f"{root} ({path})"
+    if not path.exists():
+        raise DataError(f"data.root={shown}: data root not found")
+    if not path.is_dir():
+        raise DataError(f"data.root={shown}: not a folder (the data root holds one folder per data set)")
+    return path
 
 
 def build_named(
@@ -447,17 +472,11 @@ def build_named(
     image_size: int = 224,
     preprocess: ImagePreprocessor | None = None,
     sets: dict[str, SetSpec] | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     **_: Any,
 ) -> Benchmark:
     sets = sets or DATASETS
-    if not root:
-        raise DataError(
-            f"benchmark '{spec.name}' reads real data sets: set data.root=DIR (or --data-root DIR); "
-            f"`vlcl data prepare {spec.name}` says what goes there"
-        )
-    data_root = Path(root).expanduser()
-    if not data_root.is_dir():
-        raise DataError(f"{data_root}: data root not found (data.root)")
+    data_root = data_root_dir(root, spec.name)
     if preprocess is None:
         from vlcl.models.preprocess import ImagePreprocessor
 
@@ -469,8 +488,17 @@ def build_named(
         raise DataError(
             f"unknown set '{unknown[0]}' in 'data.eval_sets'; held-out sets of '{spec.name}': {', '.join(spec.eval_sets()) or 'none'}"
         )
-    common = dict(seed=seed, on_bad_sample=on_bad_sample, image_check=image_check, workers=workers)
-    report: dict[str, Any] = {"root": str(data_root), "on_bad_sample": on_bad_sample, "image_check": image_check, "sets": {}}
+    common = dict(
+        seed=seed, on_bad_sample=on_bad_sample, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels
+    )
+    report: dict[str, Any] = {
+        "root": str(data_root),
+        "on_bad_sample": on_bad_sample,
+        "image_check": image_check,
+        "max_image_pixels": max_image_pixels,
+        "sets": {},
+    }
+    pixels = max_image_pixels  # every image store of the benchmark refuses larger images when it decodes
 
     def note(loaded: LoadedSet, used: str) -> None:
         report["sets"][used] = {
@@ -486,21 +514,23 @@ def build_named(
         loaded = load_set(sets[name], data_root, want_train=True, train_scale=train_scale, test_images=test_images, **common)
         note(loaded, name)
         if loaded.spec.kind == "labels":
-            train = prompted_training_set(name, loaded.train, loaded.classnames, loaded.templates, preprocess, workers)
-            test = classification_set(name, loaded.test, loaded.classnames, loaded.templates, preprocess, workers)
+            train = prompted_training_set(name, loaded.train, loaded.classnames, loaded.templates, preprocess, workers, pixels)
+            test = classification_set(name, loaded.test, loaded.classnames, loaded.templates, preprocess, workers, pixels)
         else:
-            train = captioned_images(name, loaded.train, preprocess, workers)
-            test = retrieval_set(name, loaded.test, preprocess, workers)
+            train = captioned_images(name, loaded.train, preprocess, workers, pixels)
+            test = retrieval_set(name, loaded.test, preprocess, workers, pixels)
         built_tasks.append(Task(name, train, test, loaded.spec.title))
     heldout, zeroshot = [], []
     for name in (n for n in spec.heldout if n in evaluated):
         loaded = load_set(sets[name], data_root, want_train=False, test_images=test_images, **common)
         note(loaded, name)
-        heldout.append(retrieval_set(name, loaded.test, preprocess, workers))
+        heldout.append(retrieval_set(name, loaded.test, preprocess, workers, pixels))
     for name in (n for n in spec.zeroshot if n in evaluated):
         loaded = load_set(sets[name], data_root, want_train=False, test_per_class=zeroshot_per_class, **common)
         note(loaded, f"zs_{name}")
-        zeroshot.append(classification_set(f"zs_{name}", loaded.test, loaded.classnames, loaded.templates, preprocess, workers))
+        zeroshot.append(
+            classification_set(f"zs_{name}", loaded.test, loaded.classnames, loaded.templates, preprocess, workers, pixels)
+        )
     report["skipped_samples"] = sum(s["skipped"] for s in report["sets"].values())
     return Benchmark(spec.name, built_tasks, heldout, zeroshot, data_report=report)
 
@@ -566,9 +596,7 @@ def folders_spec(
 def build_folders(
     *, root: str | None = None, tasks: list[str] | None = None, eval_sets: list[str] | None = None, **kwargs: Any
 ) -> Benchmark:
-    if not root or not Path(root).expanduser().is_dir():
-        raise DataError(f"benchmark '{FOLDERS}' reads the sub-folders of data.root: set data.root=DIR (or --data-root DIR)")
-    spec, sets = folders_spec(Path(root).expanduser(), tasks, eval_sets)
+    spec, sets = folders_spec(data_root_dir(root, FOLDERS), tasks, eval_sets)
     return build_named(spec, root=root, sets=sets, **kwargs)
 
 
@@ -593,11 +621,27 @@ def _count(samples: list[Sample] | None, labels: bool) -> str:
 
 
 def check_set(
-    spec: SetSpec, root: Path, role: str, *, want_train: bool, seed: int, image_check: str, workers: int, show: int = 5
+    spec: SetSpec,
+    root: Path,
+    role: str,
+    *,
+    want_train: bool,
+    seed: int,
+    image_check: str,
+    workers: int,
+    show: int = 5,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> SetReport:
     try:
         loaded = load_set(
-            spec, root, want_train=want_train, seed=seed, on_bad_sample="skip", image_check=image_check, workers=workers
+            spec,
+            root,
+            want_train=want_train,
+            seed=seed,
+            on_bad_sample="skip",
+            image_check=image_check,
+            workers=workers,
+            max_image_pixels=max_image_pixels,
         )
     except MissingDataError as exc:
         return SetReport(spec.name, role, "missing", [], [str(exc)])
@@ -617,9 +661,16 @@ def check_set(
 
 
 def check_benchmark(
-    name: str, root: str | Path, *, seed: int = 0, image_check: str = "header", workers: int = 4
+    name: str,
+    root: str | Path,
+    *,
+    seed: int = 0,
+    image_check: str = "header",
+    workers: int = 4,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[SetReport]:
-    root = Path(root).expanduser()
+    root = data_root_dir(root, name)
+    checks = dict(seed=seed, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels)
     if name == FOLDERS:  # every sub-folder: a task if it has training data, else an evaluation set
         spec, sets = folders_spec(root, None, None, one_kind=False)
         reports = []
@@ -627,26 +678,14 @@ def check_benchmark(
             found = discover(root / set_name)
             role = "data set" if {"train", "all"} & set(found) else "evaluation set"
             kind = "classification" if sets[set_name].kind == "labels" else "captions"
-            check = check_set(
-                sets[set_name],
-                root,
-                f"{role}, {kind}",
-                want_train=role == "data set",
-                seed=seed,
-                image_check=image_check,
-                workers=workers,
-            )
+            check = check_set(sets[set_name], root, f"{role}, {kind}", want_train=role == "data set", **checks)
             reports.append(check)
         return reports
     spec = named_spec(name)
     reports = []
     for set_name in spec.all_sets():
         role = "task" if set_name in spec.tasks else "held-out retrieval" if set_name in spec.heldout else "zero-shot"
-        reports.append(
-            check_set(
-                DATASETS[set_name], root, role, want_train=role == "task", seed=seed, image_check=image_check, workers=workers
-            )
-        )
+        reports.append(check_set(DATASETS[set_name], root, role, want_train=role == "task", **checks))
     return reports
 
 
@@ -679,20 +718,12 @@ def prepare_text(name: str) -> str:
 def validate_data_config(data: Any) -> None:
     """For ``vlcl run``: a named benchmark's data root and set names, checked before anything is written."""
     if data.benchmark == FOLDERS:
-        if not data.root or not Path(data.root).expanduser().is_dir():
-            raise DataError(f"benchmark '{FOLDERS}' reads the sub-folders of data.root: set data.root=DIR (or --data-root DIR)")
-        folders_spec(Path(data.root).expanduser(), data.tasks, data.eval_sets)
+        folders_spec(data_root_dir(data.root, FOLDERS), data.tasks, data.eval_sets)
         return
     spec = NAMED.get(data.benchmark)
     if spec is None:
         return
-    if not data.root:
-        raise DataError(
-            f"benchmark '{spec.name}' reads real data sets: set data.root=DIR (or --data-root DIR); "
-            f"`vlcl data prepare {spec.name}` says what goes there"
-        )
-    if not Path(data.root).expanduser().is_dir():
-        raise DataError(f"{data.root}: data root not found (data.root)")
+    data_root_dir(data.root, spec.name)
     resolve_task_names(spec.name, list(spec.tasks), data.tasks, list(spec.tasks))
     unknown = [n for n in (data.eval_sets or []) if n not in spec.eval_sets()]
     if unknown:

@@ -26,4 +26,5 @@ def build_benchmark(data: DataConfig, image_size: int, preprocess=None) -> Bench
         on_bad_sample=data.on_bad_sample,
         image_check=data.image_check,
         workers=data.workers,
+        max_image_pixels=data.max_image_pixels,
     )

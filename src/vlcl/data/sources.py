@@ -15,6 +15,10 @@ stand in for a missing ``test``):
 | ``<split>/<class>/*.jpg`` | image folders (classification) |
 | ``<split>-*.parquet`` in the folder or ``data/`` (a hub download) | parquet |
 | ``*.tar``, one ``*.csv`` / ``*.jsonl`` / ``*.parquet`` set without a split name | the whole data set (``all``) |
+
+Compressed shards (``*.tar.gz``, ``*.tgz``) where nothing else is found are taken as
+WebDataset too, so that reading them says to decompress them rather than that
+the folder holds nothing vlcl reads.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from vlcl.data.formats import (
     read_karpathy,
     read_webdataset,
 )
+from vlcl.data.formats.base import read_text, unreadable
 from vlcl.data.formats.folder import is_image_folder
 from vlcl.data.formats.hf import parquet_splits
-from vlcl.data.images import ImageStore, check_image, thread_map
+from vlcl.data.formats.wds import compressed_shards
+from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageStore, check_image, thread_map
 
 if TYPE_CHECKING:
     from vlcl.models.preprocess import ImagePreprocessor
@@ -91,11 +97,7 @@ def discover(folder: str | Path) -> dict[str, Source]:
     if not folder.is_dir():
         return found
     if (folder / "dataset_dict.json").is_file():
-        try:
-            splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
-        except (json.JSONDecodeError, AttributeError):
-            raise DataError(f"{folder / 'dataset_dict.json'}: malformed JSON") from None
-        for split in splits:
+        for split in _dataset_dict_splits(folder / "dataset_dict.json"):
             add(split, Source("hf", folder, split))
     elif (folder / "state.json").is_file():
         add("all", Source("hf", folder))
@@ -117,6 +119,8 @@ def discover(folder: str | Path) -> dict[str, Source]:
                 add(split, Source("parquet", sub, files=tuple(sorted(sub.glob("*.parquet")))))
             elif is_image_folder(sub):
                 add(split, Source("folder", sub))
+            elif compressed_shards(sub):
+                add(split, Source("wds", sub))
     for file in sorted((folder / "annotations").glob("captions_*.json")):
         add("train" if "train" in file.stem else "val" if "val" in file.stem else "test", Source("coco", file))
     for split, files in parquet_splits(folder).items():
@@ -127,11 +131,25 @@ def discover(folder: str | Path) -> dict[str, Source]:
         files = [f for f in sorted(folder.glob(f"*{suffix}")) if f.stem not in SPLITS]
         if len(files) == 1:
             add("all", Source(fmt, files[0]))
+    if not found and compressed_shards(folder):
+        add("all", Source("wds", folder))
     if "test" not in found:
         alias = next((a for a in TEST_ALIASES if a in found), None)
         if alias:
             found["test"] = found[alias]
     return found
+
+
+def _dataset_dict_splits(path: Path) -> list[str]:
+    """The ``splits`` list of a Hugging Face ``dataset_dict.json``."""
+    try:
+        data = json.loads(read_text(path, "Hugging Face dataset_dict.json"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(split, str) for split in splits):
+        raise DataError(f"{path}: expected an object with a 'splits' list of names (got {str(data)[:60]!r})")
+    return splits
 
 
 # -- reading ------------------------------------------------------------------------
@@ -140,19 +158,29 @@ def discover(folder: str | Path) -> dict[str, Source]:
 def _csv_header(path: Path) -> list[str]:
     import csv
 
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        return next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    # the header only, to choose columns; read_csv then reads (and checks) the whole file
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+            return next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: malformed CSV ({exc})") from None
+    except OSError as exc:
+        raise unreadable(path, exc, "annotation file") from None
 
 
 def _jsonl_keys(path: Path) -> list[str]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                return list(record)
+    """The keys of the first JSON object of a JSON Lines file, to choose fields; read_jsonl then checks every line."""
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(record, dict):
+                    return list(record)
+    except OSError as exc:
+        raise unreadable(path, exc, "annotation file") from None
     return []
 
 
@@ -262,11 +290,20 @@ def per_class(samples: list[Sample], count: int | None, seed: int, name: str) ->
     return [samples[i] for i in sorted(keep)]
 
 
-def check_images(samples: list[Sample], level: str, problems: Problems, workers: int) -> list[Sample]:
-    """The samples whose image passes the check (``none``, ``header``, ``full``); the others are bad samples."""
+def check_images(
+    samples: list[Sample],
+    level: str,
+    problems: Problems,
+    workers: int,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> list[Sample]:
+    """The samples whose image passes the check (``none``, ``header``, ``full``); the others are bad samples.
+
+    ``header`` and ``full`` also refuse images over ``max_pixels`` (``data.max_image_pixels``; None: no limit).
+    """
     if level == "none":
         return samples
-    verdicts = thread_map(lambda s: check_image(s.image, level), samples, max(workers, 1))
+    verdicts = thread_map(lambda s: check_image(s.image, level, max_pixels), samples, max(workers, 1))
     kept = []
     for sample, problem in zip(samples, verdicts):
         if problem is None:
@@ -280,29 +317,56 @@ def check_images(samples: list[Sample], level: str, problems: Problems, workers:
 # -- vlcl data sets ------------------------------------------------------------------
 
 
-def store(samples: list[Sample], preprocess: ImagePreprocessor, workers: int) -> ImageStore:
-    return ImageStore([s.image for s in samples], preprocess, workers)
+def store(
+    samples: list[Sample], preprocess: ImagePreprocessor, workers: int, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> ImageStore:
+    return ImageStore([s.image for s in samples], preprocess, workers, max_pixels)
 
 
-def captioned_images(name: str, samples: list[Sample], preprocess: ImagePreprocessor, workers: int) -> CaptionedImages:
-    return CaptionedImages(name, store(samples, preprocess, workers), [list(s.captions) for s in samples])
+def captioned_images(
+    name: str,
+    samples: list[Sample],
+    preprocess: ImagePreprocessor,
+    workers: int,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> CaptionedImages:
+    return CaptionedImages(name, store(samples, preprocess, workers, max_pixels), [list(s.captions) for s in samples])
 
 
-def retrieval_set(name: str, samples: list[Sample], preprocess: ImagePreprocessor, workers: int) -> RetrievalSet:
-    return RetrievalSet.from_caption_lists(name, store(samples, preprocess, workers), [list(s.captions) for s in samples])
+def retrieval_set(
+    name: str,
+    samples: list[Sample],
+    preprocess: ImagePreprocessor,
+    workers: int,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> RetrievalSet:
+    images = store(samples, preprocess, workers, max_pixels)
+    return RetrievalSet.from_caption_lists(name, images, [list(s.captions) for s in samples])
 
 
 def classification_set(
-    name: str, samples: list[Sample], classnames: list[str], templates: list[str], preprocess: ImagePreprocessor, workers: int
+    name: str,
+    samples: list[Sample],
+    classnames: list[str],
+    templates: list[str],
+    preprocess: ImagePreprocessor,
+    workers: int,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ClassificationSet:
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-    return ClassificationSet(name, store(samples, preprocess, workers), labels, list(classnames), list(templates))
+    return ClassificationSet(name, store(samples, preprocess, workers, max_pixels), labels, list(classnames), list(templates))
 
 
 def prompted_training_set(
-    name: str, samples: list[Sample], classnames: list[str], templates: list[str], preprocess: ImagePreprocessor, workers: int
+    name: str,
+    samples: list[Sample],
+    classnames: list[str],
+    templates: list[str],
+    preprocess: ImagePreprocessor,
+    workers: int,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> CaptionedImages:
     """Classification training data as image-caption pairs: each image's caption is its class name in the set's
     first template (one caption per image keeps the teacher caches of the distillation methods at N embeddings)."""
     captions = [[templates[0].format(classnames[s.label])] for s in samples]
-    return CaptionedImages(name, store(samples, preprocess, workers), captions)
+    return CaptionedImages(name, store(samples, preprocess, workers, max_pixels), captions)

@@ -241,7 +241,7 @@ class ContinualRunner:
             self.prepare()
         method, bundle, benchmark, records, next_stage = self.state
         for note in self.notes:
-            self.console.print(note)
+            self.console.print(note, soft_wrap=True)  # paths stay whole, to be copied
         skipped = benchmark.data_report.get("skipped_samples", 0) if hasattr(benchmark, "data_report") else 0
         if skipped:
             self.console.print(

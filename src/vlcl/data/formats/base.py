@@ -108,7 +108,36 @@ def choose_image_root(base: Path, names: list[str], candidates: tuple[str, ...] 
 def need_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder where the {what} should be")
     return path
+
+
+def unreadable(path: Path, exc: OSError, what: str = "file") -> DataError:
+    """The one-line error for a file the operating system will not read (missing, a folder, no permission)."""
+    if isinstance(exc, FileNotFoundError):
+        return DataError(f"{path}: {what} not found")
+    if isinstance(exc, IsADirectoryError):
+        return DataError(f"{path}: is a folder where the {what} should be")
+    return DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})")
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """UTF-8 text (a leading byte-order mark dropped, as spreadsheets write one); otherwise an error naming the line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """The whole file as UTF-8 text; a missing, unreadable or non-UTF-8 file is a :class:`DataError` naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise unreadable(path, exc, what) from None
+    return decode_text(data, path)
 
 
 __all__ = [
@@ -118,7 +147,10 @@ __all__ = [
     "Sample",
     "choose_image_root",
     "clean_captions",
+    "decode_text",
     "group_by_image",
     "natural_key",
     "need_file",
+    "read_text",
+    "unreadable",
 ]

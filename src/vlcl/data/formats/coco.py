@@ -13,6 +13,7 @@ from vlcl.data.formats.base import (
     choose_image_root,
     clean_captions,
     need_file,
+    read_text,
 )
 from vlcl.data.images import FileImage
 
@@ -20,35 +21,44 @@ KARPATHY_SPLITS = {"train": ("train", "restval"), "test": ("test",), "val": ("va
 """A Karpathy split name -> the ``split`` values it takes; ``train`` includes ``restval`` (113K COCO training images)."""
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: Path, what: str = "JSON file") -> Any:
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep
+        raise DataError(f"{path}: unreadable JSON ({exc.__class__.__name__}: {exc})") from None
+
+
+def _hashable_id(value: Any) -> bool:
+    """COCO ids are numbers or strings; a list or object there cannot key an image."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def read_coco(path: str | Path, *, image_root: str | Path | None = None, problems: Problems | None = None) -> list[Sample]:
     """``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``: one sample per image."""
     path = need_file(Path(path), "COCO annotation file")
     problems = problems or Problems()
-    data = load_json(path)
+    data = load_json(path, "COCO annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise DataError(f"{path}: not a COCO captions file (expected top-level 'images' and 'annotations' lists)")
     files: dict[Any, str] = {}
     order: list[Any] = []
     for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            problems.bad(f"{path}: images[{i}]: expected an object with 'id' and 'file_name'")
+        if not isinstance(image, dict) or not _hashable_id(image.get("id")) or not isinstance(image.get("file_name"), str):
+            problems.bad(f"{path}: images[{i}]: expected an object with 'id' (a number or string) and 'file_name'")
+            continue
+        if image["id"] in files:
+            problems.bad(f"{path}: images[{i}]: id {image['id']!r} is used by an earlier image")
             continue
         files[image["id"]] = image["file_name"]
         order.append(image["id"])
     captions: dict[Any, list[str]] = {image_id: [] for image_id in order}
     for i, ann in enumerate(data["annotations"]):
         origin = f"{path}: annotations[{i}]"
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            problems.bad(f"{origin}: expected an object with 'image_id' and 'caption'")
+        if not isinstance(ann, dict) or not _hashable_id(ann.get("image_id")):
+            problems.bad(f"{origin}: expected an object with 'image_id' (a number or string) and 'caption'")
             continue
         if ann["image_id"] not in captions:
             problems.bad(f"{origin}: image_id {ann['image_id']!r} is not in 'images'")
@@ -76,8 +86,9 @@ def is_karpathy(data: Any) -> bool:
 
 
 def karpathy_splits(path: Path) -> list[str]:
-    data = load_json(path)
-    return sorted({image.get("split") for image in data.get("images", []) if isinstance(image, dict)} - {None})
+    data = load_json(path, "Karpathy split file")
+    images = data.get("images") if isinstance(data, dict) else None
+    return sorted({str(image.get("split")) for image in images or [] if isinstance(image, dict) and image.get("split")})
 
 
 def read_karpathy(
@@ -90,7 +101,7 @@ def read_karpathy(
     """Karpathy's ``dataset_{coco,flickr30k}.json``: images of ``split`` with their ``sentences[].raw`` captions."""
     path = need_file(Path(path), "Karpathy split file")
     problems = problems or Problems()
-    data = load_json(path)
+    data = load_json(path, "Karpathy split file")
     if not is_karpathy(data):
         raise DataError(f"{path}: not a Karpathy split file (expected 'images' with 'sentences')")
     wanted = KARPATHY_SPLITS.get(split, (split,))
@@ -99,7 +110,8 @@ def read_karpathy(
         raise DataError(f"{path}: no image in split '{split}' (splits: {', '.join(karpathy_splits(path))})")
 
     def name(image: dict) -> str:
-        return str(Path(image.get("filepath") or "") / str(image.get("filename", "")))
+        folder, file = image.get("filepath") or "", image.get("filename") or ""
+        return str(Path(folder if isinstance(folder, str) else "") / (file if isinstance(file, str) else ""))
 
     root = (
         Path(image_root)
@@ -111,10 +123,16 @@ def read_karpathy(
     samples = []
     for i, image in chosen:
         origin = f"{path}: images[{i}]"
-        if not image.get("filename"):
+        if not isinstance(image.get("filename"), str) or not image["filename"]:
             problems.bad(f"{origin}: no 'filename'")
             continue
+        if not isinstance(image.get("filepath") or "", str):
+            problems.bad(f"{origin}: 'filepath' is not text ({image['filepath']!r})")
+            continue
         sentences = image.get("sentences") or []
+        if not isinstance(sentences, list):  # a string would be read as one caption per character
+            problems.bad(f"{origin}: 'sentences' is not a list (got {type(sentences).__name__})")
+            continue
         raw = [s.get("raw", "") if isinstance(s, dict) else s for s in sentences]
         captions = clean_captions(raw, origin, problems)
         if captions:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlcl.data.formats.base import DataError, Problems, Sample, natural_key
+from vlcl.data.formats.base import DataError, Problems, Sample, natural_key, read_text, unreadable
 from vlcl.data.images import IMAGE_EXTENSIONS, FileImage
 
 CLASSNAME_FILES = ("classnames.txt",)
@@ -44,7 +44,10 @@ def read_image_folder(split_dir: str | Path, *, problems: Problems | None = None
     problems = problems or Problems()
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: image folder not found")
-    folders = class_folders(split_dir)
+    try:
+        folders = class_folders(split_dir)
+    except OSError as exc:
+        raise unreadable(split_dir, exc, "image folder") from None
     if not folders:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
     numeric = all(f.name.isdigit() for f in folders)
@@ -72,10 +75,8 @@ def _find(folders: list[Path], names: tuple[str, ...]) -> Path | None:
 
 
 def read_lines(path: Path) -> list[str]:
-    try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    """The non-empty lines of a UTF-8 text file, stripped (a missing, unreadable or non-UTF-8 file is a DataError)."""
+    return [line.strip() for line in read_text(path, "text file").splitlines() if line.strip()]
 
 
 def read_classnames(*folders: Path) -> tuple[list[str], Path] | None:

@@ -56,12 +56,15 @@ def parquet_splits(folder: Path) -> dict[str, list[Path]]:
 def load_table(path: Path, split: str | None, files: list[Path] | None = None):
     """A ``datasets.Dataset``: from parquet ``files``, or from a ``save_to_disk`` folder (``split`` of a DatasetDict)."""
     datasets = _datasets()
+    # a damaged state.json or dataset_info.json surfaces as KeyError / AttributeError from inside datasets
+    errors = (OSError, ValueError, TypeError, KeyError, AttributeError, getattr(datasets.exceptions, "DatasetsError", OSError))
     try:
         if files:
             return datasets.Dataset.from_parquet([str(f) for f in files])
         loaded = datasets.load_from_disk(str(path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: cannot read the Hugging Face dataset ({exc.__class__.__name__}: {exc})") from None
+    except errors as exc:
+        detail = " ".join(str(exc).split())  # datasets' messages run over several lines; ours is one
+        raise DataError(f"{path}: cannot read the Hugging Face dataset ({exc.__class__.__name__}: {detail})") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split is None:
             raise DataError(f"{path}: a dataset with splits {', '.join(loaded)}; name one")

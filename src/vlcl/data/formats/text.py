@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from vlcl.data.formats.base import (
     clean_captions,
     group_by_image,
     need_file,
+    read_text,
 )
 from vlcl.data.images import FileImage
 
@@ -21,7 +23,10 @@ csv.field_size_limit(1 << 24)
 
 
 def _image(root: Path, name: str) -> Path:
-    path = Path(name).expanduser()
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError:  # ~user of no such user: kept as written, so the image check names it as not found
+        path = Path(name)
     return path if path.is_absolute() else root / path
 
 
@@ -43,18 +48,16 @@ def read_csv(
     path = need_file(Path(path), "annotation file")
     problems = problems or Problems()
     separator = separator or ("\t" if path.suffix.lower() == ".tsv" else ",")
-    with path.open(newline="", encoding="utf-8") as handle:
-        try:
-            reader = csv.DictReader(handle, delimiter=separator)
-            header = reader.fieldnames or []
-            missing = [c for c in (image_column, caption_column) if c not in header]
-            if missing:
-                raise DataError(f"{path}: no column '{missing[0]}' (columns: {', '.join(header) or 'none'})")
-            rows = [(reader.line_num, row) for row in reader]
-        except csv.Error as exc:
-            raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    # decoded whole first: a non-UTF-8 byte is then reported at its own line, not at the CSV row read last
+    reader = csv.DictReader(io.StringIO(read_text(path, "annotation file"), newline=""), delimiter=separator)
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in (image_column, caption_column) if c not in header]
+        if missing:
+            raise DataError(f"{path}: no column '{missing[0]}' (columns: {', '.join(header) or 'none'})")
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
     names = [(row.get(image_column) or "").strip() for _, row in rows]
     root = Path(image_root) if image_root is not None else choose_image_root(path.parent, names)
     samples = []
@@ -89,10 +92,7 @@ def read_jsonl(
     path = need_file(Path(path), "annotation file")
     problems = problems or Problems()
     records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    lines = read_text(path, "annotation file").split("\n")  # only \n ends a JSON Lines record: line numbers stay the file's
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -101,6 +101,9 @@ def read_jsonl(
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             problems.bad(f"{origin}: malformed JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep
+            problems.bad(f"{origin}: unreadable JSON ({exc.__class__.__name__}: {exc})")
             continue
         if not isinstance(record, dict):
             problems.bad(f"{origin}: expected a JSON object, got {type(record).__name__}")

@@ -11,28 +11,53 @@ one, CLIP_benchmark's retrieval shards several).
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, natural_key
+from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, natural_key, unreadable
 from vlcl.data.images import IMAGE_EXTENSIONS, TarMemberImage
 
 TEXT_LIMIT = 1 << 20
+END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+"""Tar's end-of-archive marker: two zero blocks after the last member (Python's tarfile and GNU tar write it,
+then pad with zeros to their record size, 10240 bytes by default)."""
+COMPRESSED_SHARDS = ("*.tar.gz", "*.tgz")
+DECOMPRESS_HINT = "compressed shards: decompress them (gunzip), vlcl reads uncompressed .tar"
+
+
+def _decompressed(file: Path) -> Path:
+    """``0.tar.gz`` -> ``0.tar``, ``0.tgz`` -> ``0.tar``."""
+    name = file.name
+    return file.with_name(name[: -len(".gz")] if name.endswith(".tar.gz") else name[: -len(".tgz")] + ".tar")
+
+
+def compressed_shards(folder: Path) -> list[Path]:
+    """``*.tar.gz`` / ``*.tgz`` of ``folder`` that have no decompressed ``.tar`` beside them."""
+    found = [file for pattern in COMPRESSED_SHARDS for file in folder.glob(pattern)]
+    return sorted((file for file in found if not _decompressed(file).exists()), key=natural_key)
 
 
 def list_shards(path: str | Path) -> list[Path]:
-    """A shard, or every ``*.tar`` of a folder in natural order (``2.tar`` before ``10.tar``)."""
+    """A shard, or every ``*.tar`` of a folder in natural order (``2.tar`` before ``10.tar``).
+
+    A folder holding compressed shards without their ``.tar`` is an error, even beside
+    other ``.tar`` shards: reading only the uncompressed ones would drop data without a word.
+    """
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: WebDataset shards not found")
     shards = sorted(path.glob("*.tar"), key=natural_key)
+    compressed = compressed_shards(path)
+    if compressed:
+        names = ", ".join(f.name for f in compressed[:3]) + (" ..." if len(compressed) > 3 else "")
+        raise DataError(f"{path}: {len(compressed)} {DECOMPRESS_HINT} ({names})")
     if not shards:
-        compressed = sorted(path.glob("*.tar.gz")) + sorted(path.glob("*.tgz"))
-        hint = " (compressed shards: decompress them, vlcl reads uncompressed .tar)" if compressed else ""
-        raise DataError(f"{path}: no .tar shards{hint}")
+        raise DataError(f"{path}: no .tar shards")
     return shards
 
 
@@ -44,35 +69,109 @@ def _split_name(member: str) -> tuple[str, str]:
     return key, ext.lower() if dot else ""
 
 
-def _scan(shard: Path) -> list[tuple[str, dict[str, tarfile.TarInfo], dict[str, bytes]]]:
-    """(key, image and other members by extension, contents of the small non-image members) per sample."""
+@dataclass
+class _Group:
+    """The members of one sample key in one shard."""
+
+    members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+    texts: dict[str, bytes] = field(default_factory=dict)
+    repeated: list[str] = field(default_factory=list)
+    """Extensions met more than once: which copy is meant is unknown (``tar -r`` appends, extraction keeps the last)."""
+
+
+def _open_shard(shard: Path) -> tarfile.TarFile:
+    hint = f"; {DECOMPRESS_HINT}" if shard.name.endswith((".gz", ".tgz")) else ""
     try:
-        archive = tarfile.open(shard, mode="r:")
+        return tarfile.open(shard, mode="r:")
     except tarfile.ReadError as exc:
-        hint = "; vlcl reads uncompressed .tar shards" if shard.suffix in (".gz", ".tgz") else ""
         raise DataError(f"{shard}: not a readable tar shard ({exc}{hint})") from None
-    groups: dict[str, tuple[dict[str, tarfile.TarInfo], dict[str, bytes]]] = {}
+    except OSError as exc:
+        raise unreadable(shard, exc, "tar shard") from None
+
+
+def _check_member_inside(shard: Path, info: tarfile.TarInfo, size: int) -> None:
+    end = info.offset_data + info.size
+    if end > size:
+        raise DataError(
+            f"{shard}: truncated: member '{info.name}' needs {end} bytes but the shard has {size} (a partial download or copy?)"
+        )
+
+
+def _check_archive_end(shard: Path, end: int, size: int, last: str | None) -> None:
+    """Where tarfile stopped reading must be tar's end-of-archive marker followed by nothing but zero padding.
+
+    Python's tarfile stops without a word at a missing, short or corrupt header, so a shard
+    cut at a member boundary (or damaged in the middle) would otherwise read as a shorter one.
+    """
+    after = f"after member '{last}'" if last else "at its start"
+    with shard.open("rb") as handle:
+        handle.seek(end)
+        marker = handle.read(END_OF_ARCHIVE)
+        if len(marker) < END_OF_ARCHIVE and not any(marker):
+            raise DataError(
+                f"{shard}: truncated: ends at byte {size} {after} without tar's end-of-archive marker "
+                "(a partial download or copy?)"
+            )
+        if any(marker):
+            raise DataError(f"{shard}: corrupt or truncated: unreadable tar header at byte {end} {after}")
+        while chunk := handle.read(1 << 20):
+            if chunk.count(0) != len(chunk):
+                raise DataError(
+                    f"{shard}: data after tar's end-of-archive marker at byte {end} (tar files joined with cat? "
+                    "vlcl reads one archive per shard)"
+                )
+
+
+def _scan(shard: Path) -> list[tuple[str, _Group]]:
+    """(key, its members by extension with the contents of the small non-image ones) per sample, in shard order.
+
+    The whole shard is validated: every member lies inside the file and the archive ends with
+    tar's end-of-archive marker, so a truncated shard is an error rather than fewer samples.
+    """
+    archive = _open_shard(shard)
+    size = shard.stat().st_size
+    groups: dict[str, _Group] = {}
+    last = None
     with archive:
         try:
             for info in archive:
+                _check_member_inside(shard, info, size)
+                last = info.name
                 if not info.isfile():
                     continue
                 key, ext = _split_name(info.name)
                 if key.rsplit("/", 1)[-1].startswith("__") or not ext:
                     continue
-                members, texts = groups.setdefault(key, ({}, {}))
-                members[ext] = info
+                group = groups.setdefault(key, _Group())
+                if ext in group.members:
+                    group.repeated.append(ext)
+                group.members[ext] = info
                 if ext not in IMAGE_EXTENSIONS and info.size <= TEXT_LIMIT:
-                    texts[ext] = archive.extractfile(info).read()
+                    group.texts[ext] = archive.extractfile(info).read()
         except (tarfile.TarError, OSError) as exc:
             raise DataError(f"{shard}: corrupt tar shard ({exc})") from None
-    return [(key, members, texts) for key, (members, texts) in groups.items()]
+        _check_archive_end(shard, archive.offset, size, last)
+    return list(groups.items())
 
 
 def _text(texts: dict[str, bytes], ext: str) -> str:
     if ext not in texts:
         raise ValueError(f".{ext} member is larger than {TEXT_LIMIT} bytes")
-    return texts[ext].decode("utf-8")
+    return texts[ext].decode("utf-8-sig")  # a byte-order mark is not part of the caption
+
+
+def _caption_lines(text: str) -> list[str]:
+    """Lines end at \\n, \\r\\n or \\r only: ``str.splitlines`` would also cut a caption at U+2028 or U+0085."""
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def _label(raw: object) -> int:
+    """A ``.cls`` text or a ``.json`` ``label``: a non-negative integer, not a float, bool or list that ``int()`` would bend."""
+    if isinstance(raw, str) and raw.strip().lstrip("+").isdigit():
+        return int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    raise ValueError(f"label is not a non-negative integer ({raw!r})")
 
 
 def read_webdataset(
@@ -96,9 +195,20 @@ def read_webdataset(
     json_keys = (json_caption_key,) if isinstance(json_caption_key, str) else tuple(json_caption_key)
     paths = list_shards(shards) if isinstance(shards, (str, Path)) else [Path(s) for s in shards]
     samples = []
+    first_shard: dict[str, Path] = {}  # sample key -> the shard it came from: a key is one sample per data set
     for shard in paths:
-        for key, members, texts in _scan(shard):
+        for key, group in _scan(shard):
             origin = f"{shard}: sample '{key}'"
+            members, texts = group.members, group.texts
+            if group.repeated:
+                problems.bad(f"{origin}: member '{key}.{group.repeated[0]}' appears more than once in the shard")
+                continue
+            if key in first_shard:
+                problems.bad(
+                    f"{origin}: key already used by a sample in {first_shard[key]} (a key names one sample per data set)"
+                )
+                continue
+            first_shard[key] = shard
             image_ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
             if image_ext is None:
                 problems.bad(f"{origin}: no image ({', '.join(IMAGE_EXTENSIONS[:4])}) among {', '.join(sorted(members))}")
@@ -107,28 +217,26 @@ def read_webdataset(
             image = TarMemberImage(shard, info.name, info.offset_data, info.size, origin)
             try:
                 meta = json.loads(_text(texts, "json")) if "json" in members else {}
-                if not isinstance(meta, dict):
-                    meta = {}
+                # a .json that is not an object holds no caption or label; said where one was looked for
+                unusable = f"; its .json holds a {type(meta).__name__}, not an object" if not isinstance(meta, dict) else ""
+                meta = meta if isinstance(meta, dict) else {}
                 if labels:
                     raw = _text(texts, label_ext).strip() if label_ext in members else meta.get("label")
                     if raw is None:
-                        problems.bad(f"{origin}: no label (.{label_ext})")
+                        problems.bad(f"{origin}: no label (.{label_ext} or 'label' in .json{unusable})")
                         continue
-                    label = int(raw)
-                    if label < 0:
-                        raise ValueError(f"negative label {label}")
-                    samples.append(Sample(image, label=label))
+                    samples.append(Sample(image, label=_label(raw)))
                     continue
                 ext = next((e for e in caption_exts if e in members), None)
                 key_in_json = next((k for k in json_keys if k in meta), None)
                 if ext is not None:
-                    value: object = [line for line in _text(texts, ext).splitlines() if line.strip()] or [""]
+                    value: object = [line for line in _caption_lines(_text(texts, ext)) if line.strip()] or [""]
                 elif key_in_json is not None:
                     value = meta[key_in_json]
                 else:
-                    problems.bad(f"{origin}: no caption (.{caption_exts[0]} or '{json_keys[0]}' in .json)")
+                    problems.bad(f"{origin}: no caption (.{caption_exts[0]} or '{json_keys[0]}' in .json{unusable})")
                     continue
-            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 problems.bad(f"{origin}: unreadable text member ({exc})")
                 continue
             captions = clean_captions(value, origin, problems)
