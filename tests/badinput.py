@@ -90,6 +90,7 @@ def check_case(case: Case, context: Context, capsys) -> str:
     captured = capsys.readouterr()
     err = captured.err
     assert "Traceback" not in err, err
+    assert "\x1b[" not in err and "weights_only=False" not in err, err  # no terminal colours, no advice to unpickle
     lines = [line for line in err.strip().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("vlcl: error:")]
     assert code == case.code, f"exit {code}, expected {case.code}; stderr: {err[-1500:]}"

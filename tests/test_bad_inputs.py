@@ -376,6 +376,27 @@ def weights_that_overflow(ctx):
     return embedded(ctx, model=model)
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this would have run",))
+
+
+@case("model", 2, r"pytorch_model.bin: cannot load the weights \(not a tensor-only checkpoint: .* will not unpickle")
+def weights_pickle_with_code(ctx):
+    model = ctx.model()
+    (model / "model.safetensors").unlink()
+    torch.save({"x": _RunsCode()}, model / "pytorch_model.bin")
+    return embedded(ctx, model=model)
+
+
+@case("model", 2, r"pytorch_model.bin: cannot load the weights")
+def weights_bin_garbage(ctx):
+    model = ctx.model()
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"garbage")
+    return embedded(ctx, model=model)
+
+
 @case("model", 2, r"no tokenizer files")
 def model_without_tokenizer(ctx):
     model = ctx.model()

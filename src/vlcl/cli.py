@@ -134,7 +134,7 @@ def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     if not args.resume:
         config = load_config(config_path, overrides)
         run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
-        _say(rundir.recover(run_dir))
+        _recover(run_dir)
         rundir.check_writable_parent(run_dir)
         if run_dir.is_dir() and any(run_dir.iterdir()) and not args.overwrite:
             raise CliError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
@@ -146,11 +146,19 @@ def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     if config_path:
         raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
     run_dir = Path(args.resume)
-    _say(rundir.recover(run_dir))
+    _recover(run_dir)
     if not run_dir.is_dir():
         raise CliError(f"{run_dir}: run directory to resume not found")
     config, root_moved = _resume_config(run_dir, overrides)
     return config, run_dir, root_moved
+
+
+def _recover(run_dir: Path) -> None:
+    """Finish an interrupted ``--overwrite`` (see vlcl.engine.rundir); under torchrun only rank 0 touches files."""
+    from vlcl.engine import rundir
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        _say(rundir.recover(run_dir))
 
 
 def _say(note: str | None) -> None:

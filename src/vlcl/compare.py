@@ -105,12 +105,14 @@ def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, 
         if finished is not None:
             console.print(f"[bold]{run_dir.name}[/]: finished earlier, kept")
             return finished
+    runner = create_runner(config, run_dir, console).prepare(resume=resuming)  # every check before the directory is made
+    if resuming:
         console.print(f"[bold]{run_dir.name}[/]: resuming")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         console.print(f"[bold]{run_dir.name}[/]: running")
-    return create_runner(config, run_dir, console).prepare(resume=resuming).run()
+    return runner.run()
 
 
 def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]]], command: str) -> None:

@@ -8,6 +8,7 @@ numbers without any error. vlcl refuses such a tokenizer loudly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -115,9 +116,11 @@ def _hub_config_dir(repo_id: str, local_files_only: bool) -> str:
 
 def _first_line(exc: BaseException) -> str:
     """``Type: first line of the message``, without advice to unpickle (vlcl never loads pickles unsafely)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "weights_only" in text:
-        text = "not a tensor-only checkpoint (vlcl reads .bin files with weights_only=True; convert it to safetensors)"
+    full = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its advice
+    text = full.splitlines()[0] if full else ""
+    if "weights_only" in full.lower() or "weights only" in full.lower() or exc.__class__.__name__ == "UnpicklingError":
+        # torch's message goes on to explain how to unpickle anyway; vlcl never does (a pickle runs code).
+        return "not a tensor-only checkpoint: it holds Python objects that vlcl will not unpickle; convert it to safetensors"
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
