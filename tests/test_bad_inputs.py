@@ -583,6 +583,37 @@ def checkpoint_model_missing_tensor(ctx):
     return resume(run)
 
 
+def _killed_mid_task(ctx: Context) -> Path:
+    """A run SIGKILLed in its first task, one step after an in-task checkpoint at step 3."""
+    import os
+    import subprocess
+    import sys
+
+    run = ctx.tmp / "killed"
+    args = quick_args(ctx.clip, "train.checkpoint_every_steps=3")
+    env = {**os.environ, "VLCL_FAULT": "step:4"}
+    subprocess.run([sys.executable, "-m", "vlcl", "run", *args, "-o", str(run)], env=env, capture_output=True, timeout=300)
+    assert (checkpoints(run) / "step_00_0000003" / "COMPLETE").is_file()
+    ctx.protected.append(run)
+    return run
+
+
+@case("checkpoint", 2, r"in-task checkpoint named by checkpoints/latest.json does not fit this run \(KeyError: 'data/order'\)")
+def step_checkpoint_missing_tensor(ctx):
+    run = _killed_mid_task(ctx)
+    path = checkpoints(run) / "step_00_0000003" / "state.safetensors"
+    tensors = {k: v.clone() for k, v in load_file(str(path)).items() if k != "data/order"}
+    save_file(tensors, str(path))
+    return resume(run)
+
+
+@case("checkpoint", 2, r"state.json: line 1: in-task checkpoint state is not valid JSON")
+def step_checkpoint_state_corrupt(ctx):
+    run = _killed_mid_task(ctx)
+    (checkpoints(run) / "step_00_0000003" / "state.json").write_text("{")
+    return resume(run)
+
+
 @case("checkpoint", 2, r"overrides change the run's config at train.lr")
 def resume_changing_config(ctx):
     return resume(ctx.run(), "train.lr=0.5")

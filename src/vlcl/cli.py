@@ -230,6 +230,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         compare(config_path, overrides, specs, out_dir, command, Console(stderr=True), jobs=args.jobs)
     except CompareError as exc:
         raise CliError(str(exc)) from None
+    except Interrupted as exc:
+        raise CliError(f"interrupted by {exc.name}; the same command continues the comparison (finished methods are kept)", exc.code) from None
     print((out_dir / "leaderboard.md").read_text(encoding="utf-8"))
     return 0
 

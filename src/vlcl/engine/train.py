@@ -24,7 +24,7 @@ from rich.progress import (
 from vlcl.config import TrainConfig
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine import distributed
-from vlcl.engine.checkpoint import merge_state, split_state
+from vlcl.engine.checkpoint import CheckpointError, merge_state, split_state
 from vlcl.engine.faults import fault_point
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.methods.base import Method
@@ -212,7 +212,13 @@ def train_on(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     cursor = Cursor(torch.Generator().manual_seed(seed))
     if resume is not None:
-        restore_snapshot(method, optimizer, scheduler, scaler, cursor, *resume)
+        try:
+            restore_snapshot(method, optimizer, scheduler, scaler, cursor, *resume)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(
+                f"the in-task checkpoint named by checkpoints/latest.json does not fit this run "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else 'missing entry'})"
+            ) from None
     method.train()
     started = time.perf_counter()
     with progress_bar(console) as bar:
