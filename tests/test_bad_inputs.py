@@ -271,6 +271,17 @@ def compare_empty_method(ctx):
     return ["compare", *quick_args(ctx.clip), "--methods", "zeroshot,,finetune", "-o", str(ctx.new_run_dir())]
 
 
+@case("config", 2, r"finetune/results.json: line 1: results file is not valid JSON")
+def compare_over_a_corrupt_results_file(ctx):
+    out = ctx.tmp / "compare"
+    method = out / "finetune"
+    method.mkdir(parents=True)
+    (method / "config.yaml").write_text(Path(ctx.finished_run / "config.yaml").read_text())
+    (method / "results.json").write_text("{")
+    ctx.protected.append(out)
+    return ["compare", *quick_args(ctx.clip), "--methods", "finetune", "-o", str(out)]
+
+
 # -- model ----------------------------------------------------------------------------------------
 
 @case("model", 2, r"model directory not found")
@@ -933,12 +944,12 @@ def report_results_empty_object(ctx):
     return report_of(ctx, "{}")
 
 
-@case("report", 2, r"results.json: line 1: malformed JSON")
+@case("report", 2, r"results.json: line 1: results file is not valid JSON")
 def report_results_not_json(ctx):
     return report_of(ctx, "{results")
 
 
-@case("report", 2, r"results.json: not UTF-8")
+@case("report", 2, r"results.json: results file is not UTF-8 text")
 def report_results_not_utf8(ctx):
     return report_of(ctx, b"\xff\xfe{}")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
-from vlcl.engine.checkpoint import atomic_write_text
+from vlcl.engine.checkpoint import atomic_write_text, read_json_file
 from vlcl.engine.loop import create_runner
 from vlcl.report.tables import comparison_rows, markdown_table
 
@@ -85,7 +84,9 @@ def _finished(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_json_file(path, "results file", CompareError)
+    if not isinstance(results, dict):
+        raise CompareError(f"{path}: expected a JSON object with a vlcl run's results")
     return results if results.get("summary", {}).get("complete") else None
 
 

@@ -33,10 +33,16 @@ class CheckpointError(ValueError):
     """A checkpoint or its pointer that cannot be trusted: one line naming the file and what is wrong."""
 
 
-def read_json_file(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
-    """Parsed JSON of ``path``; any failure is ``error`` naming the file (and the line)."""
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which is not JSON (vlcl writes strict JSON; the file was made elsewhere)")
+
+
+def read_json_file(path: Path, what: str, error: type[Exception] = ValueError, *, strict: bool = False) -> Any:
+    """Parsed JSON of ``path``; any failure is ``error`` naming the file (and the line). ``strict`` refuses
+    the bare ``NaN`` / ``Infinity`` that Python's json module writes and reads by default."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text, parse_constant=_refuse_constant) if strict else json.loads(text)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
@@ -45,6 +51,8 @@ def read_json_file(path: Path, what: str, error: type[Exception] = ValueError) -
         raise error(f"{path}: {what} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: line {exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # a refused constant
+        raise error(f"{path}: {exc}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
 

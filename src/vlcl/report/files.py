@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from vlcl.engine.checkpoint import read_json_file
 
 REQUIRED_KEYS: dict[str, type] = {
     "method": str,
@@ -28,14 +29,7 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise ReportError(f"{path}: not found (is {run_dir} a vlcl run directory?)")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise ReportError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from None
-    except ValueError as exc:
-        raise ReportError(f"{path}: {exc}") from None
+    results = read_json_file(path, "results file", ReportError, strict=True)
     if not isinstance(results, dict):
         raise ReportError(f"{path}: expected a JSON object with a vlcl run's results, got a {type(results).__name__}")
     for key, kind in REQUIRED_KEYS.items():
@@ -47,6 +41,3 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
         raise ReportError(f"{path}: 'stages' is empty (not even the pre-trained evaluation)")
     return results
 
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"holds {name}, which is not JSON (vlcl writes strict JSON; the file was made elsewhere)")
