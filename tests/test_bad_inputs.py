@@ -256,6 +256,26 @@ def pretrain_unknown_setting(ctx):
     return ["pretrain", "-o", str(ctx.new_run_dir()), "nosuch=1"]
 
 
+@case("config", 2, r"'train.betas'.*each beta must be in \[0, 1\)")
+def beta_out_of_range(ctx):
+    return embedded(ctx, "train.betas=[1.5,0.9]")
+
+
+@case("config", 2, r"pretrain setting 'epochs': expected an integer, got 'abc'")
+def pretrain_setting_not_a_number(ctx):
+    return ["pretrain", "-o", str(ctx.new_run_dir()), "epochs=abc"]
+
+
+@case("config", 2, r"pretrain setting 'lr': expected a finite number")
+def pretrain_setting_infinite(ctx):
+    return ["pretrain", "-o", str(ctx.new_run_dir()), "lr=.inf"]
+
+
+@case("config", 2, r"pretrain setting 'batch_size': 0 is out of range")
+def pretrain_setting_zero_batch(ctx):
+    return ["pretrain", "-o", str(ctx.new_run_dir()), "batch_size=0"]
+
+
 @case("config", 2, r"unknown method 'nosuch'")
 def compare_unknown_method(ctx):
     return ["compare", *quick_args(ctx.clip), "--methods", "zeroshot,nosuch", "-o", str(ctx.new_run_dir())]
@@ -994,6 +1014,11 @@ def report_stage_without_metrics(ctx):
 def report_of_a_folder(ctx):
     (ctx.tmp / "folder").mkdir()
     return ["report", str(ctx.tmp / "folder")]
+
+
+@case("report", 2, r"is a directory; -o takes the Markdown file to write")
+def report_output_is_a_directory(ctx):
+    return ["report", str(ctx.run()), "-o", str(ctx.tmp)]
 
 
 # -- features (CMCL's feature mode) -----------------------------------------------------------------

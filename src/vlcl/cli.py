@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -236,6 +237,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_value(key: str, value: Any, kind: type) -> int | float:
+    """A pretrain setting's value: an integer (>= 1, the seed >= 0) or a finite number >= 0 (lr > 0)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+        raise CliError(f"pretrain setting '{key}': expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise CliError(f"pretrain setting '{key}': expected a finite number, got {value!r}")
+    low = 0 if key in ("seed", "weight_decay", "warmup_fraction") else (1 if kind is int else 0)
+    if value < low or (key == "lr" and value <= 0) or (key == "warmup_fraction" and value >= 1):
+        raise CliError(f"pretrain setting '{key}': {value!r} is out of range")
+    return kind(value)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from vlcl.pretrain import PretrainSettings, pretrain
 
@@ -244,7 +259,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         key, value = parse_override(item)
         if not hasattr(settings, key):
             raise CliError(f"unknown pretrain setting '{key}'; valid: {', '.join(vars(settings))}")
-        setattr(settings, key, type(getattr(settings, key))(value))
+        setattr(settings, key, _pretrain_value(key, value, type(getattr(settings, key))))
     stats = pretrain(args.output, settings)
     print(f"pretrained model written to {args.output} ({stats['steps']} steps, {stats['seconds']:.0f} s, final loss {stats['final_loss']:.3f})")
     return 0
@@ -263,6 +278,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ReportError(f"{run_dir}: results.json lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
         runs.append(results)
     text = comparison_markdown(runs)
+    if args.output and Path(args.output).is_dir():
+        raise CliError(f"{args.output}: is a directory; -o takes the Markdown file to write")
     if args.output:
         from vlcl.engine.checkpoint import atomic_write_text
 

@@ -89,6 +89,7 @@ class TrainConfig(_Section):
     """Learning rate of the text tower; ``None`` = same as ``lr``."""
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW's moment decays, each in [0, 1)."""
     eps: float = Field(1e-6, gt=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of each task's steps spent in linear warm-up before the cosine decay."""
@@ -106,6 +107,14 @@ class TrainConfig(_Section):
     gather_features: bool = True
     """Under torchrun: contrast each process's rows against every process's features (global-batch negatives,
     gradients kept, as open_clip's gather-with-grad); false keeps losses per process (as the C-CLIP authors)."""
+
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("each beta must be in [0, 1)")
+        return betas
 
 
 class EvalConfig(_Section):
