@@ -201,6 +201,29 @@ def unknown_method_option(ctx):
     return embedded(ctx, "method.name=cclip", "method.nosuch=1")
 
 
+@case("config", 2, r"method 'lora': method.target_modules: no Linear layer named 'nope' in the model; its Linear layers: fc1")
+def lora_target_not_in_the_model(ctx):
+    return embedded(ctx, "method.name=lora", "method.target_modules=[q_proj,nope]")
+
+
+@case("config", 2, r"method 'zscl': method.reference=folder needs method.reference_dir")
+def zscl_folder_reference_without_a_folder(ctx):
+    return embedded(ctx, "method.name=zscl", "method.reference=folder")
+
+
+@case("config", 2, r"method 'zscl': reference image folder '.*nowhere' \(method.reference_dir\) does not exist")
+def zscl_reference_folder_missing(ctx):
+    sentences = ctx.tmp / "sentences.txt"
+    sentences.write_text("a red circle\n")
+    return embedded(ctx, "method.name=zscl", "method.reference=folder", f"method.reference_dir={ctx.tmp / 'nowhere'}",
+                    f"method.reference_sentences={sentences}")
+
+
+@case("config", 2, r"method 'zscl': reference_sentences is read only with reference=folder")
+def zscl_folder_option_ignored(ctx):
+    return embedded(ctx, "method.name=zscl", f"method.reference_sentences={ctx.tmp / 's.txt'}")
+
+
 @case("config", 2, r"unknown benchmark 'nosuch'")
 def unknown_benchmark(ctx):
     return embedded(ctx, "data.benchmark=nosuch")

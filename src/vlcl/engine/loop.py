@@ -156,7 +156,11 @@ class ContinualRunner:
             task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle, device=self._device(), gather=cfg.train.gather_features
         )
         torch.manual_seed(stage_seed(cfg.seed, -1))
-        method.setup(bundle.model, context)
+        try:
+            method.setup(bundle.model, context)
+        except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # options that do not fit this model or data
+            message = str(exc).removeprefix(f"{method.name}: ")
+            raise RunInputError(f"method '{method.name}': {message}") from None
         records: list[StageRecord] = []
         next_stage = 0
         if latest:

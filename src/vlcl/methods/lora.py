@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
+from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
@@ -20,6 +21,7 @@ from vlcl.methods.base import (
     Method,
     MethodOptions,
     ParameterGroup,
+    RunContext,
     Stage,
     split_parameters,
 )
@@ -27,6 +29,7 @@ from vlcl.methods.registry import register_method
 from vlcl.models.lora import (
     DEFAULT_TARGET_MODULES,
     add_lora,
+    check_target_modules,
     extra_parameters,
     integrate_lora,
 )
@@ -48,6 +51,10 @@ class LoRA(Method):
     name = "lora"
     description = "LoRA on both towers, folded into the model with coefficient alpha after each task"
     Options = LoRAOptions
+
+    def setup(self, model: CLIPModel, context: RunContext) -> None:
+        check_target_modules(model, self.options.target_modules)  # before the run writes anything, not at task 1
+        super().setup(model, context)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         opts = self.options

@@ -51,5 +51,8 @@ def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
         if first["type"] == "extra_forbidden":
             choices = ", ".join(valid) if valid else "none"
             raise UnknownMethodError(f"unknown option '{key}' for method '{name}'; its options: {choices}") from None
-        raise UnknownMethodError(f"invalid value for '{key}': {first['msg']} (got {first.get('input')!r})") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across options: the message names them
+            raise UnknownMethodError(f"method '{name}': {message}") from None
+        raise UnknownMethodError(f"invalid value for '{key}': {message} (got {first.get('input')!r})") from None
     return cls(parsed)

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
@@ -95,6 +95,13 @@ class ZSCLOptions(MethodOptions):
     """Sentences per step; ``None`` = every reference sentence (the authors' code)."""
     cache_batch_size: int = Field(256, ge=1)
     """Batch size of the one-off encoding of the reference data by the initial model."""
+
+    @model_validator(mode="after")
+    def _folder_options_need_a_folder(self) -> "ZSCLOptions":
+        given = [k for k in ("reference_dir", "reference_sentences") if getattr(self, k) is not None]
+        if self.reference == "embedded" and given:
+            raise ValueError(f"{given[0]} is read only with reference=folder (reference is 'embedded')")
+        return self
 
 
 # ----------------------------------------------------------------------------------

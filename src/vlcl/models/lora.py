@@ -64,6 +64,15 @@ def use_lane_dropout(model: torch.nn.Module) -> None:
             dropouts[key] = LaneDropout(dropout.p).train(dropout.training)
 
 
+def check_target_modules(model: torch.nn.Module, target_modules: Sequence[str]) -> None:
+    """Every target names at least one Linear of the model, matched as PEFT does (the full name or its last parts)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    missing = [t for t in target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ValueError(f"method.target_modules: no Linear layer named {missing[0]!r} in the model; its Linear layers: {', '.join(leaves)}")
+
+
 def add_lora(model: CLIPModel, *, rank: int, alpha: float, dropout: float, target_modules: Sequence[str]) -> PeftModel:
     """Wrap ``model`` (in place) with fresh LoRA adapters on both towers; everything else is frozen."""
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none")
