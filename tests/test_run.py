@@ -133,3 +133,15 @@ def test_list_commands(capsys):
     assert {"finetune", "joint", "zeroshot"} <= {line.split()[0] for line in out.splitlines()}
     assert main(["benchmarks"]) == 0
     assert capsys.readouterr().out.startswith("embedded")
+
+
+def test_options_and_overrides_in_any_order(tmp_path, world_clip_dir, capsys):
+    run_dir = tmp_path / "run"
+    args = quick_args(world_clip_dir, "method.name=zeroshot")
+    assert main(["run", "-o", str(run_dir), *args[:3], "--overwrite", *args[3:]]) == 0
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 3\n")
+    assert main(["run", "--overwrite", "-o", str(run_dir), *args, str(config)]) == 0
+    assert "seed: 3" in (run_dir / "config.yaml").read_text()
+    assert main(["run", "--data-root", str(tmp_path / "nowhere"), "data.benchmark=folders", "train.epochs=2"]) == 2
+    assert "nowhere: data root not found" in capsys.readouterr().err

@@ -43,10 +43,10 @@ def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
     for i, item in enumerate(items):
         if "=" in item and not item.endswith((".yaml", ".yml")):
             overrides.append(item)
-        elif i == 0:
+        elif config_path is None and (i == 0 or item.endswith((".yaml", ".yml"))):
             config_path = item
         else:
-            raise CliError(f"unexpected argument '{item}': expected KEY=VALUE overrides after the config file")
+            raise CliError(f"unexpected argument '{item}': expected one CONFIG.yaml and KEY=VALUE overrides")
     return config_path, overrides
 
 
@@ -394,6 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Options and KEY=VALUE overrides in any order: ``vlcl run --data-root DIR train.epochs=2`` as well as
+    ``vlcl run train.epochs=2 --data-root DIR`` (argparse alone stops collecting positionals at the first option)."""
+    args, extra = parser.parse_known_args(argv)
+    field = next((name for name in ("items", "overrides") if hasattr(args, name)), None)
+    stray = [item for item in extra if item.startswith("-") or ("=" not in item and not item.endswith((".yaml", ".yml")))]
+    if stray or (extra and field is None):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        setattr(args, field, [*getattr(args, field), *extra])
+    return args
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are bad input: one line, exit 2."""
     from vlcl.data.benchmark import UnknownBenchmarkError
@@ -429,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
         if getattr(args, "data_root", None) and hasattr(args, "items"):  # run / compare: --data-root DIR = data.root=DIR
             args.items = [*args.items, f"data.root={json.dumps(str(args.data_root))}"]
         return args.func(args)
