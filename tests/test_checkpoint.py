@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from vlcl.engine.checkpoint import (
+    StateFormatError,
     atomic_write_json,
+    check_state_round_trip,
     latest_checkpoint,
     merge_state,
     read_stage_checkpoint,
     split_state,
+    state_difference,
     write_stage_checkpoint,
 )
 from vlcl.models import load_clip
@@ -17,10 +20,38 @@ from vlcl.models import load_clip
 def test_split_merge_state_round_trip():
     state = {"fisher": {"w": torch.ones(2, 3), "b": torch.zeros(3)}, "count": 4, "names": ["a", "b"], "empty": {}}
     tensors, values = split_state(state)
-    assert set(tensors) == {"fisher.w", "fisher.b"}
+    assert set(tensors) == {"fisher/w", "fisher/b"}
     merged = merge_state(tensors, json.loads(json.dumps(values)))
     assert merged["count"] == 4 and merged["names"] == ["a", "b"] and merged["empty"] == {}
     assert torch.equal(merged["fisher"]["w"], state["fisher"]["w"])
+
+
+def test_any_string_key_survives_the_checkpoint_format():
+    """Dotted parameter names, slashes, tildes, empty keys: the state comes back exactly."""
+    state = {
+        "anchor": {"text_model.encoder.layers.0.mlp.fc1.weight": torch.randn(2, 2), "a/b": torch.ones(1), "~1": torch.zeros(1)},
+        "": {"x.y": 1.5, "": [1, "two", None, True]},
+        "nested": {"deeper": {"t": torch.arange(3, dtype=torch.int64), "n": 0}},
+    }
+    check_state_round_trip(state)
+    tensors, values = split_state(state)
+    assert "anchor/a~1b" in tensors and "anchor/~01" in tensors
+    assert state_difference(state, merge_state(tensors, json.loads(json.dumps(values)))) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({1: torch.ones(1)}, r"state key 1 under '\(top level\)' is a int; keys must be strings"),
+        ({"a": {"b": (1, 2)}}, r"state key 'a/b' holds a tuple"),
+        ({"a": [torch.ones(1)]}, r"state key 'a/0' holds a Tensor \(a tensor inside a list"),
+        ({"lr": float("nan")}, r"state key 'lr' is nan"),
+        ({"arr": __import__("numpy").zeros(2)}, r"state key 'arr' holds a ndarray"),
+    ],
+)
+def test_a_state_a_checkpoint_cannot_hold_is_named(state, message):
+    with pytest.raises(StateFormatError, match=message):
+        check_state_round_trip(state)
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):

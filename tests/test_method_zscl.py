@@ -135,7 +135,6 @@ def test_state_dict_round_trips_through_a_checkpoint_and_restores_the_teacher(ti
     first.after_optimizer_step(0)
     first.end_task(STAGE)
     tensors, values = split_state(first.state_dict())  # what write_stage_checkpoint stores
-    assert all("." not in key for key in first.state_dict())
     state = merge_state(tensors, values)
 
     resumed, _ = setup_zscl(tiny_clip_dir, ensemble_every=1)

@@ -102,7 +102,6 @@ def _validate_names(config: RunConfig) -> None:
     import torch
 
     from vlcl.data.benchmark import benchmark_builder
-    from vlcl.data.registry import build_benchmark  # noqa: F401  (registers the benchmarks)
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
 
@@ -299,7 +298,6 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
     from vlcl.data.benchmark import list_benchmarks
-    from vlcl.data.registry import build_benchmark  # noqa: F401
 
     for name, description in list_benchmarks().items():
         print(f"{name:12s} {description}")
@@ -417,10 +415,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vlcl.features import FeatureDataError
     from vlcl.methods.registry import UnknownMethodError
     from vlcl.models.loading import ModelLoadError
+    from vlcl.plugins import PluginError
     from vlcl.report.files import ReportError
 
     return (ReportError, ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError, DataError,
-            CheckpointError, RunInputError, RunDirError)
+            CheckpointError, RunInputError, RunDirError, PluginError)
 
 
 def _run_failures() -> tuple[type[BaseException], ...]:

@@ -138,11 +138,27 @@ def register_benchmark(name: str, description: str) -> Callable[[BenchmarkBuilde
     return wrap
 
 
+def _adopt(name: str, obj: object) -> None:
+    """An entry point that names a builder function registers it under the entry point's name."""
+    if callable(obj) and not isinstance(obj, type) and name not in _BENCHMARKS:
+        doc = (obj.__doc__ or "").strip().splitlines()
+        _BENCHMARKS[name] = (obj, doc[0] if doc else f"from entry point {name}")
+
+
+def _discover() -> None:
+    """Every module of vlcl.data, then the ``vlcl.benchmarks`` entry points of installed packages."""
+    from vlcl.plugins import discover
+
+    discover("vlcl.data", "vlcl.benchmarks", _adopt)
+
+
 def list_benchmarks() -> dict[str, str]:
+    _discover()
     return {name: desc for name, (_, desc) in sorted(_BENCHMARKS.items())}
 
 
 def benchmark_builder(name: str) -> BenchmarkBuilder:
+    _discover()
     if name not in _BENCHMARKS:
         close = difflib.get_close_matches(name, list(_BENCHMARKS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -10,6 +10,7 @@ atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -106,35 +107,122 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Separate tensors (for safetensors) from JSON values in a nested dict, keys dotted."""
+STATE_FORMAT = 2
+"""Version of the method-state layout below, recorded in every checkpoint (1: dotted keys, before 2026-11-30)."""
+
+
+class StateFormatError(ValueError):
+    """A method state that a checkpoint cannot hold exactly: one line naming the key."""
+
+
+def _escape(key: str) -> str:
+    """One key as a path segment (RFC 6901): ``~`` -> ``~0``, ``/`` -> ``~1``, so any string key survives."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _unescape(segment: str) -> str:
+    return segment.replace("~1", "/").replace("~0", "~")
+
+
+def _where(path: tuple[str, ...]) -> str:
+    return "/".join(path) or "(top level)"
+
+
+def _check_value(value: Any, path: tuple[str, ...]) -> None:
+    """JSON values only, and only those that come back as they went: no tuples, NaN, numpy or tensors in lists."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise StateFormatError(f"state key '{_where(path)}' is {value}: JSON holds finite numbers only")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, (*path, str(i)))
+        return
+    hint = " (a tensor inside a list: use a dict of tensors)" if isinstance(value, torch.Tensor) else ""
+    raise StateFormatError(
+        f"state key '{_where(path)}' holds a {type(value).__name__}{hint}; a state holds tensors, dicts with string keys, "
+        "and JSON values (None, bool, int, float, str, list)"
+    )
+
+
+def split_state(state: dict[str, Any], path: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (for safetensors, under ``/``-joined escaped key paths) and JSON values (nested as given).
+
+    Keys may be any strings - dotted parameter names included; nested dicts nest. :func:`merge_state`
+    restores the state exactly. Anything else raises :class:`StateFormatError` naming the key.
+    """
     tensors: dict[str, torch.Tensor] = {}
     values: dict[str, Any] = {}
     for key, value in state.items():
-        if "." in key:
-            raise ValueError(f"method state key '{key}' must not contain '.'")
-        full = f"{prefix}{key}"
+        if not isinstance(key, str):
+            raise StateFormatError(f"state key {key!r} under '{_where(path)}' is a {type(key).__name__}; keys must be strings")
+        full = (*path, key)
         if isinstance(value, torch.Tensor):
-            tensors[full] = value.detach().cpu().contiguous()
+            tensors["/".join(map(_escape, full))] = value.detach().cpu().contiguous()
         elif isinstance(value, dict):
-            sub_tensors, sub_values = split_state(value, f"{full}.")
+            sub_tensors, sub_values = split_state(value, full)
             tensors.update(sub_tensors)
             if sub_values or not sub_tensors:  # keep empty dicts, drop tensor-only ones
                 values[key] = sub_values
         else:
+            _check_value(value, full)
             values[key] = value
     return tensors, values
 
 
 def merge_state(tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+    """The state :func:`split_state` took apart."""
     state: dict[str, Any] = json.loads(json.dumps(values))
-    for dotted, tensor in tensors.items():
+    for joined, tensor in tensors.items():
         node = state
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = (_unescape(segment) for segment in joined.split("/"))
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = tensor
     return state
+
+
+def state_difference(a: Any, b: Any, path: tuple[str, ...] = ()) -> str | None:
+    """Where two states differ (key path and how), or None when they are equal: same keys, same types,
+    tensors equal in dtype, shape and every value."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"'{_where((*path, str(key)))}' is {'missing' if key not in b else 'new'} after the round trip"
+            found = state_difference(a[key], b[key], (*path, str(key)))
+            if found:
+                return found
+        return None
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        a_cpu, b_cpu = a.detach().cpu(), b.detach().cpu()
+        if a_cpu.dtype != b_cpu.dtype or a_cpu.shape != b_cpu.shape or not torch.equal(a_cpu, b_cpu):
+            return f"tensor '{_where(path)}' differs after the round trip"
+        return None
+    if type(a) is not type(b) or a != b:
+        return f"'{_where(path)}' is {a!r} before and {b!r} after the round trip"
+    return None
+
+
+def check_state_round_trip(state: dict[str, Any]) -> None:
+    """Put ``state`` through the checkpoint format in memory and back; :class:`StateFormatError` if anything changes."""
+    if not isinstance(state, dict):
+        raise StateFormatError(f"the state is a {type(state).__name__}, expected a dict")
+    tensors, values = split_state(state)
+    restored = merge_state(tensors, json.loads(json.dumps(values, allow_nan=False)))
+    found = state_difference(state, restored)
+    if found:
+        raise StateFormatError(found)
+
+
+def check_state_format(recorded: Any, where: Path) -> None:
+    """A checkpoint written with another method-state layout cannot be read back exactly."""
+    if recorded != STATE_FORMAT:
+        raise CheckpointError(
+            f"{where}: written with method-state format {recorded or 1}, this vlcl reads format {STATE_FORMAT}; "
+            "start the run again (or resume it with the vlcl that wrote it)"
+        )
 
 
 def write_stage_checkpoint(
@@ -149,7 +237,7 @@ def write_stage_checkpoint(
         tensors, values = split_state(method_state)
         save_file(tensors, str(tmp / "method_state.safetensors"))
         atomic_write_json(tmp / "method_state.json", values)
-        atomic_write_json(tmp / "progress.json", progress)
+        atomic_write_json(tmp / "progress.json", {**progress, "state_format": STATE_FORMAT})
         fault_point("stage_checkpoint_write")
         (tmp / COMPLETE).write_text("ok\n")
         if final.exists():  # an older attempt at this stage that never became 'latest'
@@ -183,7 +271,7 @@ def write_step_checkpoint(
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
         fault_point("step_checkpoint_write")
-        atomic_write_json(tmp / "state.json", values)
+        atomic_write_json(tmp / "state.json", {**values, "state_format": STATE_FORMAT})
         (tmp / COMPLETE).write_text("ok\n")
         if final.exists():
             shutil.rmtree(final)
@@ -238,6 +326,7 @@ def read_step_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     values = read_json_file(path / "state.json", "in-task checkpoint state", CheckpointError)
     if not isinstance(values, dict) or not isinstance(values.get("records"), list):
         raise CheckpointError(f"{path / 'state.json'}: expected a JSON object with the run's 'records'")
+    check_state_format(values.pop("state_format", None), path / "state.json")
     return read_tensors(path / "state.safetensors"), values
 
 
@@ -259,4 +348,5 @@ def read_stage_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"{path / 'method_state.json'}: expected a JSON object")
     if not isinstance(progress, dict) or not isinstance(progress.get("next_stage"), int) or not isinstance(progress.get("stages"), list):
         raise CheckpointError(f"{path / 'progress.json'}: expected a JSON object with 'next_stage' and 'stages'")
+    check_state_format(progress.pop("state_format", None), path / "progress.json")
     return merge_state(tensors, values), progress

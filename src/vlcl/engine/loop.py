@@ -30,6 +30,8 @@ from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
     LATEST,
     CheckpointError,
+    StateFormatError,
+    check_state_round_trip,
     newest_complete_stage,
     read_pointer,
     read_stage_checkpoint,
@@ -70,6 +72,16 @@ def _load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) 
         raise CheckpointError(
             f"{checkpoint}: the method state does not fit method '{method.name}' ({exc.__class__.__name__}: {exc})"
         ) from None
+
+
+def _check_method_state(method: Method, hook: str = "state_dict") -> None:
+    """The method's state goes through the checkpoint format and back unchanged - checked before training
+    (``state_dict`` after setup, ``step_state_dict`` after each ``begin_task``), not when the first checkpoint
+    is written after a task has trained."""
+    try:
+        check_state_round_trip(getattr(method, hook)())
+    except StateFormatError as exc:
+        raise RunInputError(f"method '{method.name}': {hook}() cannot be checkpointed: {exc}") from None
 
 
 def _records(stages: Any, path: Path) -> list[StageRecord]:
@@ -175,6 +187,7 @@ class ContinualRunner:
         if pointer is not None:
             where = f"{pointer['path']} (stage {next_stage}" + (f", step {pointer['step']})" if "step" in pointer else ")")
             self.notes.append(f"[bold]resuming[/] {self.run_dir} from {where}")
+        _check_method_state(method)
         if resume:
             self._refuse_less_complete(len(records))
         self.base = base
@@ -288,6 +301,8 @@ class ContinualRunner:
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
         data = concatenate([benchmark.tasks[i].train for i in stage.task_indices]) if method.trains else None
         method.begin_task(stage, data)
+        if data is not None:
+            _check_method_state(method, "step_state_dict")
         if data is not None:
             resume, self.resume_step = self.resume_step, None
             train_stats = train_on(

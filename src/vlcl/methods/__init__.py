@@ -1,21 +1,7 @@
 """Continual-learning methods, registered by name. ``create_method(name, options)`` builds one."""
 
-# Importing the modules registers the methods.
-from vlcl.methods import (  # noqa: E402,F401
-    cclip,
-    cmcl,
-    ewc,
-    finetune,
-    joint,
-    lora,
-    lwf,
-    modx,
-    mulki,
-    replay,
-    wise_ft,
-    zeroshot,
-    zscl,
-)
+# The methods themselves are found when first asked for (vlcl.methods.registry: every module of this
+# package, then the "vlcl.methods" entry points of installed packages); nothing to list here.
 from vlcl.methods.base import (
     LossOutput,
     Method,

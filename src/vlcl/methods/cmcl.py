@@ -167,13 +167,13 @@ class DualNullSpace:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "inputs": {k.replace(".", "/"): c.state() for k, c in self.inputs.items()},
-            "outputs": {k.replace(".", "/"): c.state() for k, c in self.outputs.items()},
+            "inputs": {k: c.state() for k, c in self.inputs.items()},
+            "outputs": {k: c.state() for k, c in self.outputs.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inputs = {k.replace("/", "."): RunningCovariance.from_state(s) for k, s in state.get("inputs", {}).items()}
-        self.outputs = {k.replace("/", "."): RunningCovariance.from_state(s) for k, s in state.get("outputs", {}).items()}
+        self.inputs = {k: RunningCovariance.from_state(s) for k, s in state.get("inputs", {}).items()}
+        self.outputs = {k: RunningCovariance.from_state(s) for k, s in state.get("outputs", {}).items()}
         self.refresh()
 
 

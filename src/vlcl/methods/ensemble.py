@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from vlcl.methods.ewc import from_state_keys, to_state_keys
-
 
 def parameter_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in model.named_parameters()}
@@ -59,7 +57,7 @@ class WeightEnsemble:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"count": self.count, "last_step": self.last_step, "last_update_step": self.last_update_step}
         if self.average is not None:
-            state["average"] = to_state_keys(self.average)
+            state["average"] = dict(self.average)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -67,4 +65,4 @@ class WeightEnsemble:
         self.last_step, self.last_update_step = state["last_step"], state["last_update_step"]
         if "average" in state:
             params = dict(self.model.named_parameters())
-            self.average = {name: t.to(params[name].device, params[name].dtype) for name, t in from_state_keys(state["average"]).items()}
+            self.average = {name: t.to(params[name].device, params[name].dtype) for name, t in state["average"].items()}

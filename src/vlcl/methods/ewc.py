@@ -55,15 +55,6 @@ def fisher_seed(seed: int, stage_index: int) -> int:
     return (seed * 1_000_003 + stage_index * 7_919 + 104_729) % (1 << 63)
 
 
-def to_state_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parameter names with '/' for '.', as checkpoint state keys may not contain '.'."""
-    return {name.replace(".", "/"): t for name, t in tensors.items()}
-
-
-def from_state_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key.replace("/", "."): t for key, t in tensors.items()}
-
-
 @register_method
 class EWC(Method):
     name = "ewc"
@@ -146,14 +137,14 @@ class EWC(Method):
     def state_dict(self) -> dict[str, Any]:
         if not self.fisher:
             return {"tasks": self.tasks}
-        return {"tasks": self.tasks, "fisher": to_state_keys(self.fisher), "anchor": to_state_keys(self.anchor)}
+        return {"tasks": self.tasks, "fisher": dict(self.fisher), "anchor": dict(self.anchor)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unknown = set(state) - {"tasks", "fisher", "anchor"}
         if unknown:
             raise ValueError(f"method 'ewc': unexpected state keys {sorted(unknown)}")
         self.tasks = int(state.get("tasks", 0))
-        fisher, anchor = from_state_keys(state.get("fisher", {})), from_state_keys(state.get("anchor", {}))
+        fisher, anchor = state.get("fisher", {}), state.get("anchor", {})
         params = self.trainable()
         if set(fisher) != set(anchor) or not set(fisher) <= set(params):
             raise ValueError("method 'ewc': Fisher and anchor do not match the model's trainable parameters")

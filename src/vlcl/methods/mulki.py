@@ -79,7 +79,6 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
-from vlcl.methods.ewc import from_state_keys, to_state_keys
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
 
@@ -354,12 +353,12 @@ class MulKI(Method):
         self.ensemble.load_state_dict(state["ensemble"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": to_state_keys(self.initial)}
+        return {"initial": dict(self.initial)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "initial" not in state:
             raise ValueError(f"mulki: the checkpoint's method state has no initial weights (keys {sorted(state)})")
-        initial = from_state_keys(state["initial"])
+        initial = state["initial"]
         params = dict(self.model.named_parameters())
         if set(initial) != set(params):
             missing, extra = sorted(set(params) - set(initial)), sorted(set(initial) - set(params))

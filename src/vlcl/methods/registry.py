@@ -25,11 +25,26 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def _adopt(name: str, obj: Any) -> None:
+    """An entry point that names a Method class registers it (a module registers its own)."""
+    if isinstance(obj, type) and issubclass(obj, Method) and obj not in _REGISTRY.values():
+        register_method(obj)
+
+
+def _discover() -> None:
+    """Every module of vlcl.methods, then the ``vlcl.methods`` entry points of installed packages."""
+    from vlcl.plugins import discover
+
+    discover("vlcl.methods", "vlcl.methods", _adopt)
+
+
 def list_methods() -> list[str]:
+    _discover()
     return sorted(_REGISTRY)
 
 
 def method_class(name: str) -> type[Method]:
+    _discover()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

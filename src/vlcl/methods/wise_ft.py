@@ -42,15 +42,6 @@ def floating_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().clone() for name, t in model.state_dict().items() if t.is_floating_point()}
 
 
-def to_state_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parameter names with '/' for '.', as checkpoint state keys may not contain '.'."""
-    return {name.replace(".", "/"): t for name, t in tensors.items()}
-
-
-def from_state_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key.replace("/", "."): t for key, t in tensors.items()}
-
-
 @torch.no_grad()
 def interpolate_into(model: torch.nn.Module, reference: dict[str, torch.Tensor], coefficient: float) -> None:
     """model <- (1 - a) * reference + a * model, in place; exact at a = 0 and a = 1 (torch.lerp)."""
@@ -80,7 +71,7 @@ class WiSEFT(Method):
         self.reference_state = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": to_state_keys(self.initial)} if self.initial is not None else {}
+        return {"initial": dict(self.initial)} if self.initial is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.options.reference == "previous":
@@ -88,7 +79,7 @@ class WiSEFT(Method):
             return
         if "initial" not in state:
             raise ValueError("method 'wise_ft' with reference=initial needs 'initial' in its state (the pre-trained weights)")
-        initial = from_state_keys(state["initial"])
+        initial = state["initial"]
         if set(initial) != set(self.initial):
             missing, extra = sorted(set(self.initial) - set(initial)), sorted(set(initial) - set(self.initial))
             raise ValueError(f"wise_ft initial weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")

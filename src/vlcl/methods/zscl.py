@@ -224,28 +224,6 @@ def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, 
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature**2
 
 
-def nest(flat: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """``{"a.b": t}`` -> ``{"a": {"b": t}}`` (method state keys may not contain '.')."""
-    root: dict[str, Any] = {}
-    for name, tensor in flat.items():
-        node = root
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = tensor
-    return root
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
-    flat: dict[str, torch.Tensor] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 @register_method
 class ZSCL(Method):
     name = "zscl"
@@ -356,12 +334,12 @@ class ZSCL(Method):
         self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": nest(self.initial), "ensemble_count": self.ensemble_count}
+        return {"initial": dict(self.initial), "ensemble_count": self.ensemble_count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "initial" not in state:
             raise ValueError(f"zscl: the checkpoint's method state has no initial weights (keys {sorted(state)})")
-        initial = flatten(state["initial"])
+        initial = state["initial"]
         expected = {name for name, _ in self.model.named_parameters()}
         if set(initial) != expected:
             missing, extra = sorted(expected - set(initial)), sorted(set(initial) - expected)
