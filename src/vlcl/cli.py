@@ -305,7 +305,7 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from vlcl.data.named import check_benchmark
+    from vlcl.data.check import check_benchmark
 
     root = Path(args.data_root).expanduser()
     if not root.is_dir():
@@ -330,7 +330,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from vlcl.data.named import prepare_text
+    from vlcl.data.check import prepare_text
 
     print(prepare_text(args.benchmark), end="")
     return 0
@@ -338,7 +338,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _named_benchmarks(*, folders: bool = True) -> list[str]:
     """The benchmarks read from a data root (``folders``: your own data sets, one sub-folder each)."""
-    from vlcl.data.named import FOLDERS, NAMED
+    from vlcl.data.catalogue import FOLDERS, NAMED
 
     return [*NAMED, FOLDERS] if folders else list(NAMED)
 

@@ -1,12 +1,8 @@
-"""Build the benchmark a run config names."""
+"""Build the benchmark a run config names (found by vlcl.data.benchmark's discovery: no list here)."""
 
 from __future__ import annotations
 
 from vlcl.config import DataConfig
-from vlcl.data import (
-    embedded,  # noqa: F401  (registers 'embedded')
-    named,  # noqa: F401  (registers 'vlcl8', 'mtil', 'mtil_order2': real data from data.root)
-)
 from vlcl.data.benchmark import Benchmark, benchmark_builder
 
 

@@ -165,7 +165,15 @@ class ContinualRunner:
         _probe_features(bundle, benchmark)
         self._check_batches(method, benchmark)
         context = RunContext(
-            task_names=benchmark.task_names, seed=cfg.seed, bundle=bundle, device=self._device(), gather=cfg.train.gather_features
+            task_names=benchmark.task_names,
+            seed=cfg.seed,
+            bundle=bundle,
+            device=self._device(),
+            gather=cfg.train.gather_features,
+            resuming=latest is not None,
+            checkpoint=latest,
+            pretrained_path=cfg.model.path,
+            local_files_only=cfg.model.local_files_only,
         )
         torch.manual_seed(stage_seed(cfg.seed, -1))
         try:

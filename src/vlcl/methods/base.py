@@ -1,28 +1,61 @@
-"""The ``Method`` interface: the only thing a continual-learning method implements.
+"""The ``Method`` contract: the only thing a continual-learning method implements.
 
 The engine owns the loop (data, optimiser, schedule, evaluation, checkpoints)
-and calls these hooks; a method owns the model it trains and whatever it keeps
-between tasks (an old model, a projector, Fisher information...). Every hook
-has a working default, so a method overrides only what its paper changes -
-fine-tuning overrides nothing.
+and calls the hooks below; a method owns the model it trains and whatever it
+keeps between tasks (an old model, a projector, Fisher information...). Every
+hook has a working default, so a method overrides only what its paper changes:
+fine-tuning overrides nothing. One file per method; ``@register_method`` plus
+being a module of ``vlcl.methods`` (or an entry point of the ``vlcl.methods``
+group in another package) is all it takes to be found. docs/extending.md walks
+through writing one.
 
-Order of calls for one run::
+Calls of a fresh run::
 
-    setup(model, context)
+    setup(model, context)                 # model: the pre-trained CLIPModel; context.resuming is False
+    state_dict()                          # once, checked: it must survive the checkpoint format
     for stage in stages(task_names):
-        begin_task(stage, data)
+        begin_task(stage, data)           # data: the stage's training pairs (None when trains is False)
+        step_state_dict()                 # once, checked as above
+        train()
         for every optimisation step:
-            loss = training_loss(batch, step)          # engine calls backward
-            before_optimizer_step(step)                # gradient hook
+            loss = training_loss(batch, step)          # the engine calls backward
+            before_optimizer_step(step)                # gradients are clipped; change them here
             (optimiser.step)
             after_optimizer_step(step)
+            [every train.checkpoint_every_steps: training_modules(), step_state_dict() saved]
         end_task(stage)
-        evaluation_model() -> evaluated and checkpointed with state_dict()
+        evaluation_model()                # evaluated, and saved as a plain Hugging Face CLIP
+        state_dict()                      # saved with it: the stage checkpoint
+
+Calls of a resumed run (``vlcl run --resume``)::
+
+    setup(model, context)                 # model: the CHECKPOINT's weights (evaluation_model() of the last
+                                          #   complete stage), not the pre-trained ones; context.resuming is
+                                          #   True, context.checkpoint is that stage checkpoint's directory,
+                                          #   context.load_pretrained() gives the pre-trained model if needed
+    load_state_dict(state)                # what state_dict() returned at that checkpoint
+    then the remaining stages as above; when the run stopped inside a stage, after that stage's
+    begin_task: training_modules() are loaded and load_step_state_dict(step_state) is called.
+
+What goes into state: everything besides the evaluation model that later
+stages need and that setup() cannot rebuild from the checkpoint's weights -
+the pre-trained weights when the method pulls towards them (ZSCL, WiSE-FT,
+MulKI, EWC's anchors), counters, buffers, covariances. Inside a stage,
+``step_state_dict`` adds what changes step by step besides the trained
+modules (a running weight average, a generator). A state is a dict whose keys
+are any strings (dotted parameter names are fine) and whose values are
+tensors, dicts of the same kind, or JSON values (None, bool, int, finite
+float, str, list); tuples, numpy arrays and tensors inside lists are refused
+before training, naming the key. The contract test (tests/test_contract.py)
+runs every registered method through a SIGKILL inside task 2 and a resume,
+and requires results equal to the uninterrupted run: a method that forgets
+state fails it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -60,6 +93,20 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     gather: bool = False
     """Contrastive losses gather features across processes (set by the engine from ``train.gather_features``)."""
+    resuming: bool = False
+    """True when ``setup`` receives a checkpoint's weights (``vlcl run --resume``), False on a fresh run."""
+    checkpoint: Path | None = None
+    """The stage checkpoint directory the run resumes from (its ``model/`` is the model ``setup`` gets)."""
+    pretrained_path: str = ""
+    """``model.path`` of the run: the pre-trained model, on a fresh run and on resume."""
+    local_files_only: bool = True
+    """``model.local_files_only`` of the run (a hub id is read from the local cache unless this is False)."""
+
+    def load_pretrained(self) -> CLIPModel:
+        """The pre-trained CLIPModel of the run (a fresh copy, on the CPU), whatever ``setup`` was given."""
+        from vlcl.models.loading import load_clip
+
+        return load_clip(self.pretrained_path or "embedded", local_files_only=self.local_files_only).model
 
 
 @dataclass
@@ -101,6 +148,9 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     trains: ClassVar[bool] = True
     """False for methods that never update weights (zero-shot); the engine skips their training."""
+    docs_page: ClassVar[Path | None] = None
+    """Its documentation page; None = docs/methods/<name>.md of the vlcl repository. A method in another
+    package points at its own page (the contract test reads the options table there)."""
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
