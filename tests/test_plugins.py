@@ -1,0 +1,76 @@
+"""A method added as one file - dropped into vlcl.methods, or in a separate installed package behind an entry point -
+is listed by `vlcl methods`, runs, resumes and is covered by the contract test, with no other file touched.
+
+The method is the example of docs/extending.md, taken from the page itself, so the documented code is the code
+that is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def documented_files() -> dict[str, str]:
+    """The code blocks of docs/extending.md that name a file (```python l2_init.py), by file name."""
+    text = (REPOSITORY / "docs" / "extending.md").read_text(encoding="utf-8")
+    return {name: body for name, body in re.findall(r"```\w+ (\S+\.(?:py|md))\n(.*?)```", text, flags=re.S)}
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=900)
+
+
+def contract_test(env: dict[str, str]) -> str:
+    """The contract test, only for l2_init, in a fresh process; its summary line."""
+    pytest_args = ["tests/test_contract.py", "-k", "l2_init", "-o", "addopts=", "-q", "-p", "no:cacheprovider"]
+    result = run([sys.executable, "-m", "pytest", *pytest_args], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def with_path(env: dict[str, str], folder: Path) -> dict[str, str]:
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))}
+
+
+def test_the_example_is_in_the_docs():
+    files = documented_files()
+    assert set(files) == {"l2_init.py", "l2_init.md"}
+    assert "@register_method" in files["l2_init.py"] and "| weight | 1.0 |" in files["l2_init.md"]
+
+
+def test_a_method_in_its_own_package_is_found_through_its_entry_point(tmp_path):
+    site = tmp_path / "site"
+    package = site / "lab_methods"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name, body in documented_files().items():
+        (package / name).write_text(body)
+    info = site / "lab_methods-0.1.dist-info"  # what pip writes for an installed package with an entry point
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-methods\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlcl.methods]\nl2_init = lab_methods.l2_init\n")
+    env = with_path(dict(os.environ), site)
+
+    listed = run([sys.executable, "-m", "vlcl", "methods"], env)
+    assert listed.returncode == 0 and re.search(r"^l2_init\s+fine-tuning \+", listed.stdout, flags=re.M), listed.stdout
+    assert contract_test(env).startswith("3 passed")  # page, state round trip, SIGKILL + resume
+
+
+def test_a_new_file_in_vlcl_methods_is_found(tmp_path):
+    """The same file dropped into src/vlcl/methods/ - of a copy of the package, first on the path, since a test
+    must not write into the source tree."""
+    source = tmp_path / "src"
+    shutil.copytree(REPOSITORY / "src" / "vlcl", source / "vlcl", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, body in documented_files().items():
+        (source / "vlcl" / "methods" / name).write_text(body)
+    env = with_path(dict(os.environ), source)
+    listed = run([sys.executable, "-m", "vlcl", "methods"], env)
+    assert re.search(r"^l2_init\s+fine-tuning \+", listed.stdout, flags=re.M), listed.stdout + listed.stderr
+    assert contract_test(env).startswith("3 passed")
