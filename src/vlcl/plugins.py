@@ -15,6 +15,7 @@ Only the standard library is imported here.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import pkgutil
@@ -52,6 +53,13 @@ def discover(package: str, group: str, adopt: Callable[[str, Any], None] | None 
             raise PluginError(f"entry point '{entry.name} = {entry.value}' ({group}): cannot be loaded ({exc.__class__.__name__}: {exc})") from None
         if adopt is not None:
             adopt(entry.name, loaded)
+
+
+def unknown_name(kind: str, name: str, choices: list[str], key: str) -> str:
+    """``unknown method 'fintune' (did you mean 'finetune'?); valid choices for 'method.name': ...``"""
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown {kind} '{name}'{hint}; valid choices for '{key}': {', '.join(sorted(choices))}"
 
 
 def forget() -> None:

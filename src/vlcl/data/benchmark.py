@@ -9,7 +9,6 @@ root, :mod:`vlcl.data.named`).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -160,11 +159,9 @@ def list_benchmarks() -> dict[str, str]:
 def benchmark_builder(name: str) -> BenchmarkBuilder:
     _discover()
     if name not in _BENCHMARKS:
-        close = difflib.get_close_matches(name, list(_BENCHMARKS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UnknownBenchmarkError(
-            f"unknown benchmark '{name}'{hint}; valid choices for 'data.benchmark': {', '.join(sorted(_BENCHMARKS))}"
-        )
+        from vlcl.plugins import unknown_name
+
+        raise UnknownBenchmarkError(unknown_name("benchmark", name, list(_BENCHMARKS), "data.benchmark"))
     return _BENCHMARKS[name][0]
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,27 +230,37 @@ def write_stage_checkpoint(
     checkpoints_dir: Path, stage_index: int, bundle: ClipBundle, method_state: dict[str, Any], progress: dict[str, Any]
 ) -> Path:
     """Write ``stage_XX`` atomically and point ``latest.json`` at it."""
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoints_dir / f"stage_{stage_index:02d}"
-    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".stage_{stage_index:02d}."))
-    try:
+    def fill(tmp: Path) -> None:
         save_clip(bundle, tmp / "model")
         tensors, values = split_state(method_state)
         save_file(tensors, str(tmp / "method_state.safetensors"))
         atomic_write_json(tmp / "method_state.json", values)
         atomic_write_json(tmp / "progress.json", {**progress, "state_format": STATE_FORMAT})
         fault_point("stage_checkpoint_write")
+
+    final = _write_directory(checkpoints_dir, f"stage_{stage_index:02d}", fill)
+    fault_point("stage_checkpoint_pointer")
+    atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "path": final.name})
+    remove_step_checkpoints(checkpoints_dir)
+    return final
+
+
+def _write_directory(checkpoints_dir: Path, name: str, fill: Callable[[Path], None]) -> Path:
+    """``fill`` a temporary directory, mark it ``COMPLETE`` and rename it to ``name``: a crash leaves no
+    half-written checkpoint under a visible name (an older attempt at the same name is replaced)."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / name
+    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{name}."))
+    try:
+        fill(tmp)
         (tmp / COMPLETE).write_text("ok\n")
-        if final.exists():  # an older attempt at this stage that never became 'latest'
+        if final.exists():  # an older attempt that never became 'latest'
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(checkpoints_dir)
-    fault_point("stage_checkpoint_pointer")
-    atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "path": final.name})
-    remove_step_checkpoints(checkpoints_dir)
     return final
 
 
@@ -265,21 +276,12 @@ def write_step_checkpoint(
 ) -> Path:
     """An in-stage checkpoint ``step_SS_NNNNNNN`` (safetensors + JSON), written atomically; ``latest.json``
     then points at it with ``base``, the stage checkpoint (or None: the initial model) the stage started from."""
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoints_dir / f"step_{stage_index:02d}_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
-    try:
+    def fill(tmp: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
         fault_point("step_checkpoint_write")
         atomic_write_json(tmp / "state.json", {**values, "state_format": STATE_FORMAT})
-        (tmp / COMPLETE).write_text("ok\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(checkpoints_dir)
+
+    final = _write_directory(checkpoints_dir, f"step_{stage_index:02d}_{step:07d}", fill)
     atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "step": step, "path": final.name, "base": base})
     remove_step_checkpoints(checkpoints_dir, keep=final.name)
     return final

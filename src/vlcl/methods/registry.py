@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import ValidationError
 
 from vlcl.methods.base import Method
+from vlcl.plugins import discover, unknown_name
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -33,8 +33,6 @@ def _adopt(name: str, obj: Any) -> None:
 
 def _discover() -> None:
     """Every module of vlcl.methods, then the ``vlcl.methods`` entry points of installed packages."""
-    from vlcl.plugins import discover
-
     discover("vlcl.methods", "vlcl.methods", _adopt)
 
 
@@ -46,11 +44,7 @@ def list_methods() -> list[str]:
 def method_class(name: str) -> type[Method]:
     _discover()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UnknownMethodError(
-            f"unknown method '{name}'{hint}; valid choices for 'method.name': {', '.join(list_methods())}"
-        )
+        raise UnknownMethodError(unknown_name("method", name, list(_REGISTRY), "method.name"))
     return _REGISTRY[name]
 
 
