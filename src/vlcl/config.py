@@ -178,14 +178,6 @@ class RunConfig(_Section):
         return self.name or f"{self.data.benchmark}-{self.method.name}"
 
 
-def _section_models() -> dict[str, type[BaseModel]]:
-    return {
-        name: field.annotation
-        for name, field in RunConfig.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-    }
-
-
 def _valid_keys(prefix: tuple[str, ...]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in prefix:

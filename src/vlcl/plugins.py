@@ -60,8 +60,3 @@ def unknown_name(kind: str, name: str, choices: list[str], key: str) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown {kind} '{name}'{hint}; valid choices for '{key}': {', '.join(sorted(choices))}"
-
-
-def forget() -> None:
-    """Discover again on the next call (tests that add modules or entry points)."""
-    _DONE.clear()

@@ -347,13 +347,6 @@ class ImageStore:
         return ImageStore([self.sources[i] for i in indices], self.preprocess, self.workers, self.max_pixels)
 
 
-def take_images(images: np.ndarray | ImageStore, indices: Sequence[int]) -> np.ndarray | ImageStore:
-    """``images[indices]`` without decoding anything when ``images`` is a store."""
-    if isinstance(images, ImageStore):
-        return images.subset(indices)
-    return images[np.asarray(indices, dtype=np.int64)]
-
-
 def concat_images(parts: Sequence[np.ndarray | ImageStore]) -> np.ndarray | ImageStore:
     """Concatenate image arrays or stores; stores stay lazy."""
     if all(isinstance(p, np.ndarray) for p in parts):

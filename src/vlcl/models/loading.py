@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -210,7 +209,3 @@ def save_clip(bundle: ClipBundle, directory: str | Path) -> None:
     (directory / "preprocessor_config.json").write_text(
         json.dumps(bundle.preprocess.to_config(), indent=2), encoding="utf-8"
     )
-
-
-def trainable_parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
