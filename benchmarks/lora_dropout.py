@@ -19,9 +19,9 @@ import time
 import torch
 
 from vlcl.data.embedded import build_embedded
-from vlcl.engine.train import make_batch
 from vlcl.losses import clip_loss
 from vlcl.models import load_clip
+from vlcl.models.batches import make_batch
 from vlcl.models.encode import image_embeddings, text_embeddings
 from vlcl.models.lora import DEFAULT_TARGET_MODULES, LaneDropout, add_lora, lora_dropout_slots
 

@@ -12,10 +12,11 @@ from rich.console import Console
 
 from conftest import CAPTIONS, tiny_data
 from vlcl.config import TrainConfig
-from vlcl.engine.train import make_batch, train_on
+from vlcl.engine.train import train_on
 from vlcl.losses import ckc_loss, clip_loss
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import encode_images, encode_texts, load_clip
+from vlcl.models.batches import make_batch
 from vlcl.models.lora import lora_parameters
 
 STAGE = Stage(0, "t0", (0,))

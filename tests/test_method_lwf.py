@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 import vlcl.methods.lwf  # noqa: F401  (registers 'lwf')
 from conftest import tiny_data
-from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.lwf import softened_kl
 from vlcl.models import load_clip
+from vlcl.models.batches import make_batch
 
 STAGE = Stage(0, "t0", (0,))
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 import vlcl.methods.modx  # noqa: F401  (registers the method)
 from conftest import tiny_data
-from vlcl.engine.train import make_batch
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.modx import spatial_alignment_loss
 from vlcl.models import load_clip
+from vlcl.models.batches import make_batch
 
 STAGE = Stage(0, "t0", (0,))
 

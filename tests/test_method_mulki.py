@@ -14,7 +14,7 @@ import vlcl.methods.mulki  # noqa: F401  (registers the method)
 from conftest import tiny_data
 from vlcl.config import TrainConfig
 from vlcl.engine.checkpoint import merge_state, split_state
-from vlcl.engine.train import make_batch, train_on
+from vlcl.engine.train import train_on
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.mulki import (
     Prototypes,
@@ -28,6 +28,7 @@ from vlcl.methods.mulki import (
     teacher_weights,
 )
 from vlcl.models import load_clip
+from vlcl.models.batches import make_batch
 
 STAGES = [Stage(0, "t0", (0,)), Stage(1, "t1", (1,))]
 SMALL = {"prototypes": 4}

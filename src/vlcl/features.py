@@ -42,6 +42,7 @@ from vlcl.engine.results import assemble_results, write_results
 from vlcl.methods.base import ParameterGroup, Stage
 from vlcl.methods.cmcl import CMCLOptions, DualNullSpace, RunningCovariance
 from vlcl.metrics import retrieval_recall
+from vlcl.seeds import stage_seed
 
 FEATURE_METHODS = ("cmcl", "finetune")
 
@@ -224,7 +225,7 @@ class FeatureRunner:
         stages = [Stage(i, p.name, (i,)) for i, p in enumerate(pairs)]
         records = [self._record(-1, "pretrained", [], evaluate_pairs(maps, pairs, cfg.eval.ks), {})]
         for stage, pair in zip(stages, pairs):
-            stats = self.train_pair(maps, pair, space, seed=cfg.seed * 1000 + stage.index + 1)
+            stats = self.train_pair(maps, pair, space, seed=stage_seed(cfg.seed, stage.index))
             if space is not None:
                 update_null_space(space, maps, pair)
             records.append(self._record(stage.index, stage.name, [pair.name], evaluate_pairs(maps, pairs, cfg.eval.ks), stats))

@@ -13,6 +13,8 @@ a no-op.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -84,3 +86,38 @@ def ckc_loss(
     projected = torch.cat([projected_image, projected_text])
     old = torch.cat([old_image, old_text]).detach()
     return symmetric_infonce(projected, old, logit_scale, gather=gather)
+
+
+def distillation_kl(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    temperature: float,
+    *,
+    reduction: Literal["batchmean", "sum", "rows"] = "batchmean",
+) -> torch.Tensor:
+    """Softened KL of knowledge distillation (Hinton et al. 2015), row-wise over the last axis:
+
+        KL_T(r) = T^2 * sum_c p_T(r)_c (log p_T(r)_c - log p_S(r)_c),
+        p_T(r) = softmax(teacher_logits[r] / T),   p_S(r) = softmax(student_logits[r] / T)
+
+    i.e. T^2 * KL(softmax(teacher / T) || softmax(student / T)) per row; the T^2
+    factor keeps the gradient's scale independent of T. ``reduction``:
+    ``"batchmean"`` the mean over the rows (sum over every entry / number of rows,
+    ``F.kl_div``'s batchmean), ``"sum"`` the sum over the rows, ``"rows"`` one value
+    per row (shape ``teacher_logits.shape[:-1]``). The teacher is a constant
+    (detached: no gradient flows into it); 0 when the student equals the teacher.
+
+    Used by lwf (``softened_kl``), zscl and mulki (``prototype_kl``, per row). The
+    order of operations (log_softmax of both, then ``F.kl_div`` with a log target,
+    then the reduction, then * T^2) is the one those methods always had: changing it
+    changes the floating-point results of their runs.
+    """
+    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    if reduction == "rows":
+        kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(dim=-1)
+    elif reduction in ("batchmean", "sum"):
+        kl = F.kl_div(student, teacher, reduction=reduction, log_target=True)
+    else:
+        raise ValueError(f"distillation_kl: reduction must be 'batchmean', 'sum' or 'rows', not {reduction!r}")
+    return kl * temperature**2

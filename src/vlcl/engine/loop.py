@@ -46,6 +46,7 @@ from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method
 from vlcl.models.encode import encode_images, encode_texts
 from vlcl.models.loading import ClipBundle, ModelLoadError, load_clip
+from vlcl.seeds import stage_seed
 
 
 @dataclass
@@ -107,10 +108,6 @@ def _probe_features(bundle: ClipBundle, benchmark: Benchmark, count: int = 4) ->
             raise ModelLoadError(
                 f"{bundle.source}: the model's {what} features hold NaN or inf on {test.name} (its weights overflow); nothing would score"
             )
-
-
-def stage_seed(seed: int, stage_index: int) -> int:
-    return seed * 1000 + stage_index + 1
 
 
 def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:

@@ -28,7 +28,7 @@ from vlcl.engine.checkpoint import CheckpointError, merge_state, split_state
 from vlcl.engine.faults import fault_point
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.methods.base import Method
-from vlcl.models.encode import tokenize
+from vlcl.models.batches import make_batch
 from vlcl.models.loading import ClipBundle
 
 
@@ -47,26 +47,6 @@ def progress_bar(console: Console) -> Progress:
         console=console,
         transient=True,
     )
-
-
-def make_batch(bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, picks: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Images of ``idx`` with one caption each (caption ``pick % count`` of that image).
-
-    ``sample_index`` and ``caption_index`` say which pair each row is, so that a
-    method can look up per-sample state (e.g. cached teacher features).
-    """
-    rows = idx.tolist()
-    caption_index = [p % len(data.captions[i]) for i, p in zip(rows, picks.tolist())]
-    captions = [data.captions[i][c] for i, c in zip(rows, caption_index)]
-    input_ids, attention_mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
-    pixels = bundle.preprocess.normalize_uint8(data.images[rows])
-    return {
-        "pixel_values": pixels,
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "sample_index": idx.clone(),
-        "caption_index": torch.tensor(caption_index, dtype=torch.long),
-    }
 
 
 def planned_steps(num_samples: int, train: TrainConfig) -> tuple[int, int]:

@@ -38,6 +38,8 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
+from vlcl.models.batches import make_batch
+from vlcl.seeds import fisher_seed
 
 
 class EWCOptions(MethodOptions):
@@ -48,11 +50,6 @@ class EWCOptions(MethodOptions):
     fisher_batch_size: int = Field(64, ge=2)
     decay: float = Field(1.0, ge=0, le=1)
     """gamma in F <- gamma * F + F_t; 1 = a running sum over tasks (online EWC without forgetting of F)."""
-
-
-def fisher_seed(seed: int, stage_index: int) -> int:
-    """A seed for the Fisher batches, distinct from the engine's data-order seeds (seed * 1000 + stage + 1)."""
-    return (seed * 1_000_003 + stage_index * 7_919 + 104_729) % (1 << 63)
 
 
 @register_method
@@ -97,8 +94,6 @@ class EWC(Method):
 
     def estimate_fisher(self, data: CaptionedImages, stage: Stage) -> dict[str, torch.Tensor]:
         """Mean over batches of the squared gradient of the CLIP loss, at the current parameters."""
-        from vlcl.engine.train import make_batch
-
         params = self.trainable()
         batch_size = min(self.options.fisher_batch_size, len(data))
         batches = max(1, min(self.options.fisher_batches, len(data) // batch_size))

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
+from vlcl.losses import clip_loss, distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
@@ -45,11 +45,10 @@ class LwFOptions(MethodOptions):
     cache_batch_size: int = Field(256, ge=1)
 
 
-def softened_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)); no gradient to the teacher."""
-    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    student = F.log_softmax(student_logits / temperature, dim=-1)
-    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
+softened_kl = distillation_kl
+"""T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)); no gradient to the teacher.
+
+lwf's name for :func:`vlcl.losses.distillation_kl` (reduction ``"batchmean"``), arguments (teacher, student, T)."""
 
 
 def similarity_distillation(

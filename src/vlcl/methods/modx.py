@@ -61,6 +61,13 @@ def selected_row_kl(old: torch.Tensor, new: torch.Tensor, *, select: bool = True
 
     A row is kept when the old matrix's largest entry is on the diagonal (ties: the first maximum).
     ``old`` is a constant.
+
+    Mathematically ``vlcl.losses.distillation_kl(old, new, 1.0, reduction="rows")``, but kept apart on
+    purpose: (1) the teacher's probabilities here are ``softmax(old)``, there ``exp(log_softmax(old))``,
+    which differ in the last bits (measured: about half of the entries of a float32 matrix), so the
+    shared form would change every Mod-X run's numbers; (2) Mod-X's tau divides the matrices before
+    the selection rule and the KL is not multiplied by tau^2 (the authors' code), unlike the T^2 of the
+    distillation methods; (3) the reduction (kept rows summed, optionally / N) is Mod-X's own.
     """
     old = old.detach()
     kl = (F.softmax(old, dim=-1) * (F.log_softmax(old, dim=-1) - F.log_softmax(new, dim=-1))).sum(dim=-1)

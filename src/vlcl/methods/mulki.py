@@ -76,11 +76,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
+from vlcl.losses import clip_loss, distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
+from vlcl.seeds import prototype_seed
 
 TEACHER_NAMES = ("initial", "previous")
 
@@ -114,11 +115,6 @@ class MulKIOptions(MethodOptions):
 # ----------------------------------------------------------------------------------
 # Prototypes
 # ----------------------------------------------------------------------------------
-
-
-def prototype_seed(seed: int, stage_index: int) -> int:
-    """Seed of a stage's k-means initialisation, apart from the engine's streams (and ewc's)."""
-    return (seed * 1_000_003 + stage_index * 7_919 + 15_485_863) % (1 << 63)
 
 
 @dataclass
@@ -181,10 +177,10 @@ def build_prototypes(assignment: torch.Tensor, teacher: FrozenTeacher) -> Protot
 def prototype_kl(
     student: torch.Tensor, teacher: torch.Tensor, prototypes: torch.Tensor, scale: float, temperature: float
 ) -> torch.Tensor:
-    """T^2 KL( softmax(s <y, P> / T) || softmax(s <x, P> / T) ) per row [N]; x student, y teacher (normalised)."""
-    teacher_logp = F.log_softmax(scale * teacher.detach() @ prototypes.t() / temperature, dim=-1)
-    student_logp = F.log_softmax(scale * student @ prototypes.t() / temperature, dim=-1)
-    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(dim=-1) * temperature**2
+    """T^2 KL( softmax(s <y, P> / T) || softmax(s <x, P> / T) ) per row [N]; x student, y teacher (normalised).
+
+    :func:`vlcl.losses.distillation_kl` per row over the logits s <., P>."""
+    return distillation_kl(scale * teacher.detach() @ prototypes.t(), scale * student @ prototypes.t(), temperature, reduction="rows")
 
 
 def relation_mse(student: torch.Tensor, teacher: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

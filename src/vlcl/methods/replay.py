@@ -34,6 +34,7 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import tokenize
+from vlcl.seeds import replay_seed
 
 
 class ReplayOptions(MethodOptions):
@@ -41,11 +42,6 @@ class ReplayOptions(MethodOptions):
     """K: the most image-caption pairs the buffer holds, all tasks together."""
     replay_batch_size: int = Field(32, ge=1)
     """R: buffer pairs added to every training batch (half of the default train.batch_size=64)."""
-
-
-def replay_seed(seed: int, stage_index: int, purpose: int) -> int:
-    """Seeds for the reservoir (purpose 1) and the replay draws (purpose 2), distinct from the engine's."""
-    return (seed * 1_000_003 + stage_index * 7_919 + purpose * 104_729) % (1 << 63)
 
 
 class ReservoirBuffer:

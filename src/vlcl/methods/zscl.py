@@ -54,14 +54,13 @@ from pydantic import Field, model_validator
 
 from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
+from vlcl.losses import clip_loss, distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
+from vlcl.seeds import reference_batch_seed, reference_seed
 
-REFERENCE_SEED_OFFSET = 104729
-"""Added to the run seed for the embedded reference images: a stream apart from the benchmark's and pretraining's."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -130,9 +129,9 @@ class ReferenceData:
 
 
 def embedded_reference(n_images: int, seed: int, preprocess) -> ReferenceData:
-    """``n_images`` base-world training images and their captions, from ``seed + REFERENCE_SEED_OFFSET``."""
+    """``n_images`` base-world training images and their captions, from ``reference_seed(seed)`` (vlcl.seeds)."""
     split = world.generate_split(
-        "base", n_images, seed=seed + REFERENCE_SEED_OFFSET, split="train", captions_per_image=1, size=preprocess.image_size
+        "base", n_images, seed=reference_seed(seed), split="train", captions_per_image=1, size=preprocess.image_size
     )
     return ReferenceData(split.images, [caps[0] for caps in split.captions], preprocess)
 
@@ -154,7 +153,7 @@ def folder_reference(image_dir: str | None, sentences_file: str | None, max_imag
     if not files:
         raise ValueError(f"zscl: no images ({', '.join(IMAGE_SUFFIXES)}) in reference folder {str(folder)!r}")
     if len(files) > max_images:
-        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET))[:max_images]
+        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(reference_seed(seed)))[:max_images]
         files = [files[i] for i in sorted(keep.tolist())]
     sentences = [line.strip() for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not sentences:
@@ -212,16 +211,11 @@ class ReferenceFeatures:
 # ----------------------------------------------------------------------------------
 
 
-def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)); the teacher is a constant.
-
-    The authors' ``distillation`` is the soft cross-entropy T^2 * CE(student / T, softmax(teacher / T)),
-    which differs from this by the teacher's entropy: the same gradients, but this one is 0 when the
-    student equals the teacher.
-    """
-    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    student = F.log_softmax(student_logits / temperature, dim=-1)
-    return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature**2
+# distillation_kl (imported from vlcl.losses, ``reduction="batchmean"``) is
+# T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)), the teacher a constant.
+# The authors' ``distillation`` is the soft cross-entropy T^2 * CE(student / T, softmax(teacher / T)),
+# which differs from this by the teacher's entropy: the same gradients, but this one is 0 when the
+# student equals the teacher.
 
 
 @register_method
@@ -268,7 +262,7 @@ class ZSCL(Method):
         opts = self.options
         self.anchor = self.initial if opts.l2_anchor == "initial" else parameter_copy(self.model)
         self.ensemble = WeightEnsemble(self.model, opts.ensemble_every, opts.ensemble_include_start)
-        self.generator = torch.Generator().manual_seed(self.context.seed * 1_000_003 + stage.index + REFERENCE_SEED_OFFSET)
+        self.generator = torch.Generator().manual_seed(reference_batch_seed(self.context.seed, stage.index))
 
     def end_task(self, stage: Stage) -> None:
         if self.ensemble is not None:
