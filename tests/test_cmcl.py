@@ -12,19 +12,12 @@ from safetensors.torch import save_file
 from conftest import tiny_data
 from vlcl.cli import main
 from vlcl.config import build_config
-from vlcl.features import (
-    FeatureDataError,
-    FeatureRunner,
-    ModalityMaps,
-    augmented,
-    joint_weight,
-    load_feature_file,
-    pair_loss,
-    update_null_space,
-)
+from vlcl.data.feature_pairs import FeatureDataError, load_feature_file
+from vlcl.features import FeatureRunner, update_null_space
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.cmcl import DualNullSpace, covariance_projector, dns_project
 from vlcl.models import load_clip
+from vlcl.models.maps import ModalityMaps, augmented, joint_weight, pair_loss
 
 WIDTHS = {"text": 16, "image": 16, "audio": 16}
 

@@ -22,134 +22,50 @@ read it. A feature run takes seconds, so it keeps no checkpoints.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict
+from vlcl.data.benchmark import Benchmark
+from vlcl.data.feature_pairs import FeatureDataError, build_features
+from vlcl.data.fingerprint import benchmark_fingerprint
+from vlcl.data.registry import build_benchmark
 from vlcl.engine.evaluate import mean_recall_at_1
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.engine.results import assemble_results, write_results
 from vlcl.methods.base import ParameterGroup, Stage
 from vlcl.methods.cmcl import CMCLOptions, DualNullSpace, RunningCovariance
 from vlcl.metrics import retrieval_recall
+from vlcl.models.maps import ModalityMaps, augmented, joint_weight, pair_loss
 from vlcl.seeds import stage_seed
 
 FEATURE_METHODS = ("cmcl", "finetune")
 
 
-class FeatureDataError(ValueError):
-    """A feature file that cannot be used, named with what was expected."""
-
-
-def load_feature_file(path: str | Path, modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The named 2-D float arrays of a .npz or .safetensors file, with equal row counts."""
-    path = Path(path)
-    if not path.is_file():
-        raise FeatureDataError(f"{path}: feature file not found")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {k: torch.from_numpy(np.asarray(archive[k])) for k in archive.files}
-        elif path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            arrays = load_file(str(path))
-        else:
-            raise FeatureDataError(f"{path}: expected a .npz or .safetensors feature file")
-    except FeatureDataError:
-        raise
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise FeatureDataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from None
-    out = {}
-    for m in modalities:
-        if m not in arrays:
-            raise FeatureDataError(f"{path}: no array '{m}'; found: {', '.join(sorted(arrays)) or 'none'}")
-        x = arrays[m]
-        if x.ndim != 2 or not x.dtype.is_floating_point:
-            raise FeatureDataError(f"{path}: array '{m}' must be 2-D floating point [N, d], got {x.dtype} {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise FeatureDataError(f"{path}: array '{m}' has non-finite values")
-        out[m] = x.float()
-    rows = {m: len(x) for m, x in out.items()}
-    if len(set(rows.values())) != 1:
-        raise FeatureDataError(f"{path}: row counts differ between modalities {rows}; row i of each must be pair i")
-    return out
-
-
 @dataclass
 class FeaturePair:
+    """One task of the ``features`` benchmark as the feature-mode loop reads it."""
+
     name: str
     modalities: tuple[str, str]
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
 
 
+def pairs_of(benchmark: Benchmark) -> list[FeaturePair]:
+    return [FeaturePair(t.name, t.train.modalities, t.train.arrays, t.test.arrays) for t in benchmark.tasks]
+
+
 def load_pairs(config: RunConfig) -> list[FeaturePair]:
-    if not config.data.features:
-        raise FeatureDataError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
-    pairs, widths = [], {}
-    for entry in config.data.features:
-        mods = tuple(entry.modalities)
-        pair = FeaturePair(entry.name, mods, load_feature_file(entry.train, mods), load_feature_file(entry.test, mods))
-        for split, path in (("train", entry.train), ("test", entry.test)):
-            for m, x in getattr(pair, split).items():
-                if widths.setdefault(m, x.shape[1]) != x.shape[1]:
-                    raise FeatureDataError(f"{path}: modality '{m}' has width {x.shape[1]}, earlier files gave {widths[m]}")
-        pairs.append(pair)
-    if len(set(widths.values())) > 1:
-        raise FeatureDataError(
-            f"data.features: modalities must share one width (CMCL's maps act inside one binder's joint space), got {widths}"
-        )
-    names = [p.name for p in pairs]
-    if len(set(names)) != len(names):
-        raise FeatureDataError(f"data.features: task names must be unique, got {names}")
-    return pairs
-
-
-class ModalityMaps(torch.nn.Module):
-    """One Linear(d_m, d_m) per modality, identity weights and zero bias (CMCL's initialisation)."""
-
-    def __init__(self, widths: dict[str, int]):
-        super().__init__()
-        self.maps = torch.nn.ModuleDict()
-        for m, d in widths.items():
-            layer = torch.nn.Linear(d, d)
-            with torch.no_grad():
-                layer.weight.copy_(torch.eye(d))
-                layer.bias.zero_()
-            self.maps[m] = layer
-
-    def forward(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        return self.maps[modality](x)
-
-
-def pair_loss(
-    maps: ModalityMaps, pair: tuple[str, str], xa: torch.Tensor, xb: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """CMCL's loss: cross-entropy of A->B over the raw products of the mapped features."""
-    a, b = pair
-    logits = maps(a, xa) @ maps(b, xb).t() / temperature
-    return F.cross_entropy(logits, torch.arange(len(xa), device=xa.device))
-
-
-def augmented(x: torch.Tensor) -> torch.Tensor:
-    """[x, 1]: the bias is the weight of a constant input, so the projection covers it too."""
-    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
-
-
-def joint_weight(layer: torch.nn.Linear) -> torch.Tensor:
-    """[W | b], the map as one matrix acting on [x, 1]."""
-    return torch.cat([layer.weight, layer.bias[:, None]], dim=1)
+    """The modality pairs of ``data.features``, read and checked (:mod:`vlcl.data.feature_pairs`)."""
+    return pairs_of(build_features(features=config.data.features))
 
 
 def update_null_space(space: DualNullSpace, maps: ModalityMaps, pair: FeaturePair) -> None:
@@ -200,16 +116,15 @@ class FeatureRunner:
             raise FeatureDataError(f"--resume {self.run_dir}: feature-mode runs keep no checkpoints (they take seconds); run again with --overwrite")
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self.pairs = load_pairs(self.config)
+        self.benchmark = build_benchmark(self.config.data, image_size=0)
+        self.pairs = pairs_of(self.benchmark)
         batch = self.config.train.batch_size
         for pair in self.pairs:
             if len(pair.train[pair.modalities[0]]) < batch:
                 raise FeatureDataError(
                     f"task '{pair.name}' has {len(pair.train[pair.modalities[0]])} training pairs, fewer than train.batch_size={batch}"
                 )
-        self.data_fingerprint = hashlib.sha256(
-            b"".join(np.ascontiguousarray(x.numpy()).tobytes() for p in self.pairs for x in [*p.train.values(), *p.test.values()])
-        ).hexdigest()
+        self.data_fingerprint = benchmark_fingerprint(self.benchmark)
         return self
 
     def run(self) -> dict[str, Any]:
@@ -232,10 +147,9 @@ class FeatureRunner:
             self.console.print(
                 f"{stage.name} ({'-'.join(pair.modalities)}): {stats['steps']} steps, loss {stats['final_loss']:.3f}"
             )
-        benchmark = SimpleNamespace(name="features", task_names=[p.name for p in pairs], heldout_retrieval=[], zeroshot=[])
         results = assemble_results(
             config=config_to_dict(cfg),
-            benchmark=benchmark,
+            benchmark=self.benchmark,
             stages=stages,
             records=records,
             wall_seconds=round(time.perf_counter() - started, 3),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet
+from vlcl.data.feature_pairs import ModalityPairs
 from vlcl.data.images import ArrayImage, FileImage, ImageStore, TarMemberImage
 
 
@@ -74,6 +75,11 @@ def _update_set(digest, data, root: str) -> None:
         _update(digest, data.captions, data.text_to_image)
     elif isinstance(data, ClassificationSet):
         _update(digest, data.labels, data.classnames, data.templates)
+    elif isinstance(data, ModalityPairs):  # pre-extracted features: the arrays are the data
+        _update(digest, data.modalities)
+        for modality in data.modalities:
+            digest.update(np.ascontiguousarray(data.arrays[modality].numpy()).tobytes())
+        return
     _update_images(digest, data.images, root)
 
 

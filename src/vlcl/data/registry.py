@@ -23,4 +23,5 @@ def build_benchmark(data: DataConfig, image_size: int, preprocess=None) -> Bench
         image_check=data.image_check,
         workers=data.workers,
         max_image_pixels=data.max_image_pixels,
+        features=data.features,
     )
