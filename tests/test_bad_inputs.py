@@ -1088,23 +1088,24 @@ def feature_rows_differ(ctx):
     return feature_run(ctx, feature_file(ctx, text=GOOD["text"], image=np.ones((7, 4), "float32")))
 
 
-@case("features", 2, r"fewer than train.batch_size=16")
+@case("features", 2, r"task .pair. has 8 training pairs, fewer than one batch \(train.batch_size=16")
 def feature_task_smaller_than_batch(ctx):
     return feature_run(ctx, feature_file(ctx, **GOOD), None, "train.batch_size=16")
 
 
-@case("features", 2, r"method 'lwf' has no feature mode")
+@case("features", 2, r"method 'lwf' does not train a feature_maps model \(benchmark 'features'\); methods that do: cmcl, finetune")
 def feature_mode_unknown_method(ctx):
     return feature_run(ctx, feature_file(ctx, **GOOD), None, "method.name=lwf")
 
 
-@case("features", 2, r"feature-mode runs keep no checkpoints")
-def feature_run_resume(ctx):
-    args = feature_run(ctx, feature_file(ctx, **GOOD))
+@case("features", 2, r"stage_00/model: cannot load the modality maps")
+def feature_checkpoint_maps_corrupt(ctx):
+    args = feature_run(ctx, feature_file(ctx, **GOOD), None, "train.batch_size=4")
     run = Path(args[-1])
     assert main(args) == 0
     ctx.absent.remove(run)
     ctx.protected.append(run)
+    (run / "checkpoints" / "stage_00" / "model" / "maps.safetensors").write_bytes(b"broken")
     return ["run", "--resume", str(run)]
 
 

@@ -11,13 +11,14 @@ from safetensors.torch import save_file
 
 from conftest import tiny_data
 from vlcl.cli import main
-from vlcl.config import build_config
-from vlcl.data.feature_pairs import FeatureDataError, load_feature_file
-from vlcl.features import FeatureRunner, update_null_space
+from vlcl.config import build_config, config_to_dict
+from vlcl.data.feature_pairs import FeatureDataError, build_features, load_feature_file
+from vlcl.engine.checkpoint import read_stage_checkpoint
+from vlcl.engine.loop import create_runner
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.cmcl import DualNullSpace, covariance_projector, dns_project
 from vlcl.models import load_clip
-from vlcl.models.maps import ModalityMaps, augmented, joint_weight, pair_loss
+from vlcl.models.maps import ModalityMaps, augmented, joint_weight, load_maps, pair_loss
 
 WIDTHS = {"text": 16, "image": 16, "audio": 16}
 
@@ -89,25 +90,31 @@ def test_dns_project_is_g_minus_p_out_g_p_in():
 # -- the property: one projected step leaves the old pairs' similarities unchanged ------------------------
 
 
-def trained_first_task(tmp_path):
-    config = feature_config(tmp_path)
-    runner = FeatureRunner(config, tmp_path / "run")
-    from vlcl.features import load_pairs
+def run_engine(tmp_path, label, method="cmcl", tasks=2, **options):
+    """A feature-mode run through the engine (the same ContinualRunner as every benchmark); the runner after it."""
+    config = feature_config(tmp_path, method, **options)
+    config.data.features = config.data.features[:tasks]
+    runner = create_runner(config, tmp_path / label).prepare()
+    runner.run()
+    return runner
 
-    pairs = load_pairs(config)
-    torch.manual_seed(0)
-    maps = ModalityMaps({m: x.shape[1] for p in pairs for m, x in p.train.items()})
+
+def trained_first_task(tmp_path):
+    """The maps and the null space after task 1 of a two-task run: its first stage checkpoint, read back."""
+    run_engine(tmp_path, "first")
+    checkpoint = tmp_path / "first" / "checkpoints" / "stage_00"
+    state, _ = read_stage_checkpoint(checkpoint)
     space = DualNullSpace(0.1, 0.0)
-    runner.train_pair(maps, pairs[0], space, seed=1)
-    update_null_space(space, maps, pairs[0])
-    return maps, space, pairs
+    space.load_state_dict(state)
+    old, new = build_features(features=feature_config(tmp_path).data.features).tasks
+    return load_maps(checkpoint / "model"), space, (old.train, new.train)
 
 
 @pytest.mark.parametrize("projected", [True, False])
 def test_one_large_projected_step_keeps_old_similarities(tmp_path, projected):
     maps, space, (old, new) = trained_first_task(tmp_path)
-    before = old_similarities(maps, old.train["text"], old.train["image"])
-    loss = pair_loss(maps, new.modalities, new.train["text"], new.train["audio"])
+    before = old_similarities(maps, old.arrays["text"], old.arrays["image"])
+    loss = pair_loss(maps, new.modalities, new.arrays["text"], new.arrays["audio"])
     loss.backward()
     with torch.no_grad():
         for m in new.modalities:  # one plain SGD step of size 1 (10^4 x CMCL's lr) on [W | b]
@@ -118,7 +125,7 @@ def test_one_large_projected_step_keeps_old_similarities(tmp_path, projected):
             step = joint_weight(layer) - 1.0 * grad
             layer.weight.copy_(step[:, :-1])
             layer.bias.copy_(step[:, -1])
-    change = (old_similarities(maps, old.train["text"], old.train["image"]) - before).abs().max().item()
+    change = (old_similarities(maps, old.arrays["text"], old.arrays["image"]) - before).abs().max().item()
     if projected:
         assert change <= 1e-4
     else:
@@ -127,7 +134,7 @@ def test_one_large_projected_step_keeps_old_similarities(tmp_path, projected):
 
 def test_the_projected_step_still_learns(tmp_path):
     maps, space, (_, new) = trained_first_task(tmp_path)
-    loss = pair_loss(maps, new.modalities, new.train["text"], new.train["audio"])
+    loss = pair_loss(maps, new.modalities, new.arrays["text"], new.arrays["audio"])
     loss.backward()
     grads = {m: torch.cat([maps.maps[m].weight.grad, maps.maps[m].bias.grad[:, None]], dim=1) for m in new.modalities}
     projected = {m: space.project(m, g, dual=True) for m, g in grads.items()}
@@ -137,68 +144,81 @@ def test_the_projected_step_still_learns(tmp_path):
 
 def test_inputs_of_old_pairs_lie_in_the_protected_subspace(tmp_path):
     maps, space, (old, _) = trained_first_task(tmp_path)
-    x = augmented(old.train["text"]).double()
+    x = augmented(old.arrays["text"]).double()
     assert torch.allclose(x @ space.input_projectors["text"], x, atol=1e-4)
 
 
-# -- feature mode end to end ---------------------------------------------------------------------------------
+# -- feature mode end to end, through the engine ---------------------------------------------------------------
 
 
-def run_features(tmp_path, method="cmcl", **options):
-    run_dir = tmp_path / f"run-{method}-{'-'.join(f'{k}{v}' for k, v in options.items())}"
-    config = feature_config(tmp_path, method, **options)
-    results = FeatureRunner(config, run_dir).run()
-    return results, run_dir
-
-
-def test_feature_run_writes_a_matrix_per_pair(tmp_path):
-    results, run_dir = run_features(tmp_path)
-    assert results["tasks"] == ["text_image", "text_audio"]
-    assert results["modality_pairs"] == {"text_image": ["text", "image"], "text_audio": ["text", "audio"]}
+def test_feature_run_writes_a_matrix_per_pair_and_checkpoints(tmp_path):
+    run_engine(tmp_path, "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["tasks"] == ["text_image", "text_audio"] and results["benchmark"] == "features"
+    assert results["data"]["modality_pairs"] == {"text_image": ["text", "image"], "text_audio": ["text", "audio"]}
     assert len(results["matrices"]["mean_R@1"]) == 2
     stage = results["stages"][-1]["metrics"]["retrieval"]["text_audio"]
     assert {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_R@1"} <= set(stage)
-    assert json.loads((run_dir / "results.json").read_text())["summary"]["retrieval"]["mean_R@1"]["forgetting"] is not None
+    assert results["summary"]["retrieval"]["mean_R@1"]["forgetting"] is not None
+    model = tmp_path / "run" / "checkpoints" / "stage_01" / "model"
+    assert sorted(p.name for p in model.iterdir()) == ["maps.json", "maps.safetensors"]
+    assert torch.equal(load_maps(model).maps["audio"].weight, load_maps(model).maps["audio"].weight)
 
 
 def test_update_projection_keeps_old_pairs_through_a_whole_adamw_task(tmp_path):
     """project=update holds the guarantee under AdamW; CMCL's gradient rule only approximately; finetune not at all."""
+    old = build_features(features=feature_config(tmp_path).data.features).tasks[0].train
     changes = {}
     for label, method, options in (
         ("update", "cmcl", {"project": "update"}),
         ("gradient", "cmcl", {}),
         ("finetune", "finetune", {}),
     ):
-        config = feature_config(tmp_path, method, **options)
-        from vlcl.features import load_pairs
-
-        pairs = load_pairs(config)
-        runner = FeatureRunner(config, tmp_path / label)
-        torch.manual_seed(0)
-        maps = ModalityMaps({m: x.shape[1] for p in pairs for m, x in p.train.items()})
-        space = DualNullSpace(0.1, 0.0) if method == "cmcl" else None
-        runner.train_pair(maps, pairs[0], space, seed=1)
-        if space is not None:
-            update_null_space(space, maps, pairs[0])
-        before = old_similarities(maps, pairs[0].train["text"], pairs[0].train["image"])
-        runner.train_pair(maps, pairs[1], space, seed=2)
-        changes[label] = (old_similarities(maps, pairs[0].train["text"], pairs[0].train["image"]) - before).abs().max().item()
+        runner = run_engine(tmp_path, label, method, **options)
+        after_first = load_maps(tmp_path / label / "checkpoints" / "stage_00" / "model")
+        before = old_similarities(after_first, old.arrays["text"], old.arrays["image"])
+        after = old_similarities(runner.state[0].model, old.arrays["text"], old.arrays["image"])
+        changes[label] = (after - before).abs().max().item()
     assert changes["update"] <= 1e-3
     assert changes["finetune"] > 10 * max(changes["update"], 1e-4)
+
+
+def test_feature_run_killed_in_task_2_resumes_to_the_same_results(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = feature_config(tmp_path)
+    path = tmp_path / "features.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert main(["run", str(path), "train.checkpoint_every_steps=2", "-o", str(reference)]) == 0
+    process = subprocess.run(
+        [sys.executable, "-m", "vlcl", "run", str(path), "train.checkpoint_every_steps=2", "-o", str(killed)],
+        env={**os.environ, "VLCL_FAULT": "step:13"},  # 9 steps per task: step 13 is inside task 2
+        capture_output=True,
+        timeout=300,
+    )
+    assert process.returncode == -9
+    assert json.loads((killed / "checkpoints" / "latest.json").read_text())["stage"] == 1
+    assert main(["run", "--resume", str(killed)]) == 0
+    first, second = (json.loads((d / "results.json").read_text()) for d in (reference, killed))
+    assert first["matrices"] == second["matrices"] and first["summary"] == second["summary"]
+    assert [s["train"].get("losses") for s in first["stages"]] == [s["train"].get("losses") for s in second["stages"]]
 
 
 def test_feature_mode_from_the_cli(tmp_path, capsys):
     config = feature_config(tmp_path)
     import yaml
 
-    from vlcl.config import config_to_dict
-
     path = tmp_path / "features.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(config)))
     assert main(["run", str(path), "-o", str(tmp_path / "cli-run")]) == 0
     assert (tmp_path / "cli-run" / "results.json").is_file()
     assert main(["run", str(path), "method.name=lwf", "-o", str(tmp_path / "bad")]) == 2
-    assert "has no feature mode" in capsys.readouterr().err
+    assert "method 'lwf' does not train a feature_maps model" in capsys.readouterr().err
 
 
 def test_bad_feature_files_name_the_file_and_array(tmp_path):

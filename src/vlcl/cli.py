@@ -109,15 +109,8 @@ def _validate_names(config: RunConfig) -> None:
         raise CliError("train.precision=fp16 needs CUDA (loss scaling); use train.precision=bf16 on the CPU")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise CliError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
-    if config.data.benchmark == "features":
-        from vlcl.features import FEATURE_METHODS
-
-        if config.method.name not in FEATURE_METHODS:
-            raise CliError(f"method '{config.method.name}' has no feature mode; available: {', '.join(FEATURE_METHODS)}")
-        if not config.data.features:
-            raise CliError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
-        create_method(config.method.name, config.method.options())
-        return
+    if config.data.benchmark == "features" and not config.data.features:
+        raise CliError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
     create_method(config.method.name, config.method.options())
     benchmark_builder(config.data.benchmark)
     resolve_model_path(config.model.path)
@@ -408,11 +401,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are bad input: one line, exit 2."""
     from vlcl.data.benchmark import UnknownBenchmarkError
+    from vlcl.data.feature_pairs import FeatureDataError
     from vlcl.data.images import DataError
     from vlcl.engine.checkpoint import CheckpointError
     from vlcl.engine.loop import RunInputError
     from vlcl.engine.rundir import RunDirError
-    from vlcl.features import FeatureDataError
     from vlcl.methods.registry import UnknownMethodError
     from vlcl.models.loading import ModelLoadError
     from vlcl.plugins import PluginError

@@ -77,7 +77,7 @@ class DataConfig(_Section):
     workers: int = Field(4, ge=0)
     """Threads decoding images of data sets read from ``root`` (0 = the training thread)."""
     features: list[FeaturePairConfig] | None = None
-    """Feature mode's sequence of modality pairs (CMCL's setting; see vlcl.features)."""
+    """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.feature_pairs)."""
 
 
 class TrainConfig(_Section):

@@ -10,8 +10,8 @@ function                  value                                              use
 ``stage_seed(s, i)``      ``s * 1000 + i + 1``                               engine (``vlcl.engine.loop``): ``torch.manual_seed``
                                                                              before ``method.setup`` (i = -1) and before each
                                                                              stage; the data-order generator of
-                                                                             ``vlcl.engine.train.train_on``; ``vlcl.features``
-                                                                             (feature-space pair training)
+                                                                             ``vlcl.engine.train.train_on`` (every benchmark,
+                                                                             the ``features`` modality pairs included)
 ``fisher_seed(s, i)``     ``(s * 1_000_003 + i * 7_919 + 104_729) % 2^63``   ewc: the batches of the Fisher estimate
 ``replay_seed(s, i, p)``  ``(s * 1_000_003 + i * 7_919 + p * 104_729)        replay: the reservoir (p = 1, end of a stage) and
                           % 2^63``                                           the replayed draws (p = 2, during a stage)

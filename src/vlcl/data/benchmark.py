@@ -129,12 +129,29 @@ class UnknownBenchmarkError(ValueError):
     pass
 
 
-def register_benchmark(name: str, description: str) -> Callable[[BenchmarkBuilder], BenchmarkBuilder]:
+_MODEL_KINDS: dict[str, str] = {}
+MODEL_KINDS = ("clip", "feature_maps")
+"""What a benchmark trains: a CLIPModel (images and captions), or one linear map per modality over
+pre-extracted features (CMCL's modality pairs)."""
+
+
+def register_benchmark(name: str, description: str, model: str = "clip") -> Callable[[BenchmarkBuilder], BenchmarkBuilder]:
+    """Register a builder under ``name``; ``model`` is the kind of model its tasks train (one of MODEL_KINDS)."""
+    if model not in MODEL_KINDS:
+        raise ValueError(f"benchmark '{name}': model kind '{model}' is not one of {MODEL_KINDS}")
+
     def wrap(builder: BenchmarkBuilder) -> BenchmarkBuilder:
         _BENCHMARKS[name] = (builder, description)
+        _MODEL_KINDS[name] = model
         return builder
 
     return wrap
+
+
+def benchmark_model_kind(name: str) -> str:
+    """The kind of model the benchmark ``name`` trains (raises UnknownBenchmarkError for an unknown name)."""
+    benchmark_builder(name)
+    return _MODEL_KINDS.get(name, "clip")
 
 
 def _adopt(name: str, obj: object) -> None:

@@ -77,7 +77,9 @@ def _field(entry: Any, key: str) -> Any:
     return entry[key] if isinstance(entry, dict) else getattr(entry, key)
 
 
-@register_benchmark("features", "CMCL's modality pairs: pre-extracted features, one linear map per modality (data.features)")
+@register_benchmark(
+    "features", "CMCL's modality pairs: pre-extracted features, one linear map per modality (data.features)", model="feature_maps"
+)
 def build_features(*, features: list | None = None, **_: Any) -> Benchmark:
     """One task per entry of ``data.features`` ({name, modalities, train, test}), in order."""
     if not features:

@@ -227,11 +227,20 @@ def check_state_format(recorded: Any, where: Path) -> None:
 
 
 def write_stage_checkpoint(
-    checkpoints_dir: Path, stage_index: int, bundle: ClipBundle, method_state: dict[str, Any], progress: dict[str, Any]
+    checkpoints_dir: Path,
+    stage_index: int,
+    model: ClipBundle | Callable[[Path], None],
+    method_state: dict[str, Any],
+    progress: dict[str, Any],
 ) -> Path:
-    """Write ``stage_XX`` atomically and point ``latest.json`` at it."""
+    """Write ``stage_XX`` atomically and point ``latest.json`` at it. ``model`` is a CLIP bundle (saved as a
+    plain Hugging Face directory) or a function that writes the model into the directory it is given."""
+
     def fill(tmp: Path) -> None:
-        save_clip(bundle, tmp / "model")
+        if callable(model):
+            model(tmp / "model")
+        else:
+            save_clip(model, tmp / "model")
         tensors, values = split_state(method_state)
         save_file(tensors, str(tmp / "method_state.safetensors"))
         atomic_write_json(tmp / "method_state.json", values)

@@ -55,6 +55,10 @@ class Evaluator:
             for z in benchmark.zeroshot
         }
 
+    @property
+    def set_count(self) -> int:
+        return len(self.benchmark.retrieval_sets()) + len(self.benchmark.zeroshot)
+
     def _images(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
         """Image features; under torchrun each process encodes a contiguous shard and the shards are gathered."""
         first, last = shard_range(len(images))
@@ -113,3 +117,29 @@ class Evaluator:
             result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
         model.train(was_training)
         return result
+
+
+class PairEvaluator:
+    """The protocol of the modality-pair setting (``features``): after every stage, every pair's test set in both
+    directions (A->B reported as ``i2t``, B->A as ``t2i``; cosine similarity, as every retrieval number in vlcl)."""
+
+    def __init__(self, benchmark: Benchmark, config: EvalConfig):
+        self.benchmark = benchmark
+        self.config = config
+
+    @property
+    def set_count(self) -> int:
+        return len(self.benchmark.tasks)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, progress: Progress | None = None) -> dict[str, dict]:
+        retrieval = {}
+        for task in self.benchmark.tasks:
+            if progress:
+                progress(task.name)
+            a, b = task.test.modalities
+            fa, fb = model(a, task.test.arrays[a]), model(b, task.test.arrays[b])
+            recall = _named(task.name, retrieval_recall, fa, fb, torch.arange(len(fb)), tuple(self.config.ks))
+            recall["mean_R@1"] = mean_recall_at_1(recall)
+            retrieval[task.name] = recall
+        return {"retrieval": retrieval, "alignment": {}, "zeroshot": {}}

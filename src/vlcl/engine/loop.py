@@ -22,10 +22,9 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict
-from vlcl.data.benchmark import Benchmark, CaptionedImages, RetrievalSet
+from vlcl.data.benchmark import Benchmark, CaptionedImages, benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint
 from vlcl.data.images import concat_images
-from vlcl.data.registry import build_benchmark
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
     LATEST,
@@ -39,13 +38,13 @@ from vlcl.engine.checkpoint import (
     write_stage_checkpoint,
     write_step_checkpoint,
 )
-from vlcl.engine.evaluate import Evaluator
+from vlcl.engine.evaluate import Evaluator, PairEvaluator
 from vlcl.engine.faults import fault_point
+from vlcl.engine.kinds import ModelKind, models_of_kind
 from vlcl.engine.results import assemble_results, write_results
 from vlcl.engine.train import planned_steps, progress_bar, train_on
-from vlcl.methods import Method, RunContext, Stage, create_method
-from vlcl.models.encode import encode_images, encode_texts
-from vlcl.models.loading import ClipBundle, ModelLoadError, load_clip
+from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
+from vlcl.models.loading import ClipBundle
 from vlcl.seeds import stage_seed
 
 
@@ -92,24 +91,6 @@ def _records(stages: Any, path: Path) -> list[StageRecord]:
         raise CheckpointError(f"{path}: malformed stage records ({exc})") from None
 
 
-def _probe_features(bundle: ClipBundle, benchmark: Benchmark, count: int = 4) -> None:
-    """Encode a few images and captions of the first task: a model whose weights are finite but whose features
-    overflow to inf or NaN fails here, before the run directory is touched, not at the first evaluation."""
-    test = benchmark.tasks[0].test
-    texts = test.captions[:count] if isinstance(test, RetrievalSet) else [p for prompts in test.prompts()[:count] for p in prompts[:1]]
-    model = bundle.model
-    was_training = model.training
-    model.eval()
-    images = encode_images(model, bundle.preprocess.normalize_uint8(test.images[:count]))
-    captions = encode_texts(model, bundle.tokenizer, texts)
-    model.train(was_training)
-    for what, features in (("image", images), ("text", captions)):
-        if not bool(torch.isfinite(features).all()):
-            raise ModelLoadError(
-                f"{bundle.source}: the model's {what} features hold NaN or inf on {test.name} (its weights overflow); nothing would score"
-            )
-
-
 def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
     if len(datasets) == 1:
         return datasets[0]
@@ -130,7 +111,8 @@ class ContinualRunner:
         self.checkpoints = self.run_dir / "checkpoints"
         self.notes: list[str] = []
         """What :meth:`prepare` found worth saying (resuming from where), printed when the run starts."""
-        self.state: tuple[Method, ClipBundle, Benchmark, list[StageRecord], int] | None = None
+        self.state: tuple[Method, ClipBundle | None, Benchmark, list[StageRecord], int] | None = None
+        self.models: ModelKind | None = None
         self.on_checkpoint: Callable[[], None] = lambda: None
         """Called after every checkpoint write (the CLI discards a run that ``--overwrite`` replaced)."""
 
@@ -154,13 +136,16 @@ class ContinualRunner:
         self.resume_step = None
         base = (pointer.get("base") if "step" in pointer else pointer["path"]) if pointer else None
         latest = self.checkpoints / base if base else None
-        model_path = str(latest / "model") if latest else cfg.model.path
-        bundle = load_clip(model_path, local_files_only=cfg.model.local_files_only if not latest else True)
-        bundle.model.to(self._device())
-        benchmark = build_benchmark(cfg.data, image_size=bundle.preprocess.image_size, preprocess=bundle.preprocess)
+        kind = benchmark_model_kind(cfg.data.benchmark)
+        if kind not in method.model_kinds:
+            able = [name for name in list_methods() if kind in method_class(name).model_kinds]
+            raise RunInputError(f"method '{method.name}' does not train a {kind} model (benchmark '{cfg.data.benchmark}'); "
+                                f"methods that do: {', '.join(able)}")
+        self.models = models_of_kind(kind)
+        model, benchmark = self.models.load(cfg, latest, self._device())
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
-        _probe_features(bundle, benchmark)
         self._check_batches(method, benchmark)
+        bundle = self.models.bundle
         context = RunContext(
             task_names=benchmark.task_names,
             seed=cfg.seed,
@@ -174,7 +159,7 @@ class ContinualRunner:
         )
         torch.manual_seed(stage_seed(cfg.seed, -1))
         try:
-            method.setup(bundle.model, context)
+            method.setup(model, context)
         except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # options that do not fit this model or data
             message = str(exc).removeprefix(f"{method.name}: ")
             raise RunInputError(f"method '{method.name}': {message}") from None
@@ -248,9 +233,9 @@ class ContinualRunner:
                 )
 
     # -- the loop --------------------------------------------------------------------
-    def _evaluate(self, evaluator: Evaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:
+    def _evaluate(self, evaluator: Evaluator | PairEvaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
-        sets = len(evaluator.benchmark.retrieval_sets()) + len(evaluator.benchmark.zeroshot)
+        sets = evaluator.set_count
         with progress_bar(self.console) as bar:
             task = bar.add_task(f"eval {label}", total=sets, info="")
             metrics = evaluator.evaluate(method.evaluation_model(), lambda name: bar.update(task, advance=1, info=name))
@@ -269,7 +254,7 @@ class ContinualRunner:
             self.console.print(
                 f"[yellow]skipped {skipped} bad samples[/] (data.on_bad_sample=skip; listed in results.json 'data')"
             )
-        evaluator = Evaluator(benchmark, bundle.tokenizer, bundle.preprocess, bundle.context_length, self.config.eval)
+        evaluator = self.models.evaluator(benchmark, self.config.eval)
         stages = method.stages(benchmark.task_names)
         if not records:
             metrics, seconds = self._evaluate(evaluator, method, "pretrained")
@@ -282,7 +267,7 @@ class ContinualRunner:
                 path = write_stage_checkpoint(
                     self.checkpoints,
                     stage.index,
-                    ClipBundle(method.evaluation_model(), bundle.tokenizer, bundle.preprocess, bundle.source),
+                    lambda directory: self.models.save(method.evaluation_model(), directory),
                     method.state_dict(),
                     progress,
                 )
@@ -295,9 +280,9 @@ class ContinualRunner:
     def _run_stage(
         self,
         method: Method,
-        bundle: ClipBundle,
+        bundle: ClipBundle | None,
         benchmark: Benchmark,
-        evaluator: Evaluator,
+        evaluator: Evaluator | PairEvaluator,
         stage: Stage,
         records: list[StageRecord],
     ) -> StageRecord:
@@ -352,12 +337,8 @@ class ContinualRunner:
         return results
 
 
-def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None):
-    """The runner for a config: CLIP continual learning, or feature mode (``data.benchmark: features``)."""
-    if config.data.benchmark == "features":
-        from vlcl.features import FeatureRunner
-
-        return FeatureRunner(config, run_dir, console)
+def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None) -> ContinualRunner:
+    """The runner of a config: one engine for every benchmark and kind of model."""
     return ContinualRunner(config, run_dir, console)
 
 

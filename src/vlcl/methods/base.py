@@ -64,8 +64,10 @@ from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss
+from vlcl.models.batches import pair_of
 from vlcl.models.encode import image_embeddings, text_embeddings
 from vlcl.models.loading import ClipBundle
+from vlcl.models.maps import pair_loss
 
 
 class MethodOptions(BaseModel):
@@ -148,6 +150,9 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     trains: ClassVar[bool] = True
     """False for methods that never update weights (zero-shot); the engine skips their training."""
+    model_kinds: ClassVar[tuple[str, ...]] = ("clip",)
+    """The models it trains: ``clip`` (a CLIPModel) and/or ``feature_maps`` (one linear map per modality, the
+    ``features`` benchmark); the default CLIP loss and the modality-pair loss are both in ``training_loss``."""
     docs_page: ClassVar[Path | None] = None
     """Its documentation page; None = docs/methods/<name>.md of the vlcl repository. A method in another
     package points at its own page (the contract test reads the options table there)."""
@@ -194,6 +199,11 @@ class Method:
         return self.model.logit_scale.exp().clamp(max=100.0)
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        pair = pair_of(batch)
+        if pair is not None:  # modality pairs (feature_maps): CMCL's one-directional loss over the mapped features
+            modalities, xa, xb = pair
+            loss = pair_loss(self.model, modalities, xa, xb)
+            return LossOutput(loss, {"pair": float(loss.detach())})
         images, texts = self.encode(batch)
         loss = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
         return LossOutput(loss, {"clip": float(loss.detach())})

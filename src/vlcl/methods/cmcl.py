@@ -52,7 +52,7 @@ AdamW does the rest, so Adam's per-coordinate scaling and the decoupled
 weight decay leave the projected subspace (the guarantee is approximate, as
 in the authors' code). ``project=update`` projects the whole parameter change
 of each step instead, which keeps the guarantee for any optimiser. The same
-projection drives the feature mode (``vlcl.features``), CMCL's own setting.
+projection also trains the per-modality maps of the ``features`` benchmark (vlcl.models.maps), CMCL's own setting.
 """
 
 from __future__ import annotations
@@ -65,9 +65,11 @@ import torch
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.data.feature_pairs import ModalityPairs
 from vlcl.methods.base import Method, MethodOptions, ParameterGroup, Stage
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
+from vlcl.models.maps import ModalityMaps, augmented, joint_weight
 
 # -- the projection, pure functions ------------------------------------------------------------------
 
@@ -201,11 +203,16 @@ class CMCL(Method):
     description = "CMCL: dual-sided null-space projection of the towers' projection gradients (old pairs' similarities kept)"
     Options = CMCLOptions
 
+    model_kinds = ("clip", "feature_maps")
+
     def setup(self, model, context) -> None:
         super().setup(model, context)
         self.space = DualNullSpace(self.options.input_threshold, self.options.output_threshold)
-        self.data: CaptionedImages | None = None
+        self.data: CaptionedImages | ModalityPairs | None = None
         self.before_step: dict[str, torch.Tensor] = {}
+        self.on_maps = isinstance(model, ModalityMaps)
+        if self.on_maps:  # CMCL's own setting: every map trains, a task moves its pair's two maps only
+            return
         model.requires_grad_(False)
         for weight in self.protected().values():
             weight.requires_grad_(True)
@@ -224,6 +231,8 @@ class CMCL(Method):
         return {key: module.weight for key, module in self.protected_modules().items()}
 
     def parameter_groups(self) -> list[ParameterGroup]:
+        if self.on_maps:
+            return super().parameter_groups()  # weights decayed, biases not (CMCL's maps)
         groups: dict[str, list[torch.nn.Parameter]] = {"vision": [], "text": []}
         for key, weight in self.protected().items():
             groups["text" if key == "text" or key.startswith("text_model") else "vision"].append(weight)
@@ -232,6 +241,9 @@ class CMCL(Method):
     # -- the projection ------------------------------------------------------------------------------
     def before_optimizer_step(self, step: int) -> None:
         if not self.space.active:
+            return
+        if self.on_maps:
+            self._project_maps_before_step()
             return
         weights = self.protected()
         if self.options.project == "update":
@@ -243,6 +255,9 @@ class CMCL(Method):
 
     def after_optimizer_step(self, step: int) -> None:
         if not self.before_step:
+            return
+        if self.on_maps:
+            self._project_maps_update()
             return
         with torch.no_grad():
             for key, weight in self.protected().items():
@@ -256,6 +271,10 @@ class CMCL(Method):
 
     def end_task(self, stage: Stage) -> None:
         if self.data is None:
+            return
+        if self.on_maps:
+            update_maps_null_space(self.space, self.model, self.data)
+            self.data = None
             return
         inputs = self.task_second_moments(self.data)
         for key, (second_moment, count) in inputs.items():
@@ -304,6 +323,29 @@ class CMCL(Method):
                 handle.remove()
             self.model.train(was_training)
 
+    # -- CMCL's own setting: [W | b] of each modality map -------------------------------------------
+    def pair_maps(self) -> dict[str, torch.nn.Linear]:
+        return {m: self.model.maps[m] for m in dict.fromkeys(self.data.modalities)} if self.data is not None else {}
+
+    def _project_maps_before_step(self) -> None:
+        """DNS on [W | b]: the gradient before AdamW (CMCL), or remember the weights (project=update)."""
+        if self.options.project == "update":
+            self.before_step = {m: joint_weight(layer).detach().clone() for m, layer in self.pair_maps().items()}
+            return
+        for m, layer in self.pair_maps().items():
+            grad = torch.cat([_grad(layer.weight), _grad(layer.bias)[:, None]], dim=1)
+            projected = self.space.project(m, grad, dual=True)
+            layer.weight.grad, layer.bias.grad = projected[:, :-1].contiguous(), projected[:, -1].contiguous()
+
+    def _project_maps_update(self) -> None:
+        """project=update: the whole step's change of [W | b] goes through the projection."""
+        with torch.no_grad():
+            for m, layer in self.pair_maps().items():
+                new = self.before_step[m] + self.space.project(m, joint_weight(layer) - self.before_step[m], dual=True)
+                layer.weight.copy_(new[:, :-1])
+                layer.bias.copy_(new[:, -1])
+        self.before_step = {}
+
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return self.space.state_dict() if self.space.inputs else {}
@@ -313,3 +355,20 @@ class CMCL(Method):
         if unknown:
             raise ValueError(f"method 'cmcl': unexpected state keys {sorted(unknown)}")
         self.space.load_state_dict(state)
+
+
+def update_maps_null_space(space: DualNullSpace, maps: ModalityMaps, pair: ModalityPairs) -> None:
+    """End of a task on a modality pair: both modalities' input covariances (of [x, 1]), and each one's
+    partner-projected output covariance."""
+    a, b = pair.modalities
+    inputs = {m: augmented(pair.arrays[m].double()) for m in (a, b)}
+    moments = {m: (x.t() @ x, len(x)) for m, x in inputs.items()}
+    for m in (a, b):
+        space.inputs.setdefault(m, RunningCovariance(inputs[m].shape[1])).add_second_moment(*moments[m])
+    for m, partner in ((a, b), (b, a)):
+        space.add_partner_outputs(m, joint_weight(maps.maps[partner]), *moments[partner])
+    space.refresh()
+
+
+def _grad(param: torch.nn.Parameter) -> torch.Tensor:
+    return param.grad if param.grad is not None else torch.zeros_like(param)

@@ -11,6 +11,9 @@ input: a map is the matrix [W | b] acting on [x, 1].
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -51,3 +54,29 @@ def joint_weight(layer: torch.nn.Linear) -> torch.Tensor:
     return torch.cat([layer.weight, layer.bias[:, None]], dim=1)
 
 
+
+
+MAPS_WEIGHTS = "maps.safetensors"
+MAPS_CONFIG = "maps.json"
+
+
+def save_maps(maps: ModalityMaps, directory: str | Path) -> None:
+    """A checkpoint's model: the maps' tensors (safetensors) and their widths (JSON)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in maps.state_dict().items()}, str(directory / MAPS_WEIGHTS))
+    widths = {m: layer.in_features for m, layer in maps.maps.items()}
+    (directory / MAPS_CONFIG).write_text(json.dumps({"widths": widths}, indent=2), encoding="utf-8")
+
+
+def load_maps(directory: str | Path) -> ModalityMaps:
+    """The maps :func:`save_maps` wrote; every tensor must be there (strict)."""
+    from safetensors.torch import load
+
+    directory = Path(directory)
+    widths = json.loads((directory / MAPS_CONFIG).read_text(encoding="utf-8"))["widths"]
+    maps = ModalityMaps(widths)
+    maps.load_state_dict(load((directory / MAPS_WEIGHTS).read_bytes()), strict=True)
+    return maps
