@@ -36,8 +36,8 @@ from vlcl.data.formats import (
     read_webdataset,
 )
 from vlcl.data.images import ImageStore, concat_images
+from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.data.sources import discover, random_split, read_source
-from vlcl.models.preprocess import ImagePreprocessor
 
 PRE = ImagePreprocessor(16)
 

@@ -17,8 +17,8 @@ from realdata import image_bytes, pairs, write_csv, write_images, write_wds
 from vlcl.data.formats import DataError, Problems, read_coco, read_csv, read_jsonl, read_karpathy, read_webdataset
 from vlcl.data.formats.folder import read_classnames
 from vlcl.data.images import FileImage, ImageSource, ImageStore, check_image
+from vlcl.data.preprocess import ImagePreprocessor, to_rgb
 from vlcl.data.sources import check_images, discover, read_source
-from vlcl.models.preprocess import ImagePreprocessor, to_rgb
 
 PRE = ImagePreprocessor(16)
 WIDTH = 64

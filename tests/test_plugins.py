@@ -74,3 +74,29 @@ def test_a_new_file_in_vlcl_methods_is_found(tmp_path):
     listed = run([sys.executable, "-m", "vlcl", "methods"], env)
     assert re.search(r"^l2_init\s+fine-tuning \+", listed.stdout, flags=re.M), listed.stdout + listed.stderr
     assert contract_test(env).startswith("3 passed")
+
+
+def test_a_benchmark_in_its_own_package_is_found_through_its_entry_point(tmp_path):
+    """A builder function named by a ``vlcl.benchmarks`` entry point is registered under the entry point's name."""
+    site = tmp_path / "site"
+    (site / "lab_bench").mkdir(parents=True)
+    (site / "lab_bench" / "__init__.py").write_text(
+        'def build(**options):\n    """Toy: one task of a lab\'s own data."""\n    raise NotImplementedError\n'
+    )
+    info = site / "lab_bench-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-bench\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlcl.benchmarks]\ntoy = lab_bench:build\n")
+    listed = run([sys.executable, "-m", "vlcl", "benchmarks"], with_path(dict(os.environ), site))
+    assert listed.returncode == 0 and re.search(r"^toy\s+Toy: one task of a lab's own data\.", listed.stdout, flags=re.M), listed.stdout
+
+
+def test_a_broken_entry_point_is_one_line(tmp_path):
+    site = tmp_path / "site"
+    info = site / "lab_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlcl.methods]\nbroken = lab_missing.module\n")
+    listed = run([sys.executable, "-m", "vlcl", "methods"], with_path(dict(os.environ), site))
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr, listed.stderr
+    assert listed.stderr.strip().splitlines()[-1].startswith("vlcl: error: entry point 'broken = lab_missing.module' (vlcl.methods): cannot be loaded")

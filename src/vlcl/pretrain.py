@@ -22,10 +22,10 @@ from transformers import CLIPConfig, CLIPModel
 from vlcl.config import TrainConfig
 from vlcl.data import world
 from vlcl.data.embedded import pretraining_set
+from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.engine.train import train_on
 from vlcl.methods import RunContext, create_method
 from vlcl.models.loading import ClipBundle, load_clip, save_clip
-from vlcl.models.preprocess import ImagePreprocessor
 from vlcl.models.world_tokenizer import build_world_tokenizer
 
 

@@ -4,7 +4,7 @@
 embedded benchmark keeps in memory: ``len``, integer, slice and index-array
 indexing return uint8 images at the model's resolution. Each image is decoded
 with Pillow and resized and centre-cropped with the checkpoint's own
-preprocessing (:class:`vlcl.models.preprocess.ImagePreprocessor`) when it is
+preprocessing (:class:`vlcl.data.preprocess.ImagePreprocessor`) when it is
 indexed, so a data set of any size costs memory only for the batch in hand.
 The engine, the teacher cache and the evaluation index it exactly like the
 array, unchanged.
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 if TYPE_CHECKING:  # importing vlcl.models loads transformers: not needed to hold images
-    from vlcl.models.preprocess import ImagePreprocessor
+    from vlcl.data.preprocess import ImagePreprocessor
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 

@@ -43,7 +43,7 @@ from vlcl.data.sources import (
 )
 
 if TYPE_CHECKING:
-    from vlcl.models.preprocess import ImagePreprocessor
+    from vlcl.data.preprocess import ImagePreprocessor
 
 __all__ = [
     "DataRequest",
@@ -303,7 +303,7 @@ def build_selection(
     """The benchmark :func:`validate_data_config` selected: its data sets read, checked and made into tasks and evaluation sets."""
     spec, sets, data_root = selected.spec, selected.sets, selected.root
     if preprocess is None:
-        from vlcl.models.preprocess import ImagePreprocessor
+        from vlcl.data.preprocess import ImagePreprocessor
 
         preprocess = ImagePreprocessor(image_size)
     common = dict(

@@ -7,7 +7,7 @@ from vlcl.data.benchmark import Benchmark, benchmark_builder
 
 
 def build_benchmark(data: DataConfig, image_size: int, preprocess=None) -> Benchmark:
-    """``preprocess`` (the checkpoint's :class:`~vlcl.models.preprocess.ImagePreprocessor`) resizes real images."""
+    """``preprocess`` (the checkpoint's :class:`~vlcl.data.preprocess.ImagePreprocessor`) resizes real images."""
     builder = benchmark_builder(data.benchmark)
     return builder(
         tasks=data.tasks,

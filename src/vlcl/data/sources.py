@@ -52,7 +52,7 @@ from vlcl.data.formats.wds import compressed_shards
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageStore, check_image, thread_map
 
 if TYPE_CHECKING:
-    from vlcl.models.preprocess import ImagePreprocessor
+    from vlcl.data.preprocess import ImagePreprocessor
 
 SPLITS = ("train", "test", "val", "validation")
 TEST_ALIASES = ("val", "validation")

@@ -17,6 +17,7 @@ from transformers import CLIPModel
 
 from vlcl.config import EvalConfig
 from vlcl.data.benchmark import Benchmark, ClassificationSet, RetrievalSet
+from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.engine.distributed import gather_rows, shard_range
 from vlcl.metrics import (
     NonFiniteError,
@@ -26,7 +27,6 @@ from vlcl.metrics import (
     zeroshot_classifier,
 )
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
-from vlcl.models.preprocess import ImagePreprocessor
 
 Progress = Callable[[str], None]
 

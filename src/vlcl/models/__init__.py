@@ -1,5 +1,6 @@
 """Loading CLIP checkpoints, preprocessing, and embedding helpers."""
 
+from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.models.encode import (
     encode_images,
     encode_texts,
@@ -17,7 +18,6 @@ from vlcl.models.loading import (
     load_clip,
     save_clip,
 )
-from vlcl.models.preprocess import ImagePreprocessor
 
 __all__ = [
     "EMBEDDED_MODEL",

@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from vlcl.models.preprocess import ImagePreprocessor
+from vlcl.data.preprocess import ImagePreprocessor
 
 # transformers draws its own progress bars for every load/save; vlcl shows its own progress.
 hf_logging.disable_progress_bar()

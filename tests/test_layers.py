@@ -1,0 +1,46 @@
+"""No module imports from a layer above it (type-checking-only imports aside): the package's layering, checked."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vlcl"
+
+LAYERS = [
+    {"plugins", "seeds", "config", "metrics", "losses"},  # pure: the standard library, torch, pydantic
+    {"data"},
+    {"models"},
+    {"methods"},
+    {"engine"},
+    {"report", "pretrain"},
+    {"compare"},
+    {"cli", "entry", "__main__", "__init__"},
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def runtime_imports(tree: ast.AST) -> list[ast.AST]:
+    """Import statements outside ``if TYPE_CHECKING:`` blocks."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            skipped |= {id(child) for child in ast.walk(node)}
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skipped]
+
+
+def imported(node: ast.AST) -> list[str]:
+    names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [a.name for a in getattr(node, "names", [])]
+    return [name.split(".")[1] for name in names if name.startswith("vlcl.")]
+
+
+def test_every_module_imports_only_its_own_layer_or_below():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        owner = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        assert owner in RANK, f"{path}: not placed in a layer of this test"
+        for node in runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            for target in imported(node):
+                if RANK.get(target, 0) > RANK[owner]:
+                    wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} ({owner}) imports vlcl.{target}")
+    assert not wrong, "\n".join(wrong)
