@@ -9,6 +9,7 @@ first member (n = 1 at the start). ``finish`` loads the average into the model.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -66,3 +67,29 @@ class WeightEnsemble:
         if "average" in state:
             params = dict(self.model.named_parameters())
             self.average = {name: t.to(params[name].device, params[name].dtype) for name, t in state["average"].items()}
+
+
+class InitialWeightsAndEnsemble:
+    """What ZSCL and MulKI share: the pre-trained weights (``self.initial``) as a frozen teacher, and the running
+    weight average of the current task (``self.ensemble``; ``self._finished_count`` between tasks)."""
+
+    model: torch.nn.Module
+    initial: dict[str, torch.Tensor]
+    ensemble: WeightEnsemble | None
+    _finished_count: int
+
+    @property
+    def ensemble_count(self) -> int:
+        return self.ensemble.count if self.ensemble is not None else self._finished_count
+
+    @property
+    def average(self) -> dict[str, torch.Tensor] | None:
+        return self.ensemble.average if self.ensemble is not None else None
+
+    def initial_model(self) -> torch.nn.Module:
+        """A frozen copy of the model with the initial weights."""
+        teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        with torch.no_grad():
+            for name, param in teacher.named_parameters():
+                param.copy_(self.initial[name])
+        return teacher

@@ -66,7 +66,6 @@ rebuilt at begin_task from the model, the task data and the seed.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -78,7 +77,7 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss, distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
+from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
 from vlcl.seeds import prototype_seed
@@ -223,7 +222,7 @@ def same_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> bo
 
 
 @register_method
-class MulKI(Method):
+class MulKI(InitialWeightsAndEnsemble, Method):
     name = "mulki"
     description = "MulKI (reconstruction): prototype alignment + relation distillation from two adaptively weighted teachers + weight averaging"
     Options = MulKIOptions
@@ -237,23 +236,7 @@ class MulKI(Method):
         self.ensemble: WeightEnsemble | None = None
         self._finished_count = 0
 
-    @property
-    def ensemble_count(self) -> int:
-        return self.ensemble.count if self.ensemble is not None else self._finished_count
-
-    @property
-    def average(self) -> dict[str, torch.Tensor] | None:
-        return self.ensemble.average if self.ensemble is not None else None
-
     # -- teachers and prototypes -----------------------------------------------------------
-    def initial_model(self):
-        """A frozen copy of the model with the initial weights."""
-        teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-        with torch.no_grad():
-            for name, param in teacher.named_parameters():
-                param.copy_(self.initial[name])
-        return teacher
-
     def build_teachers(self, stage: Stage, data: CaptionedImages) -> None:
         opts, bundle = self.options, self.context.bundle
         wanted = TEACHER_NAMES if opts.teachers == "both" else (opts.teachers,)

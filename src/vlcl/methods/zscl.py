@@ -42,7 +42,6 @@ method state so that a resumed run rebuilds the same teacher.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +55,7 @@ from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import clip_loss, distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import WeightEnsemble, parameter_copy
+from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.seeds import reference_batch_seed, reference_seed
@@ -219,7 +218,7 @@ class ReferenceFeatures:
 
 
 @register_method
-class ZSCL(Method):
+class ZSCL(InitialWeightsAndEnsemble, Method):
     name = "zscl"
     description = "ZSCL: distillation from the initial model on reference data + weight ensemble + L2 pull"
     Options = ZSCLOptions
@@ -233,23 +232,7 @@ class ZSCL(Method):
         self._finished_count = 0  # members of the last finished task's average (kept in the state)
         self.anchor: dict[str, torch.Tensor] | None = None
 
-    @property
-    def ensemble_count(self) -> int:
-        return self.ensemble.count if self.ensemble is not None else self._finished_count
-
-    @property
-    def average(self) -> dict[str, torch.Tensor] | None:
-        return self.ensemble.average if self.ensemble is not None else None
-
     # -- the frozen initial model -----------------------------------------------------
-    def initial_model(self):
-        """A frozen copy of the model with the initial weights."""
-        teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-        with torch.no_grad():
-            for name, param in teacher.named_parameters():
-                param.copy_(self.initial[name])
-        return teacher
-
     def build_features(self) -> None:
         teacher = self.initial_model()
         self.features = ReferenceFeatures(teacher, self.reference, self.context.bundle, self.options.cache_batch_size)
