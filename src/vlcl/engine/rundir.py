@@ -3,7 +3,7 @@
 ``--overwrite`` does not delete the old run. It renames it to a hidden sibling,
 ``.<name>.replaced`` (same parent, so the rename is atomic), and deletes that
 only once the new run has made progress of its own: its first checkpoint
-(``checkpoints/latest.json``) or, for runs that keep no checkpoints, its
+(``checkpoints/latest.json``) or its
 results. Until then the old run is the one that counts:
 
 * a new run that fails or is interrupted puts the old run back before it exits;
