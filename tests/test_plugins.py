@@ -100,3 +100,28 @@ def test_a_broken_entry_point_is_one_line(tmp_path):
     listed = run([sys.executable, "-m", "vlcl", "methods"], with_path(dict(os.environ), site))
     assert listed.returncode == 2 and "Traceback" not in listed.stderr, listed.stderr
     assert listed.stderr.strip().splitlines()[-1].startswith("vlcl: error: entry point 'broken = lab_missing.module' (vlcl.methods): cannot be loaded")
+
+
+def test_a_state_a_checkpoint_cannot_hold_stops_the_run_before_anything_is_written(tmp_path, world_clip_dir):
+    """The round trip at setup: one line naming the method and the key, exit 2, no run directory."""
+    site = tmp_path / "site"
+    (site / "lab_bad").mkdir(parents=True)
+    (site / "lab_bad" / "__init__.py").write_text(
+        "from vlcl.methods import Method, register_method\n\n\n"
+        "@register_method\nclass TupleState(Method):\n    name = 'tuple_state'\n\n"
+        "    def state_dict(self):\n        return {'shape': (3, 4)}\n"
+    )
+    info = site / "lab_bad-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-bad\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vlcl.methods]\ntuple_state = lab_bad\n")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "vlcl", "run", "method.name=tuple_state", f"model.path={world_clip_dir}",
+               "data.tasks=[sketch]", "data.train_scale=0.02", "data.test_images=12", "-o", str(run_dir)]
+    result = run(command, with_path(dict(os.environ), site))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "vlcl: error: method 'tuple_state': state_dict() cannot be checkpointed: state key 'shape' holds a tuple; "
+        "a state holds tensors, dicts with string keys, and JSON values (None, bool, int, float, str, list)"
+    )
+    assert not run_dir.exists()

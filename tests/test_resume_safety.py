@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from test_run import metrics_of, quick_args
@@ -91,3 +92,22 @@ def test_moved_data_root_resumes_when_the_data_is_the_same(tmp_path, world_clip_
     results = json.loads((run_dir / "results.json").read_text())
     assert results["summary"]["complete"] and results["config"]["data"]["root"] == str(moved)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"] == str(moved)
+
+
+def test_setup_on_resume_gets_the_checkpoint_and_a_way_to_the_pretrained_model(tmp_path, world_clip_dir):
+    from vlcl.config import load_config
+    from vlcl.engine.loop import ContinualRunner
+
+    run_dir = tmp_path / "run"
+    args = quick_args(world_clip_dir)
+    assert main(["run", *args, "-o", str(run_dir)]) == 0
+    fresh = ContinualRunner(load_config(None, args), tmp_path / "unused").prepare()
+    assert fresh.state[0].context.resuming is False and fresh.state[0].context.checkpoint is None
+    resumed = ContinualRunner(load_config(run_dir / "config.yaml"), run_dir).prepare(resume=True)
+    method = resumed.state[0]
+    assert method.context.resuming is True and method.context.checkpoint == run_dir / "checkpoints" / "stage_01"
+    pretrained = dict(method.context.load_pretrained().named_parameters())
+    trained = dict(method.model.named_parameters())
+    original = dict(fresh.state[0].model.named_parameters())
+    assert all(torch.equal(pretrained[n], original[n]) for n in original)  # the model the run started from
+    assert any(not torch.equal(pretrained[n], trained[n]) for n in trained)  # not the checkpoint's weights
