@@ -74,6 +74,15 @@ def _load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) 
         ) from None
 
 
+def _check_model_kind(method: Method, kind: str, benchmark: str) -> None:
+    """The benchmark's kind of model is one the method trains (``Method.model_kinds``)."""
+    if kind not in method.model_kinds:
+        able = [name for name in list_methods() if kind in method_class(name).model_kinds]
+        raise RunInputError(
+            f"method '{method.name}' does not train a {kind} model (benchmark '{benchmark}'); methods that do: {', '.join(able)}"
+        )
+
+
 def _check_method_state(method: Method, hook: str = "state_dict") -> None:
     """The method's state goes through the checkpoint format and back unchanged - checked before training
     (``state_dict`` after setup, ``step_state_dict`` after each ``begin_task``), not when the first checkpoint
@@ -137,10 +146,7 @@ class ContinualRunner:
         base = (pointer.get("base") if "step" in pointer else pointer["path"]) if pointer else None
         latest = self.checkpoints / base if base else None
         kind = benchmark_model_kind(cfg.data.benchmark)
-        if kind not in method.model_kinds:
-            able = [name for name in list_methods() if kind in method_class(name).model_kinds]
-            raise RunInputError(f"method '{method.name}' does not train a {kind} model (benchmark '{cfg.data.benchmark}'); "
-                                f"methods that do: {', '.join(able)}")
+        _check_model_kind(method, kind, cfg.data.benchmark)
         self.models = models_of_kind(kind)
         model, benchmark = self.models.load(cfg, latest, self._device())
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
