@@ -5,8 +5,11 @@ Each task is a modality pair (A, B) - text-image, text-audio, image-depth...
 holding one 2-D float array per modality, named after it; row i of A's and B's
 arrays is the i-th positive pair. The features come from any encoder
 (ImageBind, LanguageBind, CLIP...); every modality must share one width (the
-binder's joint space). Listed by ``vlcl benchmarks``; trained by feature mode
-(:mod:`vlcl.features`) with one linear map per modality.
+binder's joint space). Listed by ``vlcl benchmarks``; its model kind is
+``feature_maps``: the engine trains one linear map per modality
+(:mod:`vlcl.models.maps`, :mod:`vlcl.engine.kinds`) with ``finetune`` or
+``cmcl``, evaluates every pair in both directions after each stage
+(``i2t`` = A->B, ``t2i`` = B->A), and checkpoints and resumes as for CLIP.
 """
 
 from __future__ import annotations
