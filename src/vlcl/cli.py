@@ -129,10 +129,7 @@ def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
         run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
         _recover(run_dir)
         rundir.check_writable_parent(run_dir)
-        if run_dir.is_dir() and any(run_dir.iterdir()) and not args.overwrite:
-            raise CliError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
-        if args.overwrite and run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
-            raise CliError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
+        rundir.check_available(run_dir, resume=False, overwrite=args.overwrite)  # before loading anything
         return config, run_dir, False
     if args.overwrite or args.output:
         raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")

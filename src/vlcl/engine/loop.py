@@ -10,7 +10,6 @@ from (seed, stage index) and data order comes from its own generator.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from vlcl.engine.checkpoint import (
 from vlcl.engine.evaluate import Evaluator, PairEvaluator
 from vlcl.engine.faults import fault_point
 from vlcl.engine.kinds import ModelKind, models_of_kind
-from vlcl.engine.results import assemble_results, write_results
+from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models.loading import ClipBundle
@@ -211,12 +210,7 @@ class ContinualRunner:
     def _refuse_less_complete(self, records: int) -> None:
         """A resumed run must not shrink a results.json that already records more stages."""
         path = self.run_dir / "results.json"
-        if not path.is_file():
-            return
-        try:
-            written = len(json.loads(path.read_text(encoding="utf-8")).get("stages", []))
-        except (ValueError, AttributeError, TypeError, OSError):
-            return  # an unreadable results.json holds nothing to protect; it is rewritten
+        written = stages_on_disk(path)  # an unreadable results.json holds nothing to protect: 0
         if written > records:
             raise CheckpointError(
                 f"{path}: records {written - 1} trained stages but the checkpoint resumed from has {max(records - 1, 0)}; "

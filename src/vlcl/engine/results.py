@@ -116,7 +116,7 @@ class ResultsError(RuntimeError):
     """Writing would lose results already on disk."""
 
 
-def _stages_on_disk(path: Path) -> int:
+def stages_on_disk(path: Path) -> int:
     """How many stage records the results.json at ``path`` holds (0 if there is none or it is unreadable)."""
     try:
         stages = json.loads(path.read_text(encoding="utf-8")).get("stages")
@@ -128,8 +128,9 @@ def _stages_on_disk(path: Path) -> int:
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     """results.json and metrics.csv, atomically; never over a results.json that records more stages."""
     path = run_dir / "results.json"
-    if _stages_on_disk(path) > len(results["stages"]):
-        raise ResultsError(f"{path}: holds {_stages_on_disk(path)} stage records, the new results {len(results['stages'])}; not replaced")
+    written = stages_on_disk(path)
+    if written > len(results["stages"]):
+        raise ResultsError(f"{path}: holds {written} stage records, the new results {len(results['stages'])}; not replaced")
     atomic_write_json(path, results)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["stage_index", "stage", "set", "kind", "metric", "value"], lineterminator="\n")

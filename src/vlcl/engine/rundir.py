@@ -68,16 +68,24 @@ def discard_replaced(run_dir: Path) -> None:
     shutil.rmtree(replaced_path(run_dir), ignore_errors=True)
 
 
-def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Make ``run_dir`` ready to write into; call only once every input has been validated."""
+def check_available(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Whether ``run_dir`` holds a run that ``--overwrite`` will replace; refuses a directory that may not be
+    written into as asked. Reads only: the command line calls it before any work, :func:`prepare` again."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     occupied = run_dir.exists() and any(run_dir.iterdir())
-    if occupied and not resume:
-        if not overwrite:
-            raise RunDirError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
-        if not (run_dir / "config.yaml").is_file():
-            raise RunDirError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
+    if not occupied or resume:
+        return False
+    if not overwrite:
+        raise RunDirError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
+    return True
+
+
+def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Make ``run_dir`` ready to write into; call only once every input has been validated."""
+    if check_available(run_dir, resume=resume, overwrite=overwrite):
         os.replace(run_dir, replaced_path(run_dir))
         fault_point("overwrite_moved")
     try:
