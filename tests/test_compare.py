@@ -1,3 +1,4 @@
+import io
 import json
 
 import pytest
@@ -68,3 +69,78 @@ def test_compare_keeps_going_when_one_method_fails(tmp_path, world_clip_dir, cap
     assert (out / "zeroshot" / "results.json").is_file()
     rows = (out / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("zeroshot,")
+
+
+def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_dir, capsys):
+    import csv
+    import statistics
+
+    from test_run import quick_args
+    from vlcl.compare import tuning_score
+    from vlcl.report.tables import COMPARISON_COLUMNS, comparison_values
+
+    out = tmp_path / "cmp"
+    argv = [
+        "compare", *quick_args(world_clip_dir, "train.max_steps_per_task=2"), "--methods", "zeroshot,finetune,lwf", "-o", str(out),
+        "--tune", "--tune-lrs", "1e-4,1e-3", "--tune-tasks", "1", "--tune-scale", "2", "--seeds", "0,1",
+    ]
+    assert main(argv) == 0
+    tuning = json.loads((out / "tuning.json").read_text())
+    assert tuning["proxy"]["first_tasks"] == 1 and tuning["proxy"]["seed"] == 0 and "Avg" in tuning["objective"]
+    assert tuning["methods"]["zeroshot"]["points"] == [] and "does not train" in tuning["methods"]["zeroshot"]["note"]
+    assert len(tuning["methods"]["finetune"]["points"]) == 2 and len(tuning["methods"]["lwf"]["points"]) == 4
+    for label in ("finetune", "lwf"):
+        entry = tuning["methods"][label]
+        scores = []
+        for point in entry["points"]:  # every grid point ran on the proxy's validation split, never on test data
+            results = json.loads((out / point["run"] / "results.json").read_text())
+            assert results["tasks"] == ["sketch"] and results["heldout_retrieval"] == [] and results["zeroshot_sets"] == []
+            assert results["data"]["validation"]["fraction"] == 0.2 and results["config"]["seed"] == 0
+            assert results["config"]["data"]["train_scale"] == 0.08
+            assert point["score"] == tuning_score(results)[0]
+            scores.append((point["score"], -point["values"]["train.lr"]))
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        assert entry["chosen"] == entry["points"][best]["values"]
+        for seed in (0, 1):  # the final runs: the chosen values, the test data, each seed
+            final = json.loads((out / label / f"seed-{seed}" / "results.json").read_text())
+            assert final["config"]["seed"] == seed and final["config"]["train"]["lr"] == entry["chosen"]["train.lr"]
+            assert "validation" not in final.get("data", {}) and final["heldout_retrieval"] == ["base", "grainy"]
+            if label == "lwf":
+                assert final["config"]["method"]["weight"] == entry["chosen"]["method.weight"]
+    md = (out / "tuning.md").read_text()
+    assert "**chosen**" in md and "### lwf" in md and "validation score" in md
+    board = (out / "leaderboard.md").read_text()
+    assert "--tune --tune-lrs 1e-4,1e-3" in board and "--seeds 0,1" in board and "+-" in board and "tuned on validation" in board
+    rows = {row["run"]: row for row in csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text()))}
+    assert set(rows) == {"zeroshot", "finetune", "lwf"} and all(row["seeds"] == "2" for row in rows.values())
+    per_seed = {label: [json.loads((out / label / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)] for label in rows}
+    for j, (name, higher) in enumerate(COMPARISON_COLUMNS):
+        stats = {}
+        for label, runs in per_seed.items():
+            values = [comparison_values(r)[j] for r in runs]
+            if values[0] is None:
+                assert rows[label][f"{name} mean"] == ""
+                continue
+            mean, std = statistics.mean(values), statistics.stdev(values)  # sample std (n - 1)
+            assert float(rows[label][f"{name} mean"]) == pytest.approx(mean) and float(rows[label][f"{name} std"]) == pytest.approx(std)
+            stats[label] = (mean, std)
+        best = (max if higher else min)(m for m, _ in stats.values())
+        for label, (mean, std) in stats.items():
+            expected = "best" if mean == best else (
+                "within" if any(abs(mean - m) <= std + s for m, s in stats.values() if m == best) else ""
+            )
+            assert rows[label][f"{name} mark"] == expected, (name, label)
+    assert rows["lwf"]["tuned"].startswith("lr=") and "weight=" in rows["lwf"]["tuned"] and rows["zeroshot"]["tuned"] == ""
+    capsys.readouterr()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("results.json")}
+    assert main(argv) == 0  # everything finished: grid points and final runs kept, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("results.json")} == stamps
+    assert "finished earlier, kept" in capsys.readouterr().err
+
+
+def test_compare_tuning_flags_need_tune(tmp_path, capsys):
+    assert main(["compare", "--methods", "finetune", "--tune-lrs", "1e-4", "-o", str(tmp_path / "c")]) == 2
+    assert "--tune-lrs sets how methods are tuned: add --tune" in capsys.readouterr().err
+    assert main(["compare", "--methods", "finetune", "--seeds", "0,0", "-o", str(tmp_path / "c")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

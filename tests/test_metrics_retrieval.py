@@ -9,6 +9,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from vlcl.metrics import alignment_diagnostics, retrieval_recall
+from vlcl.metrics.retrieval import caption_groups
 
 E = torch.eye(3)  # unit basis vectors: every cosine is exactly -1, 0 or 1, so ties are exact
 
@@ -153,6 +154,163 @@ def test_invalid_inputs_raise(kwargs, message):
     arguments = {"image_features": torch.zeros(4, 3), "text_features": torch.zeros(3, 3), "text_to_image": [0, 1, 2], **kwargs}
     with pytest.raises(ValueError, match=message):
         retrieval_recall(**arguments)
+
+
+# -- identical caption strings of different images (text_groups) -------------------------------------------
+
+
+def shared_caption_case(nearest_is_other):
+    """Images e0, e1, e2 with one caption each; images 0 and 1 are both captioned "a handwritten digit seven".
+
+    ``nearest_is_other``: each of the two "seven" captions is nearer to the OTHER image (0.8) than to its own
+    (0.6); else both have the same features (as an encoder gives for one string), tying at 1/sqrt2 with both."""
+    if nearest_is_other:
+        seven_0, seven_1 = torch.tensor([0.6, 0.8, 0.0]), torch.tensor([0.8, 0.6, 0.0])
+    else:
+        seven_0 = seven_1 = torch.tensor([1.0, 1.0, 0.0])
+    texts = torch.stack([seven_0, seven_1, E[2]])
+    captions = ["a handwritten digit seven", "a handwritten digit seven", "a handwritten digit two"]
+    return E.clone(), texts, [0, 1, 2], captions
+
+
+@pytest.mark.parametrize("nearest_is_other", [True, False])
+@pytest.mark.parametrize("convention", ["any", "diagonal"])
+def test_identical_caption_of_another_image_is_a_hit(convention, nearest_is_other):
+    images, texts, index, captions = shared_caption_case(nearest_is_other)
+    # Old rule: image 0's best own caption is beaten by (or ties with) image 1's "seven", and caption 0 "seven"
+    # finds image 1 first (or tied): a miss at K=1 for both "seven" images, in both directions -> 1/3.
+    old = retrieval_recall(images, texts, index, ks=(1, 2), convention=convention)
+    assert old == pytest.approx({"i2t_R@1": 100 / 3, "i2t_R@2": 100.0, "t2i_R@1": 100 / 3, "t2i_R@2": 100.0})
+    # New rule: the other "seven" caption is the same text, so image 0 retrieving it is right, and image 1
+    # owns "seven" too, so caption 0 retrieving image 1 is right: every query a hit at K=1.
+    groups = caption_groups(captions)
+    assert groups.tolist() == [0, 0, 1]
+    new = retrieval_recall(images, texts, index, ks=(1, 2), convention=convention, text_groups=groups)
+    assert new == {"i2t_R@1": 100.0, "i2t_R@2": 100.0, "t2i_R@1": 100.0, "t2i_R@2": 100.0}
+
+
+def test_tie_with_a_different_caption_string_still_counts_against_the_model():
+    # Image 0 = e0 captioned "seven"; image 1 = e1 captioned "seven" and "a digit". All three captions are
+    # e0 + e1, so every image-caption score ties at 1/sqrt2.
+    images, texts = E[:2].clone(), torch.tensor([[1.0, 1.0, 0.0]] * 3)
+    index, groups = [0, 1, 1], caption_groups(["seven", "seven", "a digit"])
+    # any, i2t: image 0's positives are both "seven" captions; "a digit" is another text that ties: rank 1.
+    #   Image 1 owns both strings, every caption is a positive: rank 0 -> R@1 = 1/2.
+    # any, t2i: "seven" captions: both images own "seven", rank 0. "a digit": only image 1 owns it, image 0
+    #   ties: rank 1 -> R@1 = 2/3.
+    recall = retrieval_recall(images, texts, index, ks=(1, 2), text_groups=groups)
+    assert recall == pytest.approx({"i2t_R@1": 50.0, "i2t_R@2": 100.0, "t2i_R@1": 200 / 3, "t2i_R@2": 100.0})
+    # diagonal, pairs (e0, "seven"), (e1, "seven"), (e1, "a digit"); i2t: pairs 0 and 1 have both "seven" captions
+    #   as positives and tie with "a digit" (rank 1); pair 2's positive "a digit" ties with both "seven" captions
+    #   (rank 2). t2i: "seven" -> copies of images 0 and 1 all positives (rank 0); "a digit" -> image 1's two copies
+    #   positives, image 0's one copy ties (rank 1).
+    diagonal = retrieval_recall(images, texts, index, ks=(1, 2, 3), convention="diagonal", text_groups=groups)
+    assert diagonal == pytest.approx(
+        {"i2t_R@1": 0.0, "i2t_R@2": 200 / 3, "i2t_R@3": 100.0, "t2i_R@1": 200 / 3, "t2i_R@2": 100.0, "t2i_R@3": 100.0}
+    )
+
+
+@pytest.mark.parametrize("convention", ["any", "diagonal"])
+def test_distinct_captions_give_the_old_numbers(convention):
+    g = torch.Generator().manual_seed(3)
+    images, texts = torch.randn(12, 6, generator=g), torch.randn(40, 6, generator=g)
+    index = torch.randint(0, 11, (40,), generator=g)  # several captions per image; image 11 has none
+    ks = (1, 2, 5, 10)
+    old = retrieval_recall(images, texts, index, ks=ks, convention=convention, chunk_size=7)
+    assert retrieval_recall(images, texts, index, ks=ks, convention=convention, chunk_size=7, text_groups=torch.arange(40)) == old
+    scattered = (torch.randperm(40, generator=g) * 3 + 5).tolist()  # any distinct ids, as a list
+    assert retrieval_recall(images, texts, index, ks=ks, convention=convention, chunk_size=7, text_groups=scattered) == old
+
+
+def grouped_reference(images, texts, text_to_image, groups, ks, convention):
+    """Brute force from the module docstring's rule with text groups, plain Python over one full score matrix."""
+    images = torch.nn.functional.normalize(images.float(), dim=-1)
+    texts = torch.nn.functional.normalize(texts.float(), dim=-1)
+    owner, group = [int(i) for i in text_to_image], [int(x) for x in groups]
+    s = (images @ texts.t()).tolist()  # s[i][j], image i vs caption j
+    captions, gallery = range(len(texts)), range(len(images))
+    owners_of = {x: {owner[k] for k in captions if group[k] == x} for x in set(group)}  # images owning a string
+
+    def rank(scores, positive):  # non-positives scoring >= the best positive
+        best = max(scores[k] for k in positive)
+        return sum(1 for k in range(len(scores)) if k not in positive and scores[k] >= best)
+
+    if convention == "any":
+        i2t = []
+        for i in gallery:
+            own = {group[k] for k in captions if owner[k] == i}
+            if own:
+                i2t.append(rank(s[i], {k for k in captions if group[k] in own}))
+        t2i = [rank([s[i][j] for i in gallery], owners_of[group[j]]) for j in captions]
+    else:  # the pair gallery: pair k = (image owner[k], caption k)
+        i2t = [rank(s[owner[j]], {k for k in captions if group[k] == group[j]}) for j in captions]
+        t2i = [
+            rank([s[owner[k]][j] for k in captions], {k for k in captions if owner[k] in owners_of[group[j]]})
+            for j in captions
+        ]
+    out = {f"i2t_R@{k}": 100.0 * sum(r < k for r in i2t) / len(i2t) for k in ks}
+    out.update({f"t2i_R@{k}": 100.0 * sum(r < k for r in t2i) / len(t2i) for k in ks})
+    return out
+
+
+@pytest.mark.parametrize("convention", ["any", "diagonal"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_grouped_matches_brute_force_reference(convention, ties):
+    g = torch.Generator().manual_seed(4)
+    if ties:  # signed basis vectors: exact cosines in {-1, 0, 1}, many ties
+        images = torch.eye(3)[torch.randint(0, 3, (8,), generator=g)] * (torch.randint(0, 2, (8, 1), generator=g) * 2 - 1)
+        texts = torch.eye(3)[torch.randint(0, 3, (20,), generator=g)] * (torch.randint(0, 2, (20, 1), generator=g) * 2 - 1)
+    else:
+        images, texts = torch.randn(8, 5, generator=g), torch.randn(20, 5, generator=g)
+    index = torch.randint(0, 7, (20,), generator=g)  # image 7 has no caption: left out of "any" i2t
+    groups = torch.randint(0, 6, (20,), generator=g)  # 20 captions, at most 6 distinct strings
+    ks = (1, 2, 5, 10)
+    got = retrieval_recall(images, texts, index, ks=ks, convention=convention, chunk_size=3, text_groups=groups)
+    assert got == pytest.approx(grouped_reference(images, texts, index, groups, ks, convention))
+
+
+@pytest.mark.parametrize("convention", ["any", "diagonal"])
+def test_grouped_similarities_are_never_materialised_in_full(convention):
+    images, texts = torch.randn(20, 2), torch.randn(40, 2)  # two captions per image, 10 distinct strings
+    index, groups = torch.arange(40) // 2, torch.arange(40) % 10
+    with LargestTensor() as mode:
+        retrieval_recall(images, texts, index, convention=convention, chunk_size=3, text_groups=groups)
+    assert mode.numel <= 3 * 40  # nothing larger than one chunk of queries against every caption
+
+
+def test_caption_groups_compare_exact_strings():
+    assert caption_groups(["a cat", "a dog", "a cat", "A cat", "a cat "]).tolist() == [0, 1, 0, 2, 3]
+    assert caption_groups([]).tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"), [([0, 1], "shape"), ([0.0, 1.0, 2.0], "integer"), ([True, False, True], "integer")]
+)
+def test_invalid_text_groups_raise(groups, message):
+    with pytest.raises(ValueError, match=message):
+        retrieval_recall(torch.eye(3), torch.eye(3), [0, 1, 2], text_groups=groups)
+
+
+def test_evaluator_scores_identical_captions_as_one_text(tiny_clip_dir):
+    # Two identical images, both captioned "a red circle": every score ties. The old rule scored 0 (the other
+    # image's identical caption, and the other identical image, tie with the target); both are the right answer.
+    import numpy as np
+
+    from vlcl.config import EvalConfig
+    from vlcl.data.benchmark import Benchmark, RetrievalSet
+    from vlcl.engine.evaluate import Evaluator
+    from vlcl.models.loading import load_clip
+
+    bundle = load_clip(str(tiny_clip_dir))
+    images = np.full((2, 16, 16, 3), 128, dtype=np.uint8)
+    twins = RetrievalSet.from_caption_lists("twins", images, [["a red circle"], ["a red circle"]])
+    benchmark = Benchmark("twins", [], heldout_retrieval=[twins])
+    for convention in ("any", "diagonal"):
+        config = EvalConfig(ks=[1], recall_convention=convention)
+        evaluator = Evaluator(benchmark, bundle.tokenizer, bundle.preprocess, bundle.context_length, config)
+        with torch.no_grad():
+            recall = evaluator.retrieval(bundle.model, twins)["retrieval"]
+        assert recall == {"i2t_R@1": 100.0, "t2i_R@1": 100.0, "mean_R@1": 100.0}, convention
 
 
 def test_alignment_on_hand_vectors():

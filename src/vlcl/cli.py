@@ -207,23 +207,59 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vlcl.compare import CompareError, compare, parse_methods
+    from vlcl.compare import LR_GRID, CompareError, Tuning, compare, parse_floats, parse_methods, parse_seeds
 
     config_path, overrides = _split_run_args(args.items)
+    tune_flags = [
+        (flag, value)
+        for flag, value in (
+            ("--tune-lrs", args.tune_lrs),
+            ("--tune-tasks", args.tune_tasks),
+            ("--tune-scale", args.tune_scale),
+            ("--tune-epochs", args.tune_epochs),
+            ("--validation-fraction", args.validation_fraction),
+        )
+        if value is not None
+    ]
     try:
         specs = parse_methods(args.methods)
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        if tune_flags and not args.tune:
+            raise CompareError(f"{tune_flags[0][0]} sets how methods are tuned: add --tune")
+        tuning = None
+        if args.tune:
+            defaults = Tuning()
+            tasks = args.tune_tasks
+            tuning = Tuning(
+                lrs=parse_floats(args.tune_lrs, "--tune-lrs") if args.tune_lrs is not None else LR_GRID,
+                tasks=defaults.tasks if tasks is None else None if tasks in ("0", "all") else _int_flag("--tune-tasks", tasks),
+                scale=defaults.scale if args.tune_scale is None else args.tune_scale,
+                epochs=args.tune_epochs,
+                validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
+            )
         config = load_config(config_path, overrides)
         out_dir = Path(args.output) if args.output else Path(config.output_dir) / f"compare-{config.data.benchmark}"
         command = "vlcl compare " + " ".join([*args.items, "--methods", f"'{args.methods}'", "-o", str(out_dir)])
         if args.jobs != 1:
             command += f" --jobs {args.jobs}"
-        compare(config_path, overrides, specs, out_dir, command, Console(stderr=True), jobs=args.jobs)
+        if seeds is not None:
+            command += f" --seeds {','.join(map(str, seeds))}"
+        if args.tune:
+            command += " --tune" + "".join(f" {flag} {value}" for flag, value in tune_flags)
+        compare(config_path, overrides, specs, out_dir, command, Console(stderr=True), jobs=args.jobs, seeds=seeds, tuning=tuning)
     except CompareError as exc:
         raise CliError(str(exc)) from None
     except Interrupted as exc:
         raise CliError(f"interrupted by {exc.name}; the same command continues the comparison (finished methods are kept)", exc.code) from None
     print((out_dir / "leaderboard.md").read_text(encoding="utf-8"))
     return 0
+
+
+def _int_flag(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CliError(f"{flag} {text}: expected a whole number (0 or 'all': every task)") from None
 
 
 def _pretrain_value(key: str, value: Any, kind: type) -> int | float:
@@ -346,13 +382,28 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-o", "--output", required=True, help="output model directory")
     pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.pretrain.PretrainSettings")
     pre.set_defaults(func=cmd_pretrain)
-    cmp = sub.add_parser("compare", help="run several methods on the same benchmark and seed, write a leaderboard")
+    cmp = sub.add_parser(
+        "compare", help="run several methods on the same benchmark and seed(s), tuned alike with --tune, write a leaderboard"
+    )
     cmp.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [KEY=VALUE ...]")
     cmp.add_argument("--methods", required=True, help="comma-separated, e.g. 'zeroshot,finetune,cclip[train.lr=5e-4]'")
     cmp.add_argument("-o", "--output", help="comparison directory (default: <output_dir>/compare-<benchmark>)")
     cmp.add_argument(
         "-j", "--jobs", type=int, default=1,
-        help="methods run at a time, in worker processes sharing the CPU threads (default 1: one after the other)",
+        help="runs (methods, seeds, grid points) at a time, in worker processes sharing the CPU threads (default 1: one after the other)",
+    )
+    cmp.add_argument("--seeds", metavar="S,S,...", help="run every method at each of these seeds (seed=S); several: mean +- std per column")
+    cmp.add_argument(
+        "--tune", action="store_true",
+        help="first tune every method that trains (learning rate x its own grid) on a validation split of a cheaper proxy (docs/tuning.md)",
+    )
+    cmp.add_argument("--tune-lrs", metavar="LR,LR,...", help="learning rates of the tuning grid (default 3e-5,1e-4,3e-4,1e-3)")
+    cmp.add_argument("--tune-tasks", metavar="K", help="the proxy trains the first K tasks (default 3; 0 or 'all': every task)")
+    cmp.add_argument("--tune-scale", type=float, metavar="F", help="the proxy's data.train_scale is the config's times F (default 0.25)")
+    cmp.add_argument("--tune-epochs", type=int, metavar="E", help="train.epochs of the proxy (default: the config's)")
+    cmp.add_argument(
+        "--validation-fraction", type=float, metavar="F",
+        help="share of each task's training data carved as its validation set while tuning (default 0.2)",
     )
     cmp.set_defaults(func=cmd_compare)
     report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")
@@ -363,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)
     for command in (run, cmp):
         command.add_argument("--data-root", metavar="DIR", help="folder of the real data sets (same as data.root=DIR)")
+        command.add_argument(
+            "--allow-unknown-words",
+            action="store_true",
+            help="train even when the tokenizer reads few of the data's words (same as data.max_unknown_words=1)",
+        )
     data = sub.add_parser("data", help="real data sets of the named benchmarks: check a data root, how to prepare one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="per data set: found, missing or malformed, counts, first problems")
@@ -434,6 +490,8 @@ def _main(argv: list[str] | None) -> int:
         args = _parse(build_parser(), argv)
         if getattr(args, "data_root", None) and hasattr(args, "items"):  # run / compare: --data-root DIR = data.root=DIR
             args.items = [*args.items, f"data.root={json.dumps(str(args.data_root))}"]
+        if getattr(args, "allow_unknown_words", False):
+            args.items = [*args.items, "data.max_unknown_words=1"]
         return args.func(args)
     except CliError as exc:
         message, code = str(exc), exc.code

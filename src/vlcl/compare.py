@@ -1,4 +1,4 @@
-"""``vlcl compare``: several methods on the same benchmark and seed.
+"""``vlcl compare``: several methods on the same benchmark and seed(s), tuned alike if asked.
 
 Each method gets its own run directory under the comparison directory and is
 resumable on its own: a finished run is kept, an interrupted one resumes after
@@ -14,12 +14,30 @@ others: the failures are listed at the end and the command exits non-zero.
 
 Methods are given as ``name`` or ``name[key=value;key=value]`` with overrides
 that apply to that method only, e.g. ``finetune,cclip[train.lr=5e-4]``.
+
+``tuning`` (``--tune``, docs/tuning.md): before the final runs, every method
+that trains runs a grid - the shared learning rates x the method's own
+``Method.tuning_grid`` (keys its brackets set stay fixed) - on a cheaper proxy
+(the first tasks, less data) evaluated on a validation split carved from the
+training data (``data.validation_fraction``), never on test data; each
+method's final runs use its best point (:func:`select_point`). Grid runs live
+in ``tuning/<method>/<point>/``, are resumable like the final runs, run
+``jobs`` at a time, and every score is in ``tuning.json`` and ``tuning.md``.
+``seeds`` (``--seeds 0,1,2``): every method runs at each seed (``seed=S``,
+into ``<method>/seed-S/``) and the leaderboard gives each column's mean and
+sample standard deviation, marking the rows within the seeds' spread of the
+column's best (:func:`vlcl.report.tables.spread_marks`); one seed keeps one
+directory per method and one row per run.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
+import json
+import math
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -34,7 +52,7 @@ from rich.console import Console
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
 from vlcl.engine.checkpoint import atomic_write_text, read_json_file
 from vlcl.engine.loop import create_runner
-from vlcl.report.tables import comparison_rows, markdown_table
+from vlcl.report.tables import comparison_rows, format_mean_std, markdown_table, mean_std, seeded_comparison
 
 
 class CompareError(ValueError):
@@ -98,45 +116,322 @@ def _same_config(run_dir: Path, config: RunConfig) -> None:
         raise CompareError(f"{run_dir}: exists with a different config ({', '.join(differing)}); remove it or use another directory")
 
 
-def run_method(config: RunConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+def run_method(config: RunConfig, run_dir: Path, console: Console, name: str | None = None) -> dict[str, Any]:
+    name = name or run_dir.name
     resuming = run_dir.exists() and (run_dir / "config.yaml").is_file()
     if resuming:
         _same_config(run_dir, config)
         finished = _finished(run_dir)
         if finished is not None:
-            console.print(f"[bold]{run_dir.name}[/]: finished earlier, kept")
+            console.print(f"[bold]{name}[/]: finished earlier, kept")
             return finished
     runner = create_runner(config, run_dir, console).prepare(resume=resuming)  # every check before the directory is made
     if resuming:
-        console.print(f"[bold]{run_dir.name}[/]: resuming")
+        console.print(f"[bold]{name}[/]: resuming")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        console.print(f"[bold]{run_dir.name}[/]: running")
+        console.print(f"[bold]{name}[/]: running")
     return runner.run()
 
 
-def leaderboard_files(out_dir: Path, runs: list[tuple[MethodSpec, dict[str, Any]]], command: str) -> None:
-    header, rows = comparison_rows([results for _, results in runs])
-    links = [f"[results]({spec.label}/results.json), [metrics]({spec.label}/metrics.csv)" for spec, _ in runs]
-    seconds = [f"{results['timings']['train_seconds']:.0f}" for _, results in runs]
-    table = markdown_table(header + ["train s", "files"], [r + [s, link] for r, s, link in zip(rows, seconds, links)])
-    text = f"# Leaderboard\n\nMade with:\n\n```bash\n{command}\n```\n\n{table}\n"
-    atomic_write_text(out_dir / "leaderboard.md", text)
+# -- tuning ----------------------------------------------------------------------------------------------
+
+LR_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
+"""The learning rates every method that trains is tuned over (``--tune-lrs`` replaces them)."""
+
+OBJECTIVE = (
+    "validation Avg of the task metric (mean R@1 of both directions for caption tasks, top-1 for classification "
+    "tasks) for runs with one stage per task; validation Last for runs with one stage (joint); the highest wins, "
+    "ties (within 1e-9) go to the smaller learning rate, then to the earlier point of the grid"
+)
+
+
+@dataclass
+class Tuning:
+    """``vlcl compare --tune``: a grid per method on a validation split of a cheaper proxy of the benchmark."""
+
+    lrs: tuple[float, ...] = LR_GRID
+    tasks: int | None = 3
+    """The proxy trains the first ``tasks`` tasks of each method's sequence (None: every task)."""
+    scale: float = 0.25
+    """Multiplies ``data.train_scale`` in the proxy (the validation split is carved from what remains)."""
+    epochs: int | None = None
+    """``train.epochs`` of the proxy (None: the config's)."""
+    validation_fraction: float = 0.2
+    """``data.validation_fraction`` of the proxy: the share of each task's training data carved for validation."""
+
+    def check(self) -> None:
+        if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
+            raise CompareError(f"--tune-lrs {','.join(map(str, self.lrs))}: expected positive learning rates")
+        if self.tasks is not None and self.tasks < 1:
+            raise CompareError(f"--tune-tasks {self.tasks}: expected a positive number of tasks (0 or 'all': every task)")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise CompareError(f"--tune-scale {self.scale}: expected a positive factor")
+        if self.epochs is not None and self.epochs < 1:
+            raise CompareError(f"--tune-epochs {self.epochs}: expected a positive number of epochs")
+        if not 0 < self.validation_fraction < 1:
+            raise CompareError(f"--validation-fraction {self.validation_fraction}: expected a share strictly between 0 and 1")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "first_tasks": self.tasks,
+            "train_scale_factor": self.scale,
+            "epochs": self.epochs,
+            "validation_fraction": self.validation_fraction,
+            "learning_rates": list(self.lrs),
+        }
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` written so that the config's YAML parsing reads it back as the same value (``3e-05`` would be a
+    string to YAML 1.1: floats get a mantissa with a point, ``3.0e-05``)."""
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    return json.dumps(value)
+
+
+def _short(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def point_name(values: dict[str, Any]) -> str:
+    """A grid point's directory name: ``lr=0.0003_weight=2``."""
+    return "_".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in values.items()) or "default"
+
+
+def _override_keys(overrides: list[str]) -> set[str]:
+    return {o.split("=", 1)[0].strip() for o in overrides}
+
+
+def method_grid(method_grid_spec: dict[str, tuple[Any, ...]], lrs: tuple[float, ...], fixed: list[str]) -> dict[str, list[Any]]:
+    """Config key -> values: ``train.lr`` over ``lrs``, then the method's own grid (``method.<key>``); a key that
+    the method's bracketed overrides set (``lwf[method.weight=2]``) is fixed there, not tuned."""
+    grid: dict[str, list[Any]] = {"train.lr": [float(lr) for lr in lrs]}
+    for key, values in method_grid_spec.items():
+        grid[key if "." in key else f"method.{key}"] = list(values)
+    given = _override_keys(fixed)
+    return {key: values for key, values in grid.items() if key not in given}
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination, the first key varying slowest (``train.lr`` first, in the order given)."""
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
+
+
+def tuning_score(results: dict[str, Any]) -> tuple[float, str]:
+    """(score, what it is): validation Avg of the task metric, or Last for a run whose stages are not one per task."""
+    summary = results["summary"]
+    section = summary.get("classification" if results.get("task_metric") == "top1" else "retrieval", {})
+    values = section.get(results.get("task_metric", "mean_R@1"), {})
+    if values.get("avg") is not None:
+        return float(values["avg"]), "Avg"
+    if values.get("last") is not None:
+        return float(values["last"]), "Last"
+    raise CompareError(f"results of {results.get('method')}: no Avg or Last to select on (an unfinished run?)")
+
+
+def select_point(points: list[dict[str, Any]]) -> int | None:
+    """Index of the chosen point of ``points`` (dicts with ``score``, None for a failed run, and ``values``):
+    the highest score; among scores within 1e-9 of it, the smallest ``train.lr``, then the earliest point."""
+    scored = [(i, p) for i, p in enumerate(points) if p.get("score") is not None]
+    if not scored:
+        return None
+    best = max(p["score"] for _, p in scored)
+    tied = [(i, p) for i, p in scored if p["score"] >= best - 1e-9]
+    return min(tied, key=lambda ip: (ip[1]["values"].get("train.lr", 0.0), ip[0]))[0]
+
+
+def task_order(config: RunConfig) -> list[str]:
+    """The run's tasks in order: ``data.tasks``, else the benchmark's own sequence."""
+    if config.data.tasks:
+        return list(config.data.tasks)
+    if config.data.benchmark == "embedded":
+        from vlcl.data.embedded import DEFAULT_SEQUENCE
+
+        return list(DEFAULT_SEQUENCE)
+    if config.data.benchmark == "features":
+        return [f.name for f in config.data.features or []]
+    from vlcl.data.named import validate_data_config
+
+    selection = validate_data_config(config.data)
+    if selection is not None:  # read from a data root: the catalogue (or the folders) give the order
+        return list(selection.tasks)
+    return list(_built_task_names(config.data.model_dump_json()))
+
+
+@functools.lru_cache(maxsize=8)
+def _built_task_names(data_json: str) -> tuple[str, ...]:
+    """Another benchmark (``embedded_cls``, a plugin's): built once at 32 px to read its task names."""
+    from vlcl.config import DataConfig
+    from vlcl.data.registry import build_benchmark
+
+    return tuple(build_benchmark(DataConfig.model_validate_json(data_json), image_size=32).task_names)
+
+
+def proxy_overrides(config: RunConfig, tuning: Tuning) -> list[str]:
+    """What turns a method's config into its tuning proxy: the validation split, the first tasks, less data, epochs."""
+    overrides = [f"data.validation_fraction={yaml_value(float(tuning.validation_fraction))}"]
+    if tuning.tasks is not None:
+        order = task_order(config)
+        if tuning.tasks < len(order) and config.data.benchmark == "features":  # its tasks are the data.features list
+            first = [f.model_dump(mode="json") for f in (config.data.features or [])[: tuning.tasks]]
+            overrides.append(f"data.features={json.dumps(first)}")
+        elif tuning.tasks < len(order):
+            overrides.append(f"data.tasks={json.dumps(order[: tuning.tasks])}")
+    if tuning.scale != 1:
+        overrides.append(f"data.train_scale={yaml_value(float(config.data.train_scale * tuning.scale))}")
+    if tuning.epochs is not None:
+        overrides.append(f"train.epochs={tuning.epochs}")
+    return overrides
+
+
+@dataclass
+class MethodTuning:
+    """One method's grid: its points (values, run directory, score) and, once they are done, the chosen values."""
+
+    spec: MethodSpec
+    grid: dict[str, list[Any]]
+    points: list[dict[str, Any]]
+    note: str = ""
+
+    def chosen(self) -> dict[str, Any] | None:
+        index = select_point(self.points)
+        return None if index is None else dict(self.points[index]["values"])
+
+
+def tuning_files(out_dir: Path, tunings: list[MethodTuning], tuning: Tuning, command: str, seed: int | None) -> None:
+    """``tuning.json`` and ``tuning.md``: every grid point's validation score and the values chosen."""
+    methods: dict[str, Any] = {}
+    sections = []
+    for t in tunings:
+        index = select_point(t.points)
+        methods[t.spec.label] = {
+            "method": t.spec.name,
+            "fixed": t.spec.overrides,
+            "grid": t.grid,
+            "note": t.note,
+            "points": [{k: v for k, v in p.items() if k != "config"} for p in t.points],
+            "chosen": None if index is None else t.points[index]["values"],
+            "chosen_run": None if index is None else t.points[index]["run"],
+            "chosen_score": None if index is None else t.points[index]["score"],
+        }
+        if t.note:
+            sections.append(f"### {t.spec.label}\n\n{t.note}\n")
+            continue
+        keys = list(t.grid)
+        rows = []
+        for i, p in enumerate(t.points):
+            score = "-" if p["score"] is None else f"{p['score']:.2f}"
+            status = "**chosen**" if i == index else p["status"].replace("|", "\\|").replace("\n", " ")
+            rows.append([_short(p["values"][k]) for k in keys] + [score, p.get("objective") or "-", status, f"[results]({p['run']}/results.json)"])
+        fixed = f" (fixed: {'; '.join(t.spec.overrides)})" if t.spec.overrides else ""
+        sections.append(f"### {t.spec.label}{fixed}\n\n" + markdown_table(keys + ["validation score", "objective", "status", "files"], rows) + "\n")
+    document = {
+        "objective": OBJECTIVE,
+        "proxy": {**tuning.describe(), "seed": seed},
+        "command": command,
+        "methods": methods,
+    }
+    atomic_write_text(out_dir / "tuning.json", json.dumps(document, indent=2) + "\n")
+    proxy = ", ".join([
+        f"first {tuning.tasks} task(s)" if tuning.tasks else "every task",
+        f"data.train_scale x {tuning.scale:g}",
+        f"{tuning.epochs} epoch(s)" if tuning.epochs else "the config's epochs",
+        f"{tuning.validation_fraction:g} of each task's training data carved for validation (data.seed)",
+        f"run seed {seed if seed is not None else 'of the config'}",
+    ])
+    text = (
+        f"# Tuning\n\nMade with:\n\n```bash\n{command}\n```\n\nProxy: {proxy}. No test data is read.\n\n"
+        f"Objective: {OBJECTIVE}.\n\n" + "\n".join(sections)
+    )
+    atomic_write_text(out_dir / "tuning.md", text)
+
+
+# -- leaderboard -----------------------------------------------------------------------------------------
+
+
+def _tuned_text(values: dict[str, Any] | None) -> str:
+    return "" if not values else ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in values.items())
+
+
+TUNED_NOTE = "Tuned values: [tuning.md](tuning.md) (chosen on a validation split of the training data)."
+SPREAD_NOTE = (
+    "Cells: mean +- sample standard deviation (divisor n - 1) over the seeds. **Bold**: the column's best mean "
+    "(highest; lowest for forgetting and zero-shot PD). `~`: within the seeds' spread of the best, "
+    "|mean - best mean| <= std + best std (docs/tuning.md); a row with one finished seed has no spread (std 0)."
+)
+
+
+def leaderboard_files(
+    out_dir: Path,
+    runs: list[tuple[MethodSpec, list[tuple[str, dict[str, Any]]]]],
+    command: str,
+    seeded: bool = False,
+    tuned: dict[str, dict[str, Any] | None] | None = None,
+) -> None:
+    """``leaderboard.md`` and ``leaderboard.csv``. ``runs``: per method, its (run directory relative to
+    ``out_dir``, results) at each finished seed. One seed (``seeded`` false): one row per run, as before;
+    several: mean +- sample std per column, the best and the rows within the seeds' spread of it marked.
+    ``tuned``: the values chosen per method (a ``tuned on validation`` column), None without tuning."""
+    tuned_md = ["tuned on validation"] if tuned is not None else []
+    tuned_csv = ["tuned"] if tuned is not None else []
+
+    def tuned_cell(spec: MethodSpec) -> list[str]:
+        return [_tuned_text(tuned.get(spec.label))] if tuned is not None else []
+
+    md_rows, csv_rows = [], []
+    if not seeded:
+        header, rows = comparison_rows([finished[0][1] for _, finished in runs])
+        md_header = header + ["train s"] + tuned_md + ["files"]
+        csv_header = ["run"] + header[1:] + ["train_seconds", "results"] + tuned_csv
+        for (spec, finished), row in zip(runs, rows):
+            where, results = finished[0]
+            seconds = results["timings"]["train_seconds"]
+            links = f"[results]({where}/results.json), [metrics]({where}/metrics.csv)"
+            md_rows.append(row + [f"{seconds:.0f}"] + tuned_cell(spec) + [links])
+            csv_rows.append([spec.label] + row[1:] + [seconds, f"{where}/results.json"] + tuned_cell(spec))
+        notes = [TUNED_NOTE] if tuned is not None else []
+    else:
+        names, rows = seeded_comparison([[results for _, results in finished] for _, finished in runs])
+        md_header = ["method", "seeds"] + names + ["train s"] + tuned_md + ["files"]
+        csv_header = (
+            ["run", "seeds"] + [f"{n} {part}" for n in names for part in ("mean", "std", "mark")]
+            + ["train_seconds mean", "train_seconds std", "results"] + tuned_csv
+        )
+        for (spec, finished), row in zip(runs, rows):
+            seconds = mean_std([results["timings"]["train_seconds"] for _, results in finished])
+            links = ", ".join(f"[{Path(where).name}]({where}/results.json)" for where, _ in finished)
+            md_rows.append(
+                [row["label"], str(row["seeds"])] + [format_mean_std(*cell) for cell in row["cells"]]
+                + [format_mean_std(*seconds)] + tuned_cell(spec) + [links]
+            )
+            numbers = [x for cell in row["cells"] for x in cell] + list(seconds)
+            csv_rows.append(
+                [spec.label, row["seeds"]] + ["" if v is None else v for v in numbers]
+                + [" ".join(f"{where}/results.json" for where, _ in finished)] + tuned_cell(spec)
+            )
+        notes = [SPREAD_NOTE] + ([TUNED_NOTE] if tuned is not None else [])
+    text = f"# Leaderboard\n\nMade with:\n\n```bash\n{command}\n```\n\n{markdown_table(md_header, md_rows)}\n"
+    atomic_write_text(out_dir / "leaderboard.md", text + "".join(f"\n{note}\n" for note in notes))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run"] + header[1:] + ["train_seconds", "results"])
-    for (spec, results), row in zip(runs, rows):
-        writer.writerow([spec.label] + row[1:] + [results["timings"]["train_seconds"], f"{spec.label}/results.json"])
+    writer.writerow(csv_header)
+    writer.writerows(csv_rows)
     atomic_write_text(out_dir / "leaderboard.csv", buffer.getvalue())
 
 
-def _run_in_worker(config: RunConfig, run_dir: Path, threads: int) -> dict[str, Any]:
-    """One method in a worker process: its own thread count, its console in ``<run_dir>/compare.log``."""
+# -- running ---------------------------------------------------------------------------------------------
+
+
+def _run_in_worker(config: RunConfig, run_dir: Path, threads: int, name: str) -> dict[str, Any]:
+    """One run in a worker process: its own thread count, its console in ``<run_dir>/compare.log``."""
     torch.set_num_threads(config.threads or threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "compare.log", "a", encoding="utf-8") as log:
-        return run_method(config, run_dir, Console(file=log, width=120, force_terminal=False))
+        return run_method(config, run_dir, Console(file=log, width=120, force_terminal=False), name)
 
 
 def worker_threads(jobs: int) -> int:
@@ -144,16 +439,52 @@ def worker_threads(jobs: int) -> int:
     return max(1, torch.get_num_threads() // jobs)
 
 
-def _run_parallel(jobs: int, work: list[tuple[MethodSpec, RunConfig, Path]], console: Console, done) -> None:
+@dataclass
+class Work:
+    """One run: its key (what ``done`` is told), config, directory and display name."""
+
+    key: Any
+    config: RunConfig
+    run_dir: Path
+    name: str
+
+
+def _run_all(jobs: int, work: list[Work], console: Console, done: Callable[[Any, Callable[[], dict[str, Any]]], None], what: str) -> None:
+    """Every run of ``work``: one after the other in this process, or ``jobs`` at a time in worker processes."""
+    if not work:
+        return
+    if jobs == 1 or len(work) == 1:
+        for item in work:
+            done(item.key, lambda item=item: run_method(item.config, item.run_dir, console, item.name))
+        return
+    jobs = min(jobs, len(work))
     threads = worker_threads(jobs)
-    console.print(f"{len(work)} methods, {jobs} at a time, {threads} thread(s) each; logs: <run>/compare.log")
+    console.print(f"{len(work)} {what}, {jobs} at a time, {threads} thread(s) each; logs: <run>/compare.log")
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        pending = {pool.submit(_run_in_worker, config, run_dir, threads): spec for spec, config, run_dir in work}
+        pending = {pool.submit(_run_in_worker, w.config, w.run_dir, threads, w.name): w.key for w in work}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 done(pending.pop(future), future.result)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2] (distinct integers)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CompareError(f"--seeds '{text}': expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CompareError(f"--seeds '{text}': expected distinct comma-separated integers, e.g. 0,1,2")
+    return seeds
+
+
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CompareError(f"{flag} '{text}': expected comma-separated numbers, e.g. 3e-5,1e-4,3e-4,1e-3") from None
 
 
 def compare(
@@ -164,39 +495,104 @@ def compare(
     command: str,
     console: Console,
     jobs: int = 1,
+    seeds: list[int] | None = None,
+    tuning: Tuning | None = None,
 ) -> list[dict[str, Any]]:
-    from vlcl.methods import create_method
+    """Run ``specs`` (after tuning them, with ``tuning``) at each of ``seeds`` (None: the config's seed) into
+    ``out_dir``; returns the results of the final runs, method by method, seed by seed."""
+    from vlcl.methods import create_method, method_class
 
     if jobs < 1:
         raise CompareError(f"--jobs {jobs}: expected a positive number of methods to run at a time")
-    configs = []
+    if tuning is not None:
+        tuning.check()
+    seeded = seeds is not None and len(seeds) > 1
+    seed_overrides = [[f"seed={s}"] for s in seeds] if seeds else [[]]
     for spec in specs:  # validate every method before running any
-        config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides)
+        config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides + seed_overrides[0])
         create_method(config.method.name, config.method.options())
-        configs.append(config)
+
+    # 1. tuning: every grid point of every method that trains, on its proxy
+    tunings: list[MethodTuning] = []
+    tune_seed = seeds[0] if seeds else None
+    if tuning is not None:
+        for spec in specs:
+            cls = method_class(spec.name)
+            if not cls.trains:
+                tunings.append(MethodTuning(spec, {}, [], note="not tuned: the method does not train"))
+                continue
+            base = overrides + [f"method.name={spec.name}"] + spec.overrides + seed_overrides[0]
+            proxy = proxy_overrides(load_config(config_path, base), tuning)
+            grid = method_grid(cls.tuning_grid, tuning.lrs, spec.overrides)
+            points = []
+            for values in grid_points(grid):
+                config = load_config(config_path, base + proxy + [f"{k}={yaml_value(v)}" for k, v in values.items()])
+                create_method(config.method.name, config.method.options())  # a bad grid value fails here, before any run
+                run = f"tuning/{spec.label}/{point_name(values)}"
+                points.append({"values": values, "run": run, "score": None, "objective": None, "status": "pending", "config": config})
+            tunings.append(MethodTuning(spec, grid, points))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
-
-    def done(spec: MethodSpec, outcome: Callable[[], dict[str, Any]]) -> None:
-        """Record one method's results (``outcome()`` runs it or returns/raises what its worker did)."""
-        try:
-            results[spec.label] = outcome()
-        except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
-            failures.append(f"{spec.label}: {type(exc).__name__}: {exc}")
-            console.print(f"[red]{spec.label}[/]: failed: {exc}")
-            return
-        wall = results[spec.label]["timings"]["wall_seconds_this_session"]
-        console.print(f"[bold]{spec.label}[/]: done (run wall time {wall:.0f} s; {time.perf_counter() - started:.0f} s into the comparison)")
-        leaderboard_files(out_dir, [(s, results[s.label]) for s in specs if s.label in results], command)
-
     started = time.perf_counter()
-    work = [(spec, config, out_dir / spec.label) for spec, config in zip(specs, configs)]
-    if jobs == 1 or len(work) == 1:
-        for spec, config, run_dir in work:
-            done(spec, lambda config=config, run_dir=run_dir: run_method(config, run_dir, console))
-    else:
-        _run_parallel(min(jobs, len(work)), work, console, done)
+
+    if tunings:
+        tuning_files(out_dir, tunings, tuning, command, tune_seed)
+        by_run = {p["run"]: p for t in tunings for p in t.points}
+
+        def tuned(run: str, outcome: Callable[[], dict[str, Any]]) -> None:
+            point = by_run[run]
+            try:
+                results = outcome()
+                point["score"], point["objective"] = tuning_score(results)
+                point["status"] = "done"
+            except Exception as exc:  # noqa: BLE001 - one point's failure must not stop the others
+                point["status"] = f"failed: {type(exc).__name__}: {exc}"
+                console.print(f"[red]{run}[/]: failed: {exc}")
+            else:
+                console.print(f"[bold]{run}[/]: validation {point['objective']} {point['score']:.2f} ({time.perf_counter() - started:.0f} s in)")
+            tuning_files(out_dir, tunings, tuning, command, tune_seed)
+
+        grid_work = [Work(p["run"], p["config"], out_dir / p["run"], p["run"]) for t in tunings for p in t.points]
+        _run_all(jobs, grid_work, console, tuned, "tuning runs")
+        for t in tunings:
+            if t.points and t.chosen() is None:
+                failures.append(f"{t.spec.label}: tuning: every grid point failed ({t.points[0]['status']})")
+        console.print(f"tuning done ({time.perf_counter() - started:.0f} s): {out_dir / 'tuning.md'}")
+
+    # 2. the final runs: chosen values, test data, every seed
+    chosen = {t.spec.label: t.chosen() for t in tunings}
+    untuned = {t.spec.label for t in tunings if t.points and chosen[t.spec.label] is None}  # every grid point failed
+    final: list[Work] = []
+    for seed_index, seed_override in enumerate(seed_overrides):
+        for spec in specs:
+            if spec.label in untuned:
+                continue
+            tuned_values = [f"{k}={yaml_value(v)}" for k, v in (chosen.get(spec.label) or {}).items()]
+            config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides + tuned_values + seed_override)
+            where = f"{spec.label}/seed-{seeds[seed_index]}" if seeded else spec.label
+            final.append(Work((spec.label, seed_index), config, out_dir / where, where))
+    results: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+
+    def done(key: tuple[str, int], outcome: Callable[[], dict[str, Any]]) -> None:
+        """Record one run's results (``outcome()`` runs it or returns/raises what its worker did)."""
+        where = next(w.name for w in final if w.key == key)
+        try:
+            results[key] = (where, outcome())
+        except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
+            failures.append(f"{where}: {type(exc).__name__}: {exc}")
+            console.print(f"[red]{where}[/]: failed: {exc}")
+            return
+        wall = results[key][1]["timings"]["wall_seconds_this_session"]
+        console.print(f"[bold]{where}[/]: done (run wall time {wall:.0f} s; {time.perf_counter() - started:.0f} s into the comparison)")
+        board = []
+        for spec in specs:
+            finished = [results[(spec.label, i)] for i in range(len(seed_overrides)) if (spec.label, i) in results]
+            if finished:
+                board.append((spec, finished))
+        leaderboard_files(out_dir, board, command, seeded, chosen if tuning is not None else None)
+
+    _run_all(jobs, final, console, done, "runs (methods x seeds)" if seeded else "methods")
     if failures:
-        raise CompareError(f"{len(failures)} of {len(specs)} methods failed (the others are in the leaderboard): " + "; ".join(failures))
-    return [results[spec.label] for spec in specs]
+        total, unit = (len(final) + len(untuned), "runs") if seeded else (len(specs), "methods")
+        raise CompareError(f"{len(failures)} of {total} {unit} failed (the others are in the leaderboard): " + "; ".join(failures))
+    return [results[w.key][1] for w in final]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -76,15 +76,32 @@ class DataConfig(_Section):
     Pillow's decompression-bomb threshold; raise it for trusted data; ``None`` = no limit."""
     workers: int = Field(4, ge=0)
     """Threads decoding images of data sets read from ``root`` (0 = the training thread)."""
+    max_unknown_words: float = Field(0.05, ge=0, le=1)
+    """Before training: stop when more than this share of a data set's caption and prompt words are unknown to
+    the model's tokenizer (they encode to its unknown token or to nothing); 1 = never (``--allow-unknown-words``).
+    The shares are recorded in results.json under ``data.unknown_words``."""
+    validation_fraction: float | None = Field(None, gt=0, lt=1)
+    """Carve this share of every task's training data (drawn with ``data.seed`` and the task's name) as the set the
+    task is evaluated on, in place of its test split; the rest stays training data, and the held-out test sets are
+    dropped (``vlcl.data.validation``; results.json ``data.validation``). For choosing hyper-parameters without test
+    data (``vlcl compare --tune``); ``None`` = off: tasks are evaluated on their test splits."""
     features: list[FeaturePairConfig] | None = None
     """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.feature_pairs)."""
 
 
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
+    """Passes over each task's training data (unless ``iterations`` is set)."""
+    iterations: int | None = Field(None, ge=1)
+    """A fixed number of optimiser steps per task instead of ``epochs`` (ZSCL and MoE-Adapters: 1000), drawing
+    new epochs of the task's data as needed; ``None`` = ``epochs``."""
     batch_size: int = Field(64, ge=2)
-    lr: float = Field(1e-4, gt=0)
-    """Learning rate of the vision tower (and of everything that is not the text tower)."""
+    lr: PositiveFloat | list[PositiveFloat] | dict[str, PositiveFloat] = 1e-4
+    """Learning rate of the vision tower (and of everything that is not the text tower): one number, one per task
+    in the run's task order, or a mapping by task name where ``default`` covers the tasks it does not name."""
     text_lr: float | None = Field(None, gt=0)
     """Learning rate of the text tower; ``None`` = same as ``lr``."""
     weight_decay: float = Field(0.1, ge=0)
@@ -104,10 +121,36 @@ class TrainConfig(_Section):
     """Micro-batches of ``batch_size`` per optimiser step (each is its own contrastive batch)."""
     checkpoint_every_steps: int | None = Field(None, ge=1)
     """Also write a resumable checkpoint every N optimiser steps inside a task (tasks' ends always are)."""
+    label_smoothing: float = Field(0.2, ge=0, lt=1)
+    """Of the cross-entropy over class prompts that trains a classification task (0.2 in ZSCL and MoE-Adapters)."""
+    class_prompts: Literal["first", "average"] = "first"
+    """A classification task's class text during training: its first template filled with the class name (ZSCL,
+    MoE-Adapters), or the mean embedding of every template's prompt. Evaluation always averages every template."""
     gather_features: bool = True
     """Under torchrun: contrast each process's rows against every process's features (global-batch negatives,
     gradients kept, as open_clip's gather-with-grad); false keeps losses per process (as the C-CLIP authors)."""
 
+
+    def lr_for(self, task_names: list[str], order: list[str]) -> float:
+        """The learning rate of a stage training ``task_names`` (``order``: every task of the run, in order)."""
+        rates = {self._task_lr(name, order) for name in task_names}
+        if len(rates) != 1:
+            raise ValueError(f"tasks {', '.join(task_names)} train in one stage but have different learning rates in 'train.lr'")
+        return rates.pop()
+
+    def _task_lr(self, name: str, order: list[str]) -> float:
+        if isinstance(self.lr, (int, float)):
+            return float(self.lr)
+        if isinstance(self.lr, list):
+            if len(self.lr) != len(order):
+                raise ValueError(f"'train.lr' lists {len(self.lr)} learning rates for {len(order)} tasks ({', '.join(order)})")
+            return float(self.lr[order.index(name)])
+        unknown = sorted(set(self.lr) - set(order) - {"default"})
+        if unknown:
+            raise ValueError(f"'train.lr' names '{unknown[0]}', which is not a task of this run ({', '.join(order)})")
+        if name not in self.lr and "default" not in self.lr:
+            raise ValueError(f"'train.lr' has no learning rate for task '{name}' and no 'default'")
+        return float(self.lr.get(name, self.lr.get("default")))
 
     @field_validator("betas")
     @classmethod
@@ -190,9 +233,17 @@ def _suggest(key: str, choices: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+_TYPE_TAGS = {"float", "int", "str", "bool", "list", "dict", "tuple", "none"}
+
+
+def _is_type_tag(part: Any) -> bool:
+    """Pydantic names the member of a union it tried (``train.lr.constrained-float``); a key never has such a part."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith("constrained-"))
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    loc = tuple(str(p) for p in first["loc"])
+    loc = tuple(str(p) for p in first["loc"] if not _is_type_tag(p))
     key = ".".join(loc)
     if first["type"] == "extra_forbidden":
         parent = loc[:-1]

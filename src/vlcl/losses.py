@@ -62,6 +62,29 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     return symmetric_infonce(image_features, text_features, logit_scale, gather=gather)
 
 
+def class_prompt_loss(
+    image_features: torch.Tensor,
+    class_features: torch.Tensor,
+    labels: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    *,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy over a classification task's class prompts, as ZSCL and MoE-Adapters train MTIL tasks:
+
+        L = CE_eps( s * I W^T, y ),   CE_eps the cross-entropy against (1 - eps) onehot(y) + eps / C
+
+    I the L2-normalised image features [B, d], W the L2-normalised class-prompt
+    embeddings [C, d] (computed with gradients: the text tower learns too), y the
+    labels, s = ``logit_scale``, eps = ``label_smoothing`` (0.2 in ZSCL and
+    MoE-Adapters). Two images of one class are never each other's negatives, as
+    they are under :func:`clip_loss`. No gathering under torchrun: every process
+    holds every class.
+    """
+    logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(class_features, dim=-1).t()
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
 def ckc_loss(
     projected_image: torch.Tensor,
     projected_text: torch.Tensor,

@@ -23,11 +23,19 @@ Images = np.ndarray | ImageStore
 
 @dataclass
 class CaptionedImages:
-    """Training pairs: image i has one or more captions; one is drawn per epoch."""
+    """Training pairs: image i has one or more captions; one is drawn per epoch.
+
+    A classification task's training data also carries ``labels`` (long [N]) and ``class_prompts`` (per class,
+    its prompts: the task's templates filled with the class name). Such a task trains with cross-entropy over
+    the class-prompt embeddings (``vlcl.losses.class_prompt_loss``); its captions are each image's class
+    prompt under the first template, for the methods that keep or distil image-caption pairs.
+    """
 
     name: str
     images: Images  # uint8 [N, H, W, 3]
     captions: list[list[str]]
+    labels: torch.Tensor | None = None
+    class_prompts: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.captions):
@@ -35,9 +43,37 @@ class CaptionedImages:
         empty = next((i for i, caps in enumerate(self.captions) if not caps), None)
         if empty is not None:
             raise ValueError(f"{self.name}: image {empty} has no caption")
+        if (self.labels is None) != (self.class_prompts is None):
+            raise ValueError(f"{self.name}: labels and class_prompts go together")
+        if self.labels is not None:
+            _check_class_data(self.name, self.labels, self.class_prompts, len(self.images))
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def classification(self) -> bool:
+        """True when the task trains with cross-entropy over its class prompts."""
+        return self.labels is not None
+
+    def with_prompts(self, mode: str) -> "CaptionedImages":
+        """The same data whose classes keep every template's prompt (``average``) or the first only (``first``)."""
+        if self.class_prompts is None or mode == "average":
+            return self
+        if mode != "first":
+            raise ValueError(f"class prompt mode must be 'first' or 'average', got {mode!r}")
+        return CaptionedImages(self.name, self.images, self.captions, self.labels, [p[:1] for p in self.class_prompts])
+
+
+def _check_class_data(name: str, labels: torch.Tensor, prompts: list[list[str]], count: int) -> None:
+    if labels.dtype != torch.long or labels.shape != (count,):
+        raise ValueError(f"{name}: labels must be long [{count}], got {labels.dtype} {tuple(labels.shape)}")
+    if not prompts or any(not p for p in prompts):
+        raise ValueError(f"{name}: every class needs at least one prompt")
+    if len({len(p) for p in prompts}) != 1:
+        raise ValueError(f"{name}: every class needs the same number of prompts (one per template)")
+    if count and (int(labels.min()) < 0 or int(labels.max()) >= len(prompts)):
+        raise ValueError(f"{name}: labels lie outside the {len(prompts)} classes")
 
 
 @dataclass
@@ -119,6 +155,28 @@ class Benchmark:
 
     def retrieval_sets(self) -> list[RetrievalSet]:
         return [t.test for t in self.tasks if isinstance(t.test, RetrievalSet)] + list(self.heldout_retrieval)
+
+    def texts_by_set(self) -> dict[str, list[str]]:
+        """Every text the model reads, by data set: a task's training captions and class prompts with its test
+        set's, then every held-out set's captions or prompts (for the tokenizer coverage check)."""
+        texts: dict[str, list[str]] = {}
+        for task in self.tasks:
+            train = task.train
+            if not hasattr(train, "captions"):  # modality pairs: no text
+                continue
+            texts[task.name] = [c for caps in train.captions for c in caps] + [p for ps in train.class_prompts or [] for p in ps]
+            texts[task.name] += _test_texts(task.test)
+        for dataset in [*self.heldout_retrieval, *self.heldout_zeroshot]:
+            texts[dataset.name] = _test_texts(dataset)
+        return texts
+
+
+def _test_texts(dataset: RetrievalSet | ClassificationSet) -> list[str]:
+    if isinstance(dataset, RetrievalSet):
+        return list(dataset.captions)
+    if isinstance(dataset, ClassificationSet):
+        return [p for prompts in dataset.prompts() for p in prompts]
+    return []
 
 
 BenchmarkBuilder = Callable[..., Benchmark]

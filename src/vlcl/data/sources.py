@@ -366,7 +366,10 @@ def prompted_training_set(
     workers: int,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> CaptionedImages:
-    """Classification training data as image-caption pairs: each image's caption is its class name in the set's
-    first template (one caption per image keeps the teacher caches of the distillation methods at N embeddings)."""
+    """Classification training data: labels and every class's prompts (trained with cross-entropy over them),
+    and as each image's caption its class name in the set's first template (one caption per image keeps the
+    teacher caches of the distillation methods at N embeddings)."""
     captions = [[templates[0].format(classnames[s.label])] for s in samples]
-    return CaptionedImages(name, store(samples, preprocess, workers, max_pixels), captions)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    prompts = [[t.format(c) for t in templates] for c in classnames]
+    return CaptionedImages(name, store(samples, preprocess, workers, max_pixels), captions, labels, prompts)

@@ -5,6 +5,15 @@ recall@K in both directions and the alignment diagnostics. For every
 zero-shot set: top-1, top-5 and mean per-class recall with template-averaged
 class embeddings. Captions are tokenised once per run and reused at every
 stage.
+
+Classification tasks are also scored task-agnostically, with no task
+identity at test time: each task's test images classified among the union of
+the classes of every task of the sequence (``task_agnostic``, the X-TAIL
+setting of RAIL: seen and unseen tasks, so Transfer / Avg / Last are defined
+as for the per-task matrix), and among the union of the classes of the tasks
+trained so far (``seen_classes``: for every k, the first k tasks among their
+k tasks' classes; the results pick k = the tasks a stage has trained).
+Classes whose prompts are identical are one class.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from vlcl.metrics import (
     NonFiniteError,
     alignment_diagnostics,
     retrieval_recall,
+    union_label_space,
     zeroshot_accuracy,
     zeroshot_classifier,
 )
@@ -46,10 +56,14 @@ def _named(set_name: str, evaluate, *args):
 
 class Evaluator:
     def __init__(self, benchmark: Benchmark, tokenizer, preprocess: ImagePreprocessor, context_length: int, config: EvalConfig):
+        from vlcl.metrics.retrieval import caption_groups
+
         self.benchmark = benchmark
         self.preprocess = preprocess
         self.config = config
         self._tokens = {s.name: tokenize(tokenizer, s.captions, context_length) for s in benchmark.retrieval_sets()}
+        # identical caption strings (exact comparison) are one text for retrieval recall (vlcl.metrics.retrieval)
+        self._text_groups = {s.name: caption_groups(s.captions) for s in benchmark.retrieval_sets()}
         self._prompt_tokens = {
             z.name: tokenize(tokenizer, [p for prompts in z.prompts() for p in prompts], context_length)
             for z in benchmark.zeroshot
@@ -87,23 +101,41 @@ class Evaluator:
             ks=tuple(self.config.ks),
             convention=self.config.recall_convention,
             chunk_size=self.config.chunk_size,
+            text_groups=self._text_groups[dataset.name],
         )
         recall["mean_R@1"] = mean_recall_at_1(recall)
         alignment = alignment_diagnostics(image_features, text_features, dataset.text_to_image)
         return {"retrieval": recall, "alignment": alignment}
 
     def classification(self, model: CLIPModel, dataset: ClassificationSet) -> dict[str, float]:
+        image_features, classifier = self._class_features(model, dataset)
+        return zeroshot_accuracy(image_features, classifier, dataset.labels)
+
+    def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
         image_features = self._images(model, dataset.images)
         ids, mask = self._prompt_tokens[dataset.name]
         prompts = self._texts(model, ids, mask)
         classifier = zeroshot_classifier(prompts.view(len(dataset.classnames), len(dataset.templates), -1))
-        return zeroshot_accuracy(image_features, classifier, dataset.labels)
+        self._features[dataset.name] = (image_features, classifier)
+        return image_features, classifier
+
+    def task_agnostic(self, tasks: list[ClassificationSet]) -> dict[str, dict[str, float]]:
+        """Top-1 of each of ``tasks`` among the union of their classes (features of this stage's evaluation)."""
+        features = [self._features[t.name] for t in tasks]
+        keys = [[tuple(p) for p in t.prompts()] for t in tasks]
+        union, maps = union_label_space([classifier for _, classifier in features], keys)
+        return {
+            t.name: {"top1": zeroshot_accuracy(images, union, maps[k][t.labels])["top1"]}
+            for k, (t, (images, _)) in enumerate(zip(tasks, features))
+        }
 
     @torch.no_grad()
     def evaluate(self, model: CLIPModel, progress: Progress | None = None) -> dict[str, dict]:
         """All metrics of one stage, keyed by set name."""
         was_training = model.training
         model.eval()
+        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         result: dict[str, dict] = {"retrieval": {}, "alignment": {}, "zeroshot": {}}
         for dataset in self.benchmark.retrieval_sets():
             if progress:
@@ -115,6 +147,12 @@ class Evaluator:
             if progress:
                 progress(dataset.name)
             result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
+        tasks = [t.test for t in self.benchmark.tasks if isinstance(t.test, ClassificationSet)]
+        if tasks:
+            result["task_agnostic"] = self.task_agnostic(tasks)
+            # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results)
+            result["seen_classes"] = {str(k): self.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
+        self._features = {}
         model.train(was_training)
         return result
 

@@ -18,6 +18,7 @@ import torch
 from vlcl.config import EvalConfig, RunConfig
 from vlcl.data.benchmark import Benchmark, RetrievalSet
 from vlcl.data.registry import build_benchmark
+from vlcl.data.validation import validation_split
 from vlcl.engine.evaluate import Evaluator, PairEvaluator
 from vlcl.models.encode import encode_images, encode_texts
 from vlcl.models.loading import ClipBundle, ModelLoadError, load_clip, save_clip
@@ -45,6 +46,7 @@ class ClipModels:
         self.bundle = load_clip(path, local_files_only=config.model.local_files_only if not checkpoint else True)
         self.bundle.model.to(device)
         benchmark = build_benchmark(config.data, image_size=self.bundle.preprocess.image_size, preprocess=self.bundle.preprocess)
+        benchmark = with_validation(benchmark, config)
         probe_features(self.bundle, benchmark)
         return self.bundle.model, benchmark
 
@@ -62,7 +64,7 @@ class FeatureMaps:
     bundle: ClipBundle | None = None
 
     def load(self, config: RunConfig, checkpoint: Path | None, device: torch.device) -> tuple[torch.nn.Module, Benchmark]:
-        benchmark = build_benchmark(config.data, image_size=0)
+        benchmark = with_validation(build_benchmark(config.data, image_size=0), config)
         widths = benchmark.data_report["widths"]
         if checkpoint is None:
             return ModalityMaps(widths).to(device), benchmark
@@ -80,6 +82,13 @@ class FeatureMaps:
 
     def save(self, model: torch.nn.Module, directory: Path) -> None:
         save_maps(model, directory)
+
+
+def with_validation(benchmark: Benchmark, config: RunConfig) -> Benchmark:
+    """With ``data.validation_fraction``: every task evaluated on a split carved from its training data, no test data."""
+    if config.data.validation_fraction is None:
+        return benchmark
+    return validation_split(benchmark, config.data.validation_fraction, config.data.seed)
 
 
 def models_of_kind(kind: str) -> ModelKind:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
-from vlcl.config import RunConfig, config_to_dict
+from vlcl.config import RunConfig, TrainConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages, benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint
 from vlcl.data.images import concat_images
@@ -43,6 +44,7 @@ from vlcl.engine.kinds import ModelKind, models_of_kind
 from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
+from vlcl.models.coverage import coverage
 from vlcl.models.loading import ClipBundle
 from vlcl.seeds import stage_seed
 
@@ -99,13 +101,39 @@ def _records(stages: Any, path: Path) -> list[StageRecord]:
         raise CheckpointError(f"{path}: malformed stage records ({exc})") from None
 
 
+def check_tokenizer_coverage(benchmark: Benchmark, tokenizer, limit: float) -> None:
+    """Refuse data whose text the tokenizer cannot read (:mod:`vlcl.models.coverage`); record every set's share
+    of unknown words in the benchmark's data report (results.json ``data.unknown_words``)."""
+    shares = {}
+    for name, texts in benchmark.texts_by_set().items():
+        found = coverage(tokenizer, texts)
+        shares[name] = round(found.unknown_share, 6)
+        if found.unknown_share > limit:
+            examples = ", ".join(repr(w) for w in found.examples)
+            raise RunInputError(
+                f"data set '{name}': {found.unknown_share:.1%} of its caption and prompt words are unknown to the model's "
+                f"tokenizer (e.g. {examples}), more than data.max_unknown_words={limit:g}; they would all encode as one "
+                "unknown token. Use a model whose tokenizer reads them, or --allow-unknown-words"
+            )
+    benchmark.data_report["unknown_words"] = shares
+
+
 def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
+    """One training set of several tasks (a joint stage). Classification tasks keep their classes apart: the
+    label space is every task's classes one after the other, each task's labels shifted past the ones before."""
     if len(datasets) == 1:
         return datasets[0]
+    labels = prompts = None
+    if all(d.classification for d in datasets):
+        offsets = np.cumsum([0] + [len(d.class_prompts) for d in datasets[:-1]])
+        labels = torch.cat([d.labels + int(offset) for d, offset in zip(datasets, offsets)])
+        prompts = [p for d in datasets for p in d.class_prompts]
     return CaptionedImages(
         "+".join(d.name for d in datasets),
         concat_images([d.images for d in datasets]),  # image stores stay lazy
         [caps for d in datasets for caps in d.captions],
+        labels,
+        prompts,
     )
 
 
@@ -151,6 +179,8 @@ class ContinualRunner:
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
         self._check_batches(method, benchmark)
         bundle = self.models.bundle
+        if bundle is not None:
+            check_tokenizer_coverage(benchmark, bundle.tokenizer, cfg.data.max_unknown_words)
         context = RunContext(
             task_names=benchmark.task_names,
             seed=cfg.seed,
@@ -161,6 +191,7 @@ class ContinualRunner:
             checkpoint=latest,
             pretrained_path=cfg.model.path,
             local_files_only=cfg.model.local_files_only,
+            label_smoothing=cfg.train.label_smoothing,
         )
         torch.manual_seed(stage_seed(cfg.seed, -1))
         try:
@@ -225,12 +256,36 @@ class ContinualRunner:
         if not method.trains:
             return
         for stage in method.stages(benchmark.task_names):
-            pairs = sum(len(benchmark.tasks[i].train) for i in stage.task_indices)
+            self._stage_train_config(stage, benchmark)
+            pairs = len(self._stage_data(stage, benchmark))
             if planned_steps(pairs, train)[0] == 0:
                 raise RunInputError(
                     f"task '{stage.name}' has {pairs} training pairs, fewer than one batch "
                     f"(train.batch_size={train.batch_size} x train.accumulate_steps={train.accumulate_steps})"
                 )
+
+    def _stage_data(self, stage: Stage, benchmark: Benchmark) -> CaptionedImages:
+        """The stage's training data, classification tasks with the prompts ``train.class_prompts`` asks for."""
+        mode = self.config.train.class_prompts
+        parts = [benchmark.tasks[i].train for i in stage.task_indices]
+        if not all(isinstance(part, CaptionedImages) for part in parts):  # modality pairs: one task per stage
+            if len(parts) > 1:
+                raise RunInputError(f"stage '{stage.name}': modality pairs train one pair per stage")
+            return parts[0]
+        try:
+            return concatenate([part.with_prompts(mode) for part in parts])
+        except ValueError as exc:
+            raise RunInputError(f"stage '{stage.name}': {exc} (train.class_prompts={mode})") from None
+
+    def _stage_train_config(self, stage: Stage, benchmark: Benchmark) -> TrainConfig:
+        """``train`` with the stage's one learning rate (``train.lr`` may give one per task)."""
+        train = self.config.train
+        names = [benchmark.tasks[i].name for i in stage.task_indices]
+        try:
+            lr = train.lr_for(names, benchmark.task_names)
+        except ValueError as exc:
+            raise RunInputError(str(exc)) from None
+        return train.model_copy(update={"lr": lr})
 
     # -- the loop --------------------------------------------------------------------
     def _evaluate(self, evaluator: Evaluator | PairEvaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:
@@ -289,7 +344,7 @@ class ContinualRunner:
         previous = records[-1]
         torch.manual_seed(stage_seed(self.config.seed, stage.index))
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
-        data = concatenate([benchmark.tasks[i].train for i in stage.task_indices]) if method.trains else None
+        data = self._stage_data(stage, benchmark) if method.trains else None
         method.begin_task(stage, data)
         if data is not None:
             _check_method_state(method, "step_state_dict")
@@ -300,7 +355,7 @@ class ContinualRunner:
                 bundle,
                 data,
                 stage.name,
-                self.config.train,
+                self._stage_train_config(stage, benchmark),
                 stage_seed(self.config.seed, stage.index),
                 self.console,
                 checkpoint=self._step_writer(stage, records),

@@ -11,6 +11,10 @@ from vlcl.methods.base import ParameterGroup
 
 
 def build_optimizer(groups: list[ParameterGroup], train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the method's groups; ``train.lr`` is the stage's one learning rate (the engine resolves a
+    per-task list or mapping with ``TrainConfig.lr_for`` first)."""
+    if not isinstance(train.lr, (int, float)):
+        raise ValueError("build_optimizer needs one learning rate; resolve a per-task train.lr with TrainConfig.lr_for")
     text_lr = train.text_lr if train.text_lr is not None else train.lr
     param_groups = [
         {

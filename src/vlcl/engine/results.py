@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from vlcl.data.benchmark import Benchmark
@@ -67,6 +68,10 @@ def assemble_results(
         }
         pds = [v["pd"] for v in summary["zeroshot_top1"].values()]
         summary["zeroshot_mean_pd"] = sum(pds) / len(pds) if pds else None
+    agnostic = task_agnostic_results(tasks, pretrained, trained, continual=complete and _is_continual(stages, len(tasks)))
+    if agnostic and trained:
+        summary["task_agnostic"] = agnostic["summary"]
+        summary["seen_classes"] = agnostic["seen_classes"]["summary"]
     return {
         "config": config,
         "benchmark": benchmark.name,
@@ -80,6 +85,7 @@ def assemble_results(
             ("top1_row" if classification else "R@1_row"): {key: [score(pretrained, t, key) for t in tasks] for key in keys},
         },
         "matrices": matrices,
+        **({"task_agnostic": agnostic} if agnostic else {}),
         "summary": summary,
         "stages": records,
         "timings": {
@@ -92,12 +98,41 @@ def assemble_results(
     }
 
 
+TASK_AGNOSTIC_DEFINITION = (
+    "top-1 with no task identity: 'matrix' classifies every task's test images among the classes of every task "
+    "(X-TAIL, RAIL 2024; Transfer/Avg/Last as for the per-task matrix); 'seen_classes' among the classes of the tasks "
+    "trained so far, for those tasks only (null for tasks not yet trained). Classes with identical prompts are one class."
+)
+
+
+def task_agnostic_results(tasks: list[str], pretrained: dict, trained: list[dict], *, continual: bool) -> dict[str, Any] | None:
+    """The task-agnostic scores of a classification sequence (``vlcl.engine.evaluate``), None for retrieval tasks."""
+    if "task_agnostic" not in pretrained["metrics"]:
+        return None
+    row = lambda record: [record["metrics"]["task_agnostic"][t]["top1"] for t in tasks]  # noqa: E731
+    matrix = [row(r) for r in trained]
+    seen_rows, count = [], 0
+    for record in trained:
+        count += len(record["trained_on"])
+        scores = record["metrics"]["seen_classes"][str(count)]
+        seen_rows.append([scores.get(t, {}).get("top1") for t in tasks])
+    result: dict[str, Any] = {"definition": TASK_AGNOSTIC_DEFINITION, "pretrained_row": row(pretrained), "matrix": matrix}
+    if matrix:
+        result["summary"] = continual_summary(matrix) if continual else {"last": fmean(matrix[-1])}
+    seen_means = [fmean(v for v in r if v is not None) for r in seen_rows]
+    result["seen_classes"] = {
+        "matrix": seen_rows,
+        "summary": {"last": seen_means[-1], "avg": fmean(seen_means)} if seen_means else {},
+    }
+    return result
+
+
 def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Long format: one row per (stage, set, kind, metric)."""
     rows = []
     for record in results["stages"]:
-        for kind in ("retrieval", "alignment", "zeroshot"):
-            for set_name, values in record["metrics"][kind].items():
+        for kind in ("retrieval", "alignment", "zeroshot", "task_agnostic"):
+            for set_name, values in record["metrics"].get(kind, {}).items():
                 for metric, value in values.items():
                     rows.append(
                         {

@@ -50,9 +50,10 @@ def progress_bar(console: Console) -> Progress:
 
 
 def planned_steps(num_samples: int, train: TrainConfig) -> tuple[int, int]:
-    """(optimiser steps per epoch, total steps); an incomplete last batch is dropped (contrastive batches stay full)."""
+    """(optimiser steps per epoch, total steps); an incomplete last batch is dropped (contrastive batches stay full).
+    ``train.iterations`` fixes the total, drawing as many epochs as it takes."""
     steps_per_epoch = num_samples // (train.batch_size * train.accumulate_steps)
-    total = train.epochs * steps_per_epoch
+    total = train.iterations if train.iterations else train.epochs * steps_per_epoch
     if train.max_steps_per_task:
         total = min(total, train.max_steps_per_task)
     return steps_per_epoch, total

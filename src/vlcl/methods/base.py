@@ -63,9 +63,9 @@ from pydantic import BaseModel, ConfigDict
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
-from vlcl.models.batches import pair_of
-from vlcl.models.encode import image_embeddings, text_embeddings
+from vlcl.losses import class_prompt_loss, clip_loss
+from vlcl.models.batches import is_classification, pair_of
+from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 from vlcl.models.loading import ClipBundle
 from vlcl.models.maps import pair_loss
 
@@ -103,6 +103,8 @@ class RunContext:
     """``model.path`` of the run: the pre-trained model, on a fresh run and on resume."""
     local_files_only: bool = True
     """``model.local_files_only`` of the run (a hub id is read from the local cache unless this is False)."""
+    label_smoothing: float = 0.0
+    """``train.label_smoothing``: the smoothing of the cross-entropy of classification tasks."""
 
     def load_pretrained(self) -> CLIPModel:
         """The pre-trained CLIPModel of the run (a fresh copy, on the CPU), whatever ``setup`` was given."""
@@ -156,6 +158,11 @@ class Method:
     docs_page: ClassVar[Path | None] = None
     """Its documentation page; None = docs/methods/<name>.md of the vlcl repository. A method in another
     package points at its own page (the contract test reads the options table there)."""
+    tuning_grid: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    """The method's own key options and the values ``vlcl compare --tune`` tries for each, crossed with the shared
+    learning-rate grid (docs/tuning.md): at most 2-3 values per key, the default first, chosen from what the
+    method's paper or its authors' code tuned or used. Keys are option names (``method.<key>``; a dotted key such
+    as ``train.text_lr`` is a config key). Empty: only the learning rate is tuned."""
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -189,14 +196,32 @@ class Method:
         return split_parameters(self.model)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised (image, text) embeddings of a batch under the trained model."""
+        """Un-normalised (image, text) embeddings of a batch under the trained model: one text per image for a
+        caption batch, one per class (its templates' mean) for a classification batch."""
         images = image_embeddings(self.model, batch["pixel_values"])
         texts = text_embeddings(self.model, batch["input_ids"], batch["attention_mask"])
+        if is_classification(batch):
+            texts = class_embeddings(texts, int(batch["class_templates"]))
         return images, texts
 
     def logit_scale(self) -> torch.Tensor:
         """The multiplier of cosine similarities (exp of the learnable temperature), capped at 100 as in CLIP."""
         return self.model.logit_scale.exp().clamp(max=100.0)
+
+    def task_loss(self, images: torch.Tensor, texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
+        """The loss of the task the batch comes from, and its log name: cross-entropy over the class prompts
+        (``ce``, label smoothing ``train.label_smoothing``) for a classification batch, the CLIP loss (``clip``)
+        for a caption batch. ``images``, ``texts``: :meth:`encode`'s output."""
+        if is_classification(batch):
+            smoothing = self.context.label_smoothing
+            return "ce", class_prompt_loss(images, texts, batch["labels"], self.logit_scale(), label_smoothing=smoothing)
+        return "clip", clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
+
+    @staticmethod
+    def paired_texts(texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One text per image: the caption's embedding, or for a classification batch its class's. For terms
+        defined on image-text pairs (C-CLIP's CKC, Mod-X's and MulKI's in-batch terms)."""
+        return texts[batch["labels"]] if is_classification(batch) else texts
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         pair = pair_of(batch)
@@ -205,8 +230,8 @@ class Method:
             loss = pair_loss(self.model, modalities, xa, xb)
             return LossOutput(loss, {"pair": float(loss.detach())})
         images, texts = self.encode(batch)
-        loss = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
-        return LossOutput(loss, {"clip": float(loss.detach())})
+        name, loss = self.task_loss(images, texts, batch)
+        return LossOutput(loss, {name: float(loss.detach())})
 
     def before_optimizer_step(self, step: int) -> None:
         """Gradient hook: gradients are populated and clipped; change them here (e.g. projection)."""

@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import ckc_loss, clip_loss
+from vlcl.losses import ckc_loss
 from vlcl.methods.base import LossOutput, ParameterGroup, Stage
 from vlcl.methods.lora import LoRA, LoRAOptions
 from vlcl.methods.registry import register_method
@@ -62,6 +62,7 @@ class CCLIP(LoRA):
     name = "cclip"
     description = "C-CLIP: LoRA integration + contrastive knowledge consolidation with a per-task projector"
     Options = CCLIPOptions
+    tuning_grid = {"ckc_weight": (1.0, 4.0)}  # lambda of CKC (the paper's 1; docs/results/embedded_cclip.md: 4)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
@@ -94,12 +95,14 @@ class CCLIP(LoRA):
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        gather = self.context.gather
-        contrastive = clip_loss(images, texts, self.logit_scale(), gather=gather)
+        name, contrastive = self.task_loss(images, texts, batch)
         old_images, old_texts = self.teacher.features(batch)
-        consolidation = ckc_loss(self.projector(images), self.projector(texts), old_images, old_texts, self.ckc_scale(), gather=gather)
+        texts, old_texts = self.paired_texts(texts, batch), self.paired_texts(old_texts, batch)
+        consolidation = ckc_loss(
+            self.projector(images), self.projector(texts), old_images, old_texts, self.ckc_scale(), gather=self.context.gather
+        )
         loss = contrastive + self.options.ckc_weight * consolidation
-        return LossOutput(loss, {"clip": float(contrastive.detach()), "ckc": float(consolidation.detach())})
+        return LossOutput(loss, {name: float(contrastive.detach()), "ckc": float(consolidation.detach())})
 
     def end_task(self, stage: Stage) -> None:
         super().end_task(stage)

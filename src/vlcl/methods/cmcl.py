@@ -202,6 +202,7 @@ class CMCL(Method):
     name = "cmcl"
     description = "CMCL: dual-sided null-space projection of the towers' projection gradients (old pairs' similarities kept)"
     Options = CMCLOptions
+    tuning_grid = {"input_threshold": (0.1, 1.0)}  # lambda of P (CMCL's 0.1; 1.0 frees more directions)
 
     model_kinds = ("clip", "feature_maps")
 

@@ -35,7 +35,6 @@ import torch
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.models.batches import make_batch
@@ -57,6 +56,7 @@ class EWC(Method):
     name = "ewc"
     description = "EWC: CLIP loss + lambda/2 * sum F_i (theta_i - theta*_i)^2, diagonal Fisher summed over tasks"
     Options = EWCOptions
+    tuning_grid = {"penalty": (1e4, 1e3, 1e5)}  # lambda (docs/methods/ewc.md measured 1e3 and 1e4)
 
     def __init__(self, options: EWCOptions | None = None) -> None:
         super().__init__(options)
@@ -82,11 +82,11 @@ class EWC(Method):
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
+        name, task = self.task_loss(images, texts, batch)
         if not self.fisher:
-            return LossOutput(contrastive, {"clip": float(contrastive.detach()), "ewc": 0.0})
+            return LossOutput(task, {name: float(task.detach()), "ewc": 0.0})
         penalty = self.ewc_penalty()
-        return LossOutput(contrastive + penalty, {"clip": float(contrastive.detach()), "ewc": float(penalty.detach())})
+        return LossOutput(task + penalty, {name: float(task.detach()), "ewc": float(penalty.detach())})
 
     # -- the end of a task: Fisher and anchor ------------------------------------------------
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
@@ -109,7 +109,7 @@ class EWC(Method):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 batch = {k: v.to(device) for k, v in make_batch(self.context.bundle, data, idx, picks[idx]).items()}
                 images, texts = self.encode(batch)
-                loss = clip_loss(images, texts, self.logit_scale())
+                _, loss = self.task_loss(images, texts, batch)
                 grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
                 for name, grad in zip(params, grads):
                     if grad is not None:

@@ -15,9 +15,7 @@ from pydantic import Field
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
 from vlcl.methods.base import (
-    LossOutput,
     Method,
     MethodOptions,
     ParameterGroup,
@@ -51,6 +49,7 @@ class LoRA(Method):
     name = "lora"
     description = "LoRA on both towers, folded into the model with coefficient alpha after each task"
     Options = LoRAOptions
+    tuning_grid = {"integration": (0.5, 0.3)}  # alpha of the integration (C-CLIP's ablation)
 
     def setup(self, model: CLIPModel, context: RunContext) -> None:
         check_target_modules(model, self.options.target_modules)  # before the run writes anything, not at task 1
@@ -67,11 +66,6 @@ class LoRA(Method):
 
     def parameter_groups(self) -> list[ParameterGroup]:
         return split_parameters(self.model)
-
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
-        images, texts = self.encode(batch)
-        loss = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
-        return LossOutput(loss, {"clip": float(loss.detach())})
 
     def end_task(self, stage: Stage) -> None:
         alpha = self.options.integration

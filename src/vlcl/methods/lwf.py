@@ -15,6 +15,12 @@ T^2 factor the usual one of Hinton et al. 2015 that keeps the gradient scale
 independent of T; w = 1. The distillation term is exactly zero at the start
 of a task, when student and teacher coincide.
 
+On a classification task (MTIL) the task loss is the cross-entropy over the
+class prompts and LwF distils the class logits, as LwF does and as ZSCL's
+LwF baseline on MTIL: the image -> class distribution only,
+
+    L = CE_eps + w * KL(p_T^{i2c} || p_S^{i2c}) * T^2,   p^{i2c}_i = softmax_c( s * cos(f(v_i), g(class_c)) / T )
+
 Teacher cache (as in ``cclip``): the teacher is frozen and the data has no
 random augmentation, so its embeddings of every (image, caption) pair of the
 task are computed once at begin_task and looked up per step - the same
@@ -29,10 +35,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss, distillation_kl
+from vlcl.losses import distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
+from vlcl.models.batches import is_classification
 
 
 class LwFOptions(MethodOptions):
@@ -59,13 +66,18 @@ def similarity_distillation(
     teacher_texts: torch.Tensor,
     teacher_scale: torch.Tensor | float,
     temperature: float,
+    *,
+    both_directions: bool = True,
 ) -> torch.Tensor:
-    """[KL_i2t + KL_t2i] / 2 between the batch similarity distributions of teacher and student (see module docstring)."""
+    """[KL_i2t + KL_t2i] / 2 between the batch similarity distributions of teacher and student (see module
+    docstring); ``both_directions=False``: KL_i2t alone (class logits, whose columns are classes)."""
     s_img, s_txt = F.normalize(student_images, dim=-1), F.normalize(student_texts, dim=-1)
     t_img, t_txt = F.normalize(teacher_images, dim=-1), F.normalize(teacher_texts, dim=-1)
     student_logits = student_scale * s_img @ s_txt.t()
     teacher_logits = teacher_scale * t_img @ t_txt.t()
     i2t = softened_kl(teacher_logits, student_logits, temperature)
+    if not both_directions:
+        return i2t
     t2i = softened_kl(teacher_logits.t(), student_logits.t(), temperature)
     return (i2t + t2i) / 2
 
@@ -75,6 +87,7 @@ class LwF(Method):
     name = "lwf"
     description = "Learning without Forgetting: CLIP loss + KL to the previous model's in-batch similarity distributions"
     Options = LwFOptions
+    tuning_grid = {"weight": (1.0, 2.0)}  # w of the distillation (2 = ZSCL's LwF weighting)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
@@ -82,11 +95,20 @@ class LwF(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         images, texts = self.encode(batch)
         scale = self.logit_scale()
-        contrastive = clip_loss(images, texts, scale, gather=self.context.gather)
+        name, contrastive = self.task_loss(images, texts, batch)
         old_images, old_texts = self.teacher.features(batch)
-        distill = similarity_distillation(images, texts, scale, old_images, old_texts, self.teacher.logit_scale, self.options.temperature)
+        distill = similarity_distillation(
+            images,
+            texts,
+            scale,
+            old_images,
+            old_texts,
+            self.teacher.logit_scale,
+            self.options.temperature,
+            both_directions=not is_classification(batch),
+        )
         loss = contrastive + self.options.weight * distill
-        return LossOutput(loss, {"clip": float(contrastive.detach()), "distill": float(distill.detach())})
+        return LossOutput(loss, {name: float(contrastive.detach()), "distill": float(distill.detach())})
 
     def end_task(self, stage: Stage) -> None:
         self.teacher = None

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
@@ -112,6 +111,7 @@ class ModX(Method):
     name = "modx"
     description = "Mod-X: CLIP loss + selective KL alignment of the old model's full contrastive matrix"
     Options = ModXOptions
+    tuning_grid = {"alignment_weight": (20.0, 80.0)}  # alpha (authors' 20 over 280-pair batches; ~80 at 64)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
@@ -119,13 +119,19 @@ class ModX(Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
+        name, contrastive = self.task_loss(images, texts, batch)
         old_images, old_texts = self.teacher.features(batch)
         alignment, kept = spatial_alignment_loss(
-            images, texts, old_images, old_texts, opts.alignment_temperature, reduction=opts.reduction, select=opts.select
+            images,
+            self.paired_texts(texts, batch),
+            old_images,
+            self.paired_texts(old_texts, batch),
+            opts.alignment_temperature,
+            reduction=opts.reduction,
+            select=opts.select,
         )
         loss = contrastive + opts.alignment_weight * alignment
-        return LossOutput(loss, {"clip": float(contrastive.detach()), "align": float(alignment.detach()), "kept": float(kept)})
+        return LossOutput(loss, {name: float(contrastive.detach()), "align": float(alignment.detach()), "kept": float(kept)})
 
     def end_task(self, stage: Stage) -> None:
         self.teacher = None

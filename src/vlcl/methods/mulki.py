@@ -75,7 +75,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss, distillation_kl
+from vlcl.losses import distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
@@ -226,6 +226,7 @@ class MulKI(InitialWeightsAndEnsemble, Method):
     name = "mulki"
     description = "MulKI (reconstruction): prototype alignment + relation distillation from two adaptively weighted teachers + weight averaging"
     Options = MulKIOptions
+    tuning_grid = {"align_weight": (10.0, 1.0)}  # lambda_a (docs/methods/mulki.md measured 10 and 1)
 
     def setup(self, model, context: RunContext) -> None:
         super().setup(model, context)
@@ -291,6 +292,7 @@ class MulKI(InitialWeightsAndEnsemble, Method):
         align, intra, inter, agreement = [], [], [], []
         for name, teacher in self.teachers.items():
             t_images, t_texts = teacher.features(batch)
+            t_texts = self.paired_texts(t_texts, batch)
             tu, tv = F.normalize(t_images, dim=-1), F.normalize(t_texts, dim=-1)
             protos = self.prototypes[name]
             align.append(alignment_terms(u, v, tu, tv, protos, teacher.logit_scale, opts.align_temperature))
@@ -310,11 +312,11 @@ class MulKI(InitialWeightsAndEnsemble, Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
-        terms = self.distillation(images, texts, batch)
+        name, contrastive = self.task_loss(images, texts, batch)
+        terms = self.distillation(images, self.paired_texts(texts, batch), batch)
         loss = contrastive + opts.align_weight * terms["align"] + opts.relation_weight * terms["relation"]
         logs = {name: float(terms[name].detach()) for name in ("align", "relation", "intra", "inter")}
-        logs = {"clip": float(contrastive.detach()), **logs}
+        logs = {name: float(contrastive.detach()), **logs}
         for name, w in zip(self.teachers, terms["weights"]):
             logs[f"w_{name}"] = float(w.mean())
         return LossOutput(loss, logs)

@@ -17,6 +17,13 @@ the B + R rows:
 
     L = L_CLIP([v_1..v_B, v'_1..v'_R], [c_1..c_B, c'_1..c'_R])
 
+On a classification task the loss is the cross-entropy over class prompts
+and a replayed pair's caption is its class's prompt (first template): the
+label space of a step is the task's classes plus the distinct old classes
+among the R replayed pairs, so that an old image competes with its own
+task's prompt; a replayed caption equal to a current class's first prompt is
+that class.
+
 Draws come from torch generators seeded from the run seed and the stage
 index, so runs are deterministic and a resumed run replays the same pairs.
 Images are kept as uint8 [H, W, 3] arrays, as the benchmarks hold them.
@@ -33,6 +40,7 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
+from vlcl.models.batches import is_classification
 from vlcl.models.encode import tokenize
 from vlcl.seeds import replay_seed
 
@@ -136,21 +144,29 @@ class Replay(Method):
     def with_replay(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch followed by up to ``replay_batch_size`` buffer rows; ``replayed`` marks them (sample_index -1)."""
         if not len(self.buffer):
-            return {**batch, "replayed": torch.zeros(len(batch["input_ids"]), dtype=torch.bool)}
+            return {**batch, "replayed": torch.zeros(len(batch["pixel_values"]), dtype=torch.bool)}
         if self.generator is None:  # training without begin_task (tests): a fixed stream
             self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, 0, 2))
         bundle = self.context.bundle
         images, captions = self.buffer.sample(self.options.replay_batch_size, self.generator)
         device = batch["pixel_values"].device
         pixels = bundle.preprocess.normalize_uint8(images).to(device=device, dtype=batch["pixel_values"].dtype)
-        ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
+        extra: dict[str, torch.Tensor] = {}
+        if is_classification(batch):
+            captions, extra = self.replayed_classes(batch, captions)
+        ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length) if captions else (None, None)
+        if ids is None:  # every replayed class is a current one: the text side stays as it is
+            ids = batch["input_ids"][:0]
+            mask = batch["attention_mask"][:0]
         width = max(ids.shape[1], batch["input_ids"].shape[1])
         pad_id = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
         cur_ids, cur_mask = pad_tokens(batch["input_ids"], batch["attention_mask"], width, pad_id)
         ids, mask = pad_tokens(ids.to(device), mask.to(device), width, pad_id)
-        n_old, n_new = len(captions), len(cur_ids)
+        n_old, n_new = len(images), len(batch["pixel_values"])
         minus_one = torch.full((n_old,), -1, dtype=torch.long, device=batch["sample_index"].device)
         return {
+            **batch,
+            **extra,
             "pixel_values": torch.cat([batch["pixel_values"], pixels]),
             "input_ids": torch.cat([cur_ids, ids]),
             "attention_mask": torch.cat([cur_mask, mask]),
@@ -158,6 +174,22 @@ class Replay(Method):
             "caption_index": torch.cat([batch["caption_index"], minus_one]),
             "replayed": torch.cat([torch.zeros(n_new, dtype=torch.bool), torch.ones(n_old, dtype=torch.bool)]),
         }
+
+    def replayed_classes(self, batch: dict[str, torch.Tensor], captions: list[str]) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """For a classification batch: the prompts of the old classes to add to its text side (each repeated
+        once per template, so that a class's template mean is its one prompt) and the labels of every row."""
+        templates = int(batch["class_templates"])
+        current = [prompts[0] for prompts in self.data.class_prompts] if self.data is not None else []
+        index = {prompt: c for c, prompt in enumerate(current)}
+        added: list[str] = []
+        labels = []
+        for caption in captions:
+            if caption not in index:
+                index[caption] = len(current) + len(added)
+                added.append(caption)
+            labels.append(index[caption])
+        new_labels = torch.tensor(labels, dtype=torch.long, device=batch["labels"].device)
+        return [c for c in added for _ in range(templates)], {"labels": torch.cat([batch["labels"], new_labels])}
 
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         full = self.with_replay(batch)

@@ -5,7 +5,9 @@ the task are computed once, when the task begins, and looked up per step by
 ``sample_index`` / ``caption_index``: the teacher is frozen and the data has
 no random augmentation, so these are the numbers a teacher forward per step
 would give, at a fraction of the cost. The copy of the model is then released;
-memory is (1 + captions per image) x N x d floats.
+memory is (1 + captions per image) x N x d floats. For a classification task
+the cache also holds the teacher's class embeddings (its prompts' mean per
+class), the text side of a classification batch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
+from vlcl.models.batches import class_prompt_tokens, is_classification
+from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings, tokenize
 from vlcl.models.loading import ClipBundle
 
 
@@ -42,9 +45,17 @@ class TeacherCache:
                     for s in range(0, len(flat), batch_size)
                 ]
             )
+        self.classes = None
+        if data.class_prompts is not None:
+            tokens = class_prompt_tokens(bundle, data.class_prompts)
+            with torch.no_grad():
+                prompts = text_embeddings(teacher, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+            self.classes = class_embeddings(prompts, int(tokens["class_templates"]))
 
-    def lookup(self, sample_index: torch.Tensor, caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sample_index, caption_index = sample_index.to(self.images.device), caption_index.to(self.images.device)
+    def lookup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        sample_index, caption_index = batch["sample_index"].to(self.images.device), batch["caption_index"].to(self.images.device)
+        if is_classification(batch):
+            return self.images[sample_index], self.classes
         return self.images[sample_index], self.texts[sample_index * self.captions_per_image + caption_index]
 
 
@@ -58,11 +69,12 @@ class FrozenTeacher:
         self.model = None if self.cache is not None else model_copy  # the cache replaces the second model
 
     def features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised (image, text) embeddings of the batch's pairs, without gradients."""
+        """Un-normalised (image, text) embeddings of the batch's pairs (of its images and classes for a
+        classification batch), without gradients."""
         if self.cache is not None:
-            return self.cache.lookup(batch["sample_index"], batch["caption_index"])
+            return self.cache.lookup(batch)
         with torch.no_grad():
-            return (
-                image_embeddings(self.model, batch["pixel_values"]),
-                text_embeddings(self.model, batch["input_ids"], batch["attention_mask"]),
-            )
+            texts = text_embeddings(self.model, batch["input_ids"], batch["attention_mask"])
+            if is_classification(batch):
+                texts = class_embeddings(texts, int(batch["class_templates"]))
+            return image_embeddings(self.model, batch["pixel_values"]), texts

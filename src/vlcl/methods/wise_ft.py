@@ -56,6 +56,7 @@ class WiSEFT(Method):
     name = "wise_ft"
     description = "WiSE-FT: fine-tune each task, then interpolate the weights with the previous (or pre-trained) model"
     Options = WiSEFTOptions
+    tuning_grid = {"coefficient": (0.5, 0.8)}  # a, the fine-tuned model's weight (0.8 = ZSCL's WiSE-FT baseline)
 
     def setup(self, model: CLIPModel, context: RunContext) -> None:
         super().setup(model, context)

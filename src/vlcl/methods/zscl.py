@@ -53,7 +53,7 @@ from pydantic import Field, model_validator
 
 from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import clip_loss, distillation_kl
+from vlcl.losses import distillation_kl
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
@@ -222,6 +222,7 @@ class ZSCL(InitialWeightsAndEnsemble, Method):
     name = "zscl"
     description = "ZSCL: distillation from the initial model on reference data + weight ensemble + L2 pull"
     Options = ZSCLOptions
+    tuning_grid = {"distill_weight": (1.0, 5.0)}  # lambda_d (authors' MTIL script 1, their CIL code 5)
 
     def setup(self, model, context: RunContext) -> None:
         super().setup(model, context)
@@ -285,8 +286,9 @@ class ZSCL(InitialWeightsAndEnsemble, Method):
     def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
-        loss = contrastive = clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
-        logs = {"clip": float(contrastive.detach())}
+        name, contrastive = self.task_loss(images, texts, batch)
+        loss = contrastive
+        logs = {name: float(contrastive.detach())}
         if opts.distill_weight > 0:
             distill = self.distillation_loss()
             loss = loss + opts.distill_weight * distill

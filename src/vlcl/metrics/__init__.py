@@ -7,7 +7,7 @@ from vlcl.metrics.continual import (
     zeroshot_retention_summary,
 )
 from vlcl.metrics.retrieval import NonFiniteError, retrieval_recall
-from vlcl.metrics.zeroshot import zeroshot_accuracy, zeroshot_classifier
+from vlcl.metrics.zeroshot import union_label_space, zeroshot_accuracy, zeroshot_classifier
 
 __all__ = [
     "NonFiniteError",
@@ -15,6 +15,7 @@ __all__ = [
     "continual_summary",
     "performance_drop",
     "retrieval_recall",
+    "union_label_space",
     "zeroshot_accuracy",
     "zeroshot_classifier",
     "zeroshot_retention_summary",

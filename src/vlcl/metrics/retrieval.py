@@ -37,13 +37,44 @@ are an error, :class:`NonFiniteError`, never a score: every comparison with
 NaN is false, so under the ">= the target" rule a NaN query would have no
 competitor and rank first, and a broken model would score 100%.
 
+Identical captions of different images (``text_groups``). Data sets where
+different images share a caption string (two images both captioned "a
+handwritten digit seven") make the other image's identical caption a miss no
+model can avoid: the two texts are the same input and score the same. With
+``text_groups`` (long [N_txt], ``text_groups[j]`` the id of caption j's distinct
+string; :func:`caption_groups` makes it from the strings, exact comparison)
+identical caption strings are the same text: captions of one group are
+interchangeable, and an image that owns a caption of a group is a correct
+answer for every caption of that group. The positives of a query are then:
+
+* ``"any"``, image->text: every caption whose string equals one of the image's
+  own captions.
+* ``"any"``, text->image: every image that owns a caption with the caption's
+  string (its own image among them).
+* ``"diagonal"``: pair j's match is the pair itself and the pairs it is
+  indistinguishable from by text: image->text, the captions with caption j's
+  string (the image's own captions with other strings stay misses, as in the
+  diagonal convention); text->image, every copy of an image that owns a caption
+  with caption j's string (copies of a correct image are that image, as copies
+  of the query's own image already are). With one caption per image the two
+  conventions still agree.
+
+The tie rule is unchanged: the rank of a query is the number of candidates that
+are NOT positives whose score is >= the score of the best positive, and the query
+is a hit at K iff rank < K. A positive never counts against the model; a
+different caption string, or an image owning none of the query's string, that
+ties with the best positive does. ``text_groups=None`` (the default) makes every
+caption its own string: exactly the rule without groups, and the same numbers as
+``text_groups=torch.arange(N_txt)``.
+
 Values are percentages (0-100). Similarities are computed ``chunk_size`` query
-rows at a time, so memory is O(chunk_size x N) rather than O(N_img x N_txt).
+rows at a time, so memory is O(chunk_size x N) rather than O(N_img x N_txt)
+(N = N_img + N_txt), with or without groups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,19 +147,98 @@ def _ranks_of_targets(
 
 
 def _ranks_of_best_positive(
-    queries: torch.Tensor, keys: torch.Tensor, key_owner: torch.Tensor, chunk_size: int
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    positives: Callable[[int, int], torch.Tensor],
+    chunk_size: int,
+    key_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For query q whose positives are the keys k with key_owner[k] == q: the number of
-    negatives scoring >= the best positive, and whether q has any positive at all."""
+    """For each query q: the number of non-positive keys scoring >= its best positive key, and whether it has one.
+
+    ``positives(start, stop)`` is the bool mask [stop - start, len(keys)] of the positive keys of queries
+    start..stop-1; ``key_weight[k]`` is how many candidates key k stands for (default 1 each).
+    """
     ranks, has_positive = [], []
     for start in range(0, len(queries), chunk_size):
         scores = queries[start : start + chunk_size] @ keys.t()
-        owners = torch.arange(start, start + len(scores), device=scores.device)
-        positive = key_owner[None, :] == owners[:, None]
+        positive = positives(start, start + len(scores))
         best = scores.masked_fill(~positive, float("-inf")).max(1, keepdim=True).values
-        ranks.append(((scores >= best) & ~positive).sum(1))
+        beaten = (scores >= best) & ~positive
+        ranks.append(beaten.sum(1) if key_weight is None else (beaten * key_weight[None, :]).sum(1))
         has_positive.append(positive.any(1))
     return torch.cat(ranks), torch.cat(has_positive)
+
+
+def _own_captions(key_owner: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+    """Positives of images start..stop-1: their own captions (``key_owner[k]``: the image of caption k)."""
+
+    def positives(start: int, stop: int) -> torch.Tensor:
+        owners = torch.arange(start, stop, device=key_owner.device)
+        return key_owner[None, :] == owners[:, None]
+
+    return positives
+
+
+def caption_groups(captions: Sequence[str]) -> torch.Tensor:
+    """``text_groups`` of :func:`retrieval_recall`: long [len(captions)], equal ids for equal strings (exact comparison),
+    numbered in order of first appearance."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(caption, len(ids)) for caption in captions], dtype=torch.long)
+
+
+def _as_groups(text_groups: torch.Tensor | Sequence[int], num_texts: int, device: torch.device) -> torch.Tensor:
+    """Validate caption group ids and return them renumbered 0..G-1 as a long tensor on ``device``."""
+    groups = torch.as_tensor(text_groups)
+    if groups.dtype.is_floating_point or groups.dtype.is_complex or groups.dtype == torch.bool:
+        raise ValueError(f"text_groups must hold integer ids, got dtype {groups.dtype}")
+    if groups.shape != (num_texts,):
+        raise ValueError(f"text_groups must have shape ({num_texts},) (one group per caption), got {tuple(groups.shape)}")
+    return torch.unique(groups, return_inverse=True)[1].to(device=device, dtype=torch.long)
+
+
+def _strings_owned(images: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[len(images), num_groups] bool: image ``images[q]`` owns a caption of group g."""
+    rows, captions = (index[None, :] == images[:, None]).nonzero(as_tuple=True)
+    owned = torch.zeros(len(images), num_groups, dtype=torch.bool, device=index.device)
+    owned[rows, groups[captions]] = True
+    return owned
+
+
+def _owners_of_strings(query_groups: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, num_images: int) -> torch.Tensor:
+    """[len(query_groups), num_images] bool: image i owns a caption of group ``query_groups[q]``."""
+    rows, captions = (groups[None, :] == query_groups[:, None]).nonzero(as_tuple=True)
+    owners = torch.zeros(len(query_groups), num_images, dtype=torch.bool, device=index.device)
+    owners[rows, index[captions]] = True
+    return owners
+
+
+def _grouped_ranks(
+    images: torch.Tensor, texts: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, convention: str, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t, t2i) ranks when captions of one group are the same text (module docstring)."""
+    num_groups = int(groups.max()) + 1
+    device = texts.device
+
+    def image_positives(start: int, stop: int) -> torch.Tensor:  # images start..stop-1 -> captions of their strings
+        return _strings_owned(torch.arange(start, stop, device=device), index, groups, num_groups)[:, groups]
+
+    def text_positives(start: int, stop: int) -> torch.Tensor:  # captions start..stop-1 -> images owning their string
+        return _owners_of_strings(groups[start:stop], index, groups, len(images))
+
+    if convention == "any":
+        i2t, has_caption = _ranks_of_best_positive(images, texts, image_positives, chunk_size)
+        t2i, _ = _ranks_of_best_positive(texts, images, text_positives, chunk_size)
+        return i2t[has_caption], t2i  # no caption, no correct answer: excluded
+
+    def pair_positives(start: int, stop: int) -> torch.Tensor:  # pair j -> the captions with caption j's string
+        return groups[start:stop, None] == groups[None, :]
+
+    i2t, _ = _ranks_of_best_positive(images[index], texts, pair_positives, chunk_size)
+    # text->image on the pair gallery: image i appears once per caption it has, all copies scoring the same,
+    # so it is scored once against the images and counted with that weight (an image without captions is no pair).
+    copies = torch.bincount(index, minlength=len(images))
+    t2i, _ = _ranks_of_best_positive(texts, images, text_positives, chunk_size, key_weight=copies)
+    return i2t, t2i
 
 
 def _percent(hits: torch.Tensor) -> float:
@@ -148,8 +258,13 @@ def retrieval_recall(
     *,
     convention: str = "any",
     chunk_size: int = 1024,
+    text_groups: torch.Tensor | Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Recall@K in percent, keys ``i2t_R@{k}`` and ``t2i_R@{k}``; see the module docstring."""
+    """Recall@K in percent, keys ``i2t_R@{k}`` and ``t2i_R@{k}``; see the module docstring.
+
+    ``text_groups`` (long [N_txt], e.g. :func:`caption_groups` of the caption strings): captions with one id are
+    the same text, so an identical caption of another image is a correct answer; None: every caption distinct.
+    """
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; expected one of {CONVENTIONS}")
     ks = tuple(ks)
@@ -160,8 +275,11 @@ def retrieval_recall(
     images, texts, index = _check_pairs(image_features, text_features, text_to_image)
     ks = tuple(int(k) for k in ks)
 
-    if convention == "any":
-        i2t, has_caption = _ranks_of_best_positive(images, texts, index, chunk_size)
+    if text_groups is not None:
+        groups = _as_groups(text_groups, len(texts), texts.device)
+        i2t, t2i = _grouped_ranks(images, texts, index, groups, convention, chunk_size)
+    elif convention == "any":
+        i2t, has_caption = _ranks_of_best_positive(images, texts, _own_captions(index), chunk_size)
         i2t = i2t[has_caption]  # no caption, no correct answer: excluded
         t2i = _ranks_of_targets(texts, images, index, chunk_size)
     else:

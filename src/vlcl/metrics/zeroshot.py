@@ -16,6 +16,10 @@ degenerate model with equal logits never scores 100%. Keys, in percent:
 * ``mean_per_class_recall``: the mean, over the classes present in
   ``labels``, of the top-1 recall within each class (robust to imbalance).
 
+Task-agnostic classification (:func:`union_label_space`): the label spaces of
+several tasks merged into one, classes with identical prompts merged, so that
+a test image is classified among every task's classes with no task identity.
+
 NaN or inf in the features or the classifier raise
 :class:`vlcl.metrics.retrieval.NonFiniteError` (a NaN logit has no competitor
 that is >= it, so it would count as correct).
@@ -95,3 +99,28 @@ def zeroshot_accuracy(
     present = counts > 0  # classes absent from the labels have no recall to average
     result["mean_per_class_recall"] = 100.0 * (hits[present] / counts[present]).mean().item()
     return result
+
+
+def union_label_space(classifiers: Sequence[torch.Tensor], class_keys: Sequence[Sequence[object]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The union of several label spaces, for task-agnostic classification (X-TAIL: no task identity at test time).
+
+    ``classifiers[k]`` is task k's [C_k, d] class embeddings and ``class_keys[k]`` one key per class saying
+    which classes are the same (vlcl: the tuple of the class's prompts - identical text is one class, not two
+    classes that tie). Returns the [U, d] union classifier, classes in order of first appearance, and per task
+    the long [C_k] map from its labels to the union's.
+    """
+    if len(classifiers) != len(class_keys):
+        raise ValueError(f"{len(classifiers)} classifiers but {len(class_keys)} key lists")
+    index: dict[object, int] = {}
+    rows, maps = [], []
+    for classifier, keys in zip(classifiers, class_keys):
+        if len(classifier) != len(keys):
+            raise ValueError(f"a classifier of {len(classifier)} classes has {len(keys)} class keys")
+        mapping = []
+        for row, key in zip(classifier, keys):
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(row)
+            mapping.append(index[key])
+        maps.append(torch.tensor(mapping, dtype=torch.long))
+    return torch.stack(rows), maps

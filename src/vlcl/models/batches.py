@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def make_batch(bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, picks: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Images of ``idx`` with one caption each (caption ``pick % count`` of that image).
+    """Images of ``idx`` with one caption each (caption ``pick % count`` of that image); for a classification
+    task, the images with their ``labels`` and the task's class prompts as the text side instead.
 
     ``sample_index`` and ``caption_index`` say which pair each row is, so that a
     method can look up per-sample state (e.g. cached teacher features).
@@ -30,16 +31,33 @@ def make_batch(bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, pic
         return pair_batch(data, idx)
     rows = idx.tolist()
     caption_index = [p % len(data.captions[i]) for i, p in zip(rows, picks.tolist())]
+    pixels = bundle.preprocess.normalize_uint8(data.images[rows])
+    batch = {"pixel_values": pixels, "sample_index": idx.clone(), "caption_index": torch.tensor(caption_index, dtype=torch.long)}
+    if getattr(data, "labels", None) is not None:
+        return {**batch, **class_prompt_tokens(bundle, data.class_prompts), "labels": data.labels[idx]}
     captions = [data.captions[i][c] for i, c in zip(rows, caption_index)]
     input_ids, attention_mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
-    pixels = bundle.preprocess.normalize_uint8(data.images[rows])
-    return {
-        "pixel_values": pixels,
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "sample_index": idx.clone(),
-        "caption_index": torch.tensor(caption_index, dtype=torch.long),
-    }
+    return {**batch, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+_PROMPT_TOKENS: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def class_prompt_tokens(bundle: ClipBundle, class_prompts: list[list[str]]) -> dict[str, torch.Tensor]:
+    """The text side of a classification batch: every class's prompts, class by class (C x T rows of
+    ``input_ids`` / ``attention_mask``), and ``class_templates`` = T. Tokenised once per prompt list."""
+    key = (id(bundle.tokenizer), bundle.context_length, tuple(p for prompts in class_prompts for p in prompts))
+    if key not in _PROMPT_TOKENS:
+        if len(_PROMPT_TOKENS) > 64:
+            _PROMPT_TOKENS.clear()
+        ids, mask = tokenize(bundle.tokenizer, list(key[2]), bundle.context_length)
+        _PROMPT_TOKENS[key] = {"input_ids": ids, "attention_mask": mask, "class_templates": torch.tensor(len(class_prompts[0]))}
+    return dict(_PROMPT_TOKENS[key])
+
+
+def is_classification(batch: dict[str, torch.Tensor]) -> bool:
+    """A classification batch: ``labels`` index the class prompts that make up the text side."""
+    return "labels" in batch
 
 
 PAIR_PREFIX = "features:"

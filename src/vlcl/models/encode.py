@@ -26,6 +26,15 @@ def text_embeddings(model: CLIPModel, input_ids: torch.Tensor, attention_mask: t
     return model.text_projection(pooled)
 
 
+def class_embeddings(prompt_features: torch.Tensor, templates: int) -> torch.Tensor:
+    """[C x T, d] prompt embeddings, class by class -> [C, d]: the mean of each class's L2-normalised template
+    embeddings (CLIP's prompt ensemble, renormalised by whoever compares them); T = 1 is the identity."""
+    if templates == 1:
+        return prompt_features
+    per_template = F.normalize(prompt_features, dim=-1)
+    return per_template.view(-1, templates, per_template.shape[-1]).mean(dim=1)
+
+
 def _batches(count: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, count, batch_size):
         yield slice(start, min(start + batch_size, count))

@@ -89,32 +89,115 @@ def _value(summary: dict[str, Any], *path: str) -> float | None:
     return node
 
 
+def _lr_text(lr: Any) -> str:
+    """``train.lr``: one number, or a per-task list / mapping by task name (shown as given)."""
+    if isinstance(lr, (int, float)):
+        return f"{lr:g}"
+    if isinstance(lr, list):
+        return "[" + ",".join(f"{v:g}" for v in lr) + "]"
+    if isinstance(lr, dict):
+        return "{" + ",".join(f"{k}:{v:g}" for k, v in lr.items()) + "}"
+    return str(lr)
+
+
 def run_label(results: dict[str, Any]) -> str:
     """``method`` plus its options and learning rate, so that variants of one method stay apart."""
     config = results.get("config", {})
     options = {k: v for k, v in config.get("method", {}).items() if k != "name"}
     parts = [results["method"]]
     if "train" in config and results["method"] != "zeroshot":
-        parts.append(f"lr={config['train']['lr']:g}")
+        parts.append(f"lr={_lr_text(config['train']['lr'])}")
     parts += [f"{k}={v}" for k, v in options.items()]
     return " ".join(parts)
 
 
+COMPARISON_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("Last", True),
+    ("Avg", True),
+    ("Transfer", True),
+    ("BWT", True),
+    ("forgetting", False),
+    ("zero-shot PD (mean)", False),
+    ("base R@1 final", True),
+)
+"""The leaderboard's columns and whether higher is better (forgetting and PD: lower is)."""
+
+
+def comparison_values(results: dict[str, Any]) -> list[float | None]:
+    """One run's leaderboard numbers, in the order of COMPARISON_COLUMNS (None where undefined)."""
+    s = results["summary"]
+    return [
+        _value(s, "retrieval", "mean_R@1", key) if "retrieval" in s else _value(s, "classification", "top1", key)
+        for key in ("last", "avg", "transfer", "bwt", "forgetting")
+    ] + [s.get("zeroshot_mean_pd"), _value(s, "heldout_mean_R@1", "base", "final")]
+
+
 def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One row per run: retrieval summary (mean R@1), mean zero-shot PD, base-world R@1 final."""
-    header = ["method", "Last", "Avg", "Transfer", "BWT", "forgetting", "zero-shot PD (mean)", "base R@1 final"]
+    header = ["method"] + [name for name, _ in COMPARISON_COLUMNS]
+    return header, [[run_label(results)] + [_fmt(v) for v in comparison_values(results)] for results in runs]
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (divisor n - 1) of the values that are not None.
+
+    (None, None) without values; the standard deviation is None with a single value (no spread to measure).
+    """
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    mean = sum(present) / len(present)
+    if len(present) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in present) / (len(present) - 1)) ** 0.5
+
+
+def spread_marks(cells: list[tuple[float | None, float | None]], higher_is_better: bool) -> list[str]:
+    """Per row of one column of (mean, std): ``best``, ``within`` or ``""``.
+
+    ``best``: the column's best mean (the highest, or the lowest where lower is better; every row that equals
+    it). ``within``: a row whose difference from a best row is within the seeds' spread,
+    ``|mean_a - mean_best| <= std_a + std_best`` (a missing std counts as 0). ``""``: neither, or no mean.
+    """
+    means = [m for m, _ in cells if m is not None]
+    if not means:
+        return ["" for _ in cells]
+    best_mean = max(means) if higher_is_better else min(means)
+    best = [(m, s or 0.0) for m, s in cells if m is not None and m == best_mean]
+    marks = []
+    for mean, std in cells:
+        if mean is None:
+            marks.append("")
+        elif mean == best_mean:
+            marks.append("best")
+        elif any(abs(mean - bm) <= (std or 0.0) + bs for bm, bs in best):
+            marks.append("within")
+        else:
+            marks.append("")
+    return marks
+
+
+def seeded_comparison(groups: list[list[dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per method from its runs at several seeds: every column's mean, sample std and spread mark.
+
+    Returns the column names and, per group, ``{"label", "seeds", "cells": [(mean, std, mark), ...]}`` with
+    the cells in the order of COMPARISON_COLUMNS (marks: :func:`spread_marks`, over the groups given).
+    """
+    stats = [[mean_std(list(column)) for column in zip(*(comparison_values(r) for r in runs))] for runs in groups]
+    marks = [spread_marks([row[j] for row in stats], higher) for j, (_, higher) in enumerate(COMPARISON_COLUMNS)]
     rows = []
-    for results in runs:
-        s = results["summary"]
-        rows.append(
-            [run_label(results)]
-            + [
-                _fmt(_value(s, "retrieval", "mean_R@1", key) if "retrieval" in s else _value(s, "classification", "top1", key))
-                for key in ("last", "avg", "transfer", "bwt", "forgetting")
-            ]
-            + [_fmt(s.get("zeroshot_mean_pd")), _fmt(_value(s, "heldout_mean_R@1", "base", "final"))]
-        )
-    return header, rows
+    for i, runs in enumerate(groups):
+        cells = [(stats[i][j][0], stats[i][j][1], marks[j][i]) for j in range(len(COMPARISON_COLUMNS))]
+        rows.append({"label": run_label(runs[0]), "seeds": len(runs), "cells": cells})
+    return [name for name, _ in COMPARISON_COLUMNS], rows
+
+
+def format_mean_std(mean: float | None, std: float | None, mark: str = "") -> str:
+    """``31.1 +- 0.4`` (``31.1`` without a spread, ``-`` without a value); bold when best, ``~`` when within spread."""
+    if mean is None:
+        return "-"
+    text = _fmt(mean) if std is None else f"{_fmt(mean)} +- {_fmt(std)}"
+    return f"**{text}**" if mark == "best" else f"{text} ~" if mark == "within" else text
 
 
 def comparison_markdown(runs: list[dict[str, Any]]) -> str:

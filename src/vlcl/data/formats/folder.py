@@ -8,9 +8,21 @@
       test/<class>/*.jpg                      a folder per class (or WebDataset shards with .cls)
       train/<class>/*.jpg
 
-Class folders are sorted by name, as torchvision's ``ImageFolder`` does, and
-the i-th folder is label i; folders named by integers (``0``, ``1``, ... or
-``000``...) are that label.
+The label space is exactly the class folders present: label i is the i-th class
+folder name, and the class names are the folder names. Names are sorted as
+strings, as torchvision's ``ImageFolder`` does, except when every name is an
+integer (ASCII digits: ``5``, ``12``, ``007``), then by their value (ties, ``1``
+and ``01``, by name), so ``0`` ... ``99`` keep labels 0 ... 99 rather than
+``0``, ``1``, ``10``, ``11``, ... . A folder named by an integer is a class
+NAME, never a label index: folders ``5`` ... ``9`` are the 5 classes "5" ... "9",
+labels 0 ... 4 (a ``classnames.txt`` then lists 5 names, for "5" ... "9" in that
+order).
+
+The splits of one data set share one label space: for a split folder named
+``train``, ``test``, ``val`` or ``validation``, the class folders of its sibling
+split folders of those names that are image folders count too, so a class with
+no images in one split keeps the same label in every split (an empty class
+folder also keeps a class in the label space).
 """
 
 from __future__ import annotations
@@ -24,8 +36,33 @@ CLASSNAME_FILES = ("classnames.txt",)
 TEMPLATE_FILES = ("zeroshot_classification_templates.txt", "templates.txt")
 
 
+SPLIT_FOLDERS = ("train", "test", "val", "validation")  # the split folder names of vlcl.data.sources.SPLITS
+
+
+def class_order(names: list[str]) -> list[str]:
+    """Class folder names in label order: by integer value when every name is an integer, else as strings."""
+    if names and all(n.isascii() and n.isdigit() for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
 def class_folders(split_dir: Path) -> list[Path]:
-    return sorted((p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    """The class folders of a split, in label order (:func:`class_order`)."""
+    folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return [folders[n] for n in class_order(list(folders))]
+
+
+def class_names(split_dir: Path) -> list[str]:
+    """The label space of a split: its class folder names and those of its sibling image-folder splits, in label order."""
+    names: set[str] = set()
+    siblings = [split_dir.parent / s for s in SPLIT_FOLDERS if s != split_dir.name] if split_dir.name in SPLIT_FOLDERS else []
+    for folder in [split_dir, *siblings]:
+        try:
+            if folder == split_dir or is_image_folder(folder):
+                names.update(p.name for p in class_folders(folder))
+        except OSError as exc:
+            raise unreadable(folder, exc, "image folder") from None
+    return class_order(list(names))
 
 
 def is_image_folder(path: Path) -> bool:
@@ -39,7 +76,8 @@ def is_image_folder(path: Path) -> bool:
 
 
 def read_image_folder(split_dir: str | Path, *, problems: Problems | None = None) -> tuple[list[Sample], list[str]]:
-    """Samples with labels from the class folder, and the class folder names in label order."""
+    """Samples with labels from the class folder, and the label space: the class folder names in label order
+    (this split's and its sibling image-folder splits', see the module docstring)."""
     split_dir = Path(split_dir)
     problems = problems or Problems()
     if not split_dir.is_dir():
@@ -50,19 +88,17 @@ def read_image_folder(split_dir: str | Path, *, problems: Problems | None = None
         raise unreadable(split_dir, exc, "image folder") from None
     if not folders:
         raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
-    numeric = all(f.name.isdigit() for f in folders)
+    names = class_names(split_dir)
+    label_of = {name: label for label, name in enumerate(names)}
     samples = []
-    for rank, folder in enumerate(folders):
-        label = int(folder.name) if numeric else rank
+    for folder in folders:
+        label = label_of[folder.name]
         files = sorted((f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")), key=natural_key)
         for file in files:
             if file.suffix.lower().lstrip(".") not in IMAGE_EXTENSIONS:
                 problems.bad(f"{file}: not an image file (extensions: {', '.join(IMAGE_EXTENSIONS)})")
                 continue
             samples.append(Sample(FileImage(file, str(file.relative_to(split_dir))), label=label))
-    names = [f.name for f in folders]
-    if numeric:
-        names = [str(i) for i in range(max(int(n) for n in names) + 1)]
     return samples, names
 
 
