@@ -35,6 +35,10 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"retrieval R@1 {name}", _fmt(value)))
     for name, value in summary.get("classification", {}).get("top1", {}).items():
         rows.append((f"accuracy top1 {name}", _fmt(value)))
+    for name, value in summary.get("task_agnostic", {}).items():  # classification: every task's classes at once
+        rows.append((f"task-agnostic top1 {name}", _fmt(value)))
+    for name, value in summary.get("seen_classes", {}).items():
+        rows.append((f"seen-classes top1 {name}", _fmt(value)))
     for name, value in summary.get("zeroshot_top1", {}).items():
         rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
     for name, value in summary.get("heldout_mean_R@1", {}).items():
@@ -119,6 +123,7 @@ COMPARISON_COLUMNS: tuple[tuple[str, bool], ...] = (
     ("forgetting", False),
     ("zero-shot PD (mean)", False),
     ("base R@1 final", True),
+    ("task-agnostic Last", True),
 )
 """The leaderboard's columns and whether higher is better (forgetting and PD: lower is)."""
 
@@ -129,7 +134,7 @@ def comparison_values(results: dict[str, Any]) -> list[float | None]:
     return [
         _value(s, "retrieval", "mean_R@1", key) if "retrieval" in s else _value(s, "classification", "top1", key)
         for key in ("last", "avg", "transfer", "bwt", "forgetting")
-    ] + [s.get("zeroshot_mean_pd"), _value(s, "heldout_mean_R@1", "base", "final")]
+    ] + [s.get("zeroshot_mean_pd"), _value(s, "heldout_mean_R@1", "base", "final"), _value(s, "task_agnostic", "last")]
 
 
 def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
