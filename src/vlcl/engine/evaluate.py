@@ -61,6 +61,8 @@ class Evaluator:
         self.benchmark = benchmark
         self.preprocess = preprocess
         self.config = config
+        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        """Image features and class embeddings of this stage's classification sets, for the task-agnostic scores."""
         self._tokens = {s.name: tokenize(tokenizer, s.captions, context_length) for s in benchmark.retrieval_sets()}
         # identical caption strings (exact comparison) are one text for retrieval recall (vlcl.metrics.retrieval)
         self._text_groups = {s.name: caption_groups(s.captions) for s in benchmark.retrieval_sets()}
@@ -135,7 +137,7 @@ class Evaluator:
         """All metrics of one stage, keyed by set name."""
         was_training = model.training
         model.eval()
-        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._features = {}
         result: dict[str, dict] = {"retrieval": {}, "alignment": {}, "zeroshot": {}}
         for dataset in self.benchmark.retrieval_sets():
             if progress:
