@@ -151,9 +151,10 @@ class Evaluator:
             result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
         tasks = [t.test for t in self.benchmark.tasks if isinstance(t.test, ClassificationSet)]
         if tasks:
-            result["task_agnostic"] = self.task_agnostic(tasks)
-            # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results)
+            # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results);
+            # k = every task is the task-agnostic score
             result["seen_classes"] = {str(k): self.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
+            result["task_agnostic"] = result["seen_classes"][str(len(tasks))]
         self._features = {}
         model.train(was_training)
         return result

@@ -10,6 +10,7 @@ from (seed, stage index) and data order comes from its own generator.
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -125,8 +125,8 @@ def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
         return datasets[0]
     labels = prompts = None
     if all(d.classification for d in datasets):
-        offsets = np.cumsum([0] + [len(d.class_prompts) for d in datasets[:-1]])
-        labels = torch.cat([d.labels + int(offset) for d, offset in zip(datasets, offsets)])
+        offsets = itertools.accumulate((len(d.class_prompts) for d in datasets[:-1]), initial=0)
+        labels = torch.cat([d.labels + offset for d, offset in zip(datasets, offsets)])
         prompts = [p for d in datasets for p in d.class_prompts]
     return CaptionedImages(
         "+".join(d.name for d in datasets),

@@ -64,8 +64,8 @@ from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import class_prompt_loss, clip_loss
-from vlcl.models.batches import is_classification, pair_of
-from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
+from vlcl.models.batches import is_classification, pair_of, text_side_embeddings
+from vlcl.models.encode import image_embeddings
 from vlcl.models.loading import ClipBundle
 from vlcl.models.maps import pair_loss
 
@@ -198,11 +198,7 @@ class Method:
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised (image, text) embeddings of a batch under the trained model: one text per image for a
         caption batch, one per class (its templates' mean) for a classification batch."""
-        images = image_embeddings(self.model, batch["pixel_values"])
-        texts = text_embeddings(self.model, batch["input_ids"], batch["attention_mask"])
-        if is_classification(batch):
-            texts = class_embeddings(texts, int(batch["class_templates"]))
-        return images, texts
+        return image_embeddings(self.model, batch["pixel_values"]), text_side_embeddings(self.model, batch)
 
     def logit_scale(self) -> torch.Tensor:
         """The multiplier of cosine similarities (exp of the learnable temperature), capped at 100 as in CLIP."""

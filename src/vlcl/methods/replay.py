@@ -154,10 +154,10 @@ class Replay(Method):
         extra: dict[str, torch.Tensor] = {}
         if is_classification(batch):
             captions, extra = self.replayed_classes(batch, captions)
-        ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length) if captions else (None, None)
-        if ids is None:  # every replayed class is a current one: the text side stays as it is
-            ids = batch["input_ids"][:0]
-            mask = batch["attention_mask"][:0]
+        if captions:
+            ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
+        else:  # every replayed class is a current one: the text side stays as it is
+            ids, mask = batch["input_ids"][:0], batch["attention_mask"][:0]
         width = max(ids.shape[1], batch["input_ids"].shape[1])
         pad_id = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
         cur_ids, cur_mask = pad_tokens(batch["input_ids"], batch["attention_mask"], width, pad_id)

@@ -18,8 +18,8 @@ import torch
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.models.batches import class_prompt_tokens, is_classification
-from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings, tokenize
+from vlcl.models.batches import class_prompt_tokens, is_classification, text_side_embeddings
+from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.models.loading import ClipBundle
 
 
@@ -47,10 +47,9 @@ class TeacherCache:
             )
         self.classes = None
         if data.class_prompts is not None:
-            tokens = class_prompt_tokens(bundle, data.class_prompts)
+            tokens = {k: v.to(device) for k, v in class_prompt_tokens(bundle, data.class_prompts).items()}
             with torch.no_grad():
-                prompts = text_embeddings(teacher, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
-            self.classes = class_embeddings(prompts, int(tokens["class_templates"]))
+                self.classes = text_side_embeddings(teacher, tokens)
 
     def lookup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         sample_index, caption_index = batch["sample_index"].to(self.images.device), batch["caption_index"].to(self.images.device)
@@ -74,7 +73,4 @@ class FrozenTeacher:
         if self.cache is not None:
             return self.cache.lookup(batch)
         with torch.no_grad():
-            texts = text_embeddings(self.model, batch["input_ids"], batch["attention_mask"])
-            if is_classification(batch):
-                texts = class_embeddings(texts, int(batch["class_templates"]))
-            return image_embeddings(self.model, batch["pixel_values"]), texts
+            return image_embeddings(self.model, batch["pixel_values"]), text_side_embeddings(self.model, batch)

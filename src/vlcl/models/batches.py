@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vlcl.models.encode import tokenize
+from vlcl.models.encode import class_embeddings, text_embeddings, tokenize
 
 if TYPE_CHECKING:
     from vlcl.data.benchmark import CaptionedImages
@@ -53,6 +53,14 @@ def class_prompt_tokens(bundle: ClipBundle, class_prompts: list[list[str]]) -> d
         ids, mask = tokenize(bundle.tokenizer, list(key[2]), bundle.context_length)
         _PROMPT_TOKENS[key] = {"input_ids": ids, "attention_mask": mask, "class_templates": torch.tensor(len(class_prompts[0]))}
     return dict(_PROMPT_TOKENS[key])
+
+
+def text_side_embeddings(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Un-normalised embeddings of a batch's text side: one per caption, or one per class (the mean of its
+    templates' normalised embeddings) when the tokens are class prompts (``class_templates`` given)."""
+    texts = text_embeddings(model, batch["input_ids"], batch["attention_mask"])
+    templates = batch.get("class_templates")
+    return texts if templates is None else class_embeddings(texts, int(templates))
 
 
 def is_classification(batch: dict[str, torch.Tensor]) -> bool:
