@@ -8,7 +8,13 @@ open_clip's ClipLoss - never its logarithm.
 keys of every process, gathered with gradients (open_clip's
 ``--gather-with-grad --local-loss``): global-batch negatives at the memory
 cost of one local x global similarity matrix. Outside a distributed run it is
-a no-op.
+a no-op. The distillation terms defined over the batch (lwf, zscl, mulki,
+modx: :func:`cross_similarities`, :func:`in_batch_distillation`,
+:func:`match_log_probabilities`) and C-CLIP's projector batch norm
+(:func:`batch_moments`) follow the same rule: this process's rows against
+every process's columns, so that the mean over processes of the local losses
+is the single-process loss of the global batch and the averaged gradient its
+gradient.
 """
 
 from __future__ import annotations
@@ -36,18 +42,82 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(features))
 
 
+def gathers(gather: bool) -> bool:
+    """True when ``gather`` asks for the global batch and there is more than one process."""
+    return gather and _world()[1] > 1
+
+
+def world_size(gather: bool) -> int:
+    """The number of processes whose rows the gathered batch holds (1 without gathering)."""
+    return _world()[1] if gathers(gather) else 1
+
+
+def row_offset(count: int, gather: bool) -> int:
+    """Index of this process's first row in the gathered batch (every process holds ``count`` rows)."""
+    return _world()[0] * count if gathers(gather) else 0
+
+
+def local_share(rows: torch.Tensor, gather: bool) -> torch.Tensor:
+    """This process's contiguous part of ``rows``, a batch every process holds whole (e.g. drawn from one
+    shared generator); all of ``rows`` without gathering or when they do not split evenly."""
+    rank, world = _world()
+    if not gathers(gather) or len(rows) % world:
+        return rows
+    share = len(rows) // world
+    return rows[rank * share : (rank + 1) * share]
+
+
+def splits_evenly(count: int, gather: bool) -> bool:
+    """Whether :func:`local_share` splits ``count`` rows over the processes (False on one process)."""
+    return gathers(gather) and count % _world()[1] == 0
+
+
+def cross_similarities(
+    rows_a: torch.Tensor, rows_b: torch.Tensor, scale: torch.Tensor | float = 1.0, *, gather: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The in-batch similarity matrices of this process's rows in both directions, [n, n_global] each:
+
+        S_ab = s * A B_all^T,   S_ba = s * B A_all^T
+
+    A, B [n, d] the local rows (L2-normalised by the caller), X_all the rows of
+    every process (gathered with gradients) under ``gather``, X itself
+    otherwise; then S_ba is exactly S_ab^T. Row i's match is column
+    ``row_offset(n) + i`` (see :func:`local_diagonal`).
+    """
+    if not gathers(gather):
+        logits = scale * rows_a @ rows_b.t()
+        return logits, logits.t()
+    return scale * rows_a @ gather_with_grad(rows_b).t(), scale * rows_b @ gather_with_grad(rows_a).t()
+
+
+def local_diagonal(matrix: torch.Tensor, gather: bool) -> torch.Tensor:
+    """Entries (i, row_offset + i) of a local-rows x global-columns matrix: each row's own match."""
+    if not gathers(gather):
+        return matrix.diagonal()
+    rows = torch.arange(len(matrix), device=matrix.device)
+    return matrix[rows, rows + row_offset(len(matrix), gather)]
+
+
+def match_log_probabilities(
+    queries: torch.Tensor, keys: torch.Tensor, scale: torch.Tensor | float, *, gather: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per local row i, log softmax_j(s q_i . k_j)_i and log softmax_j(s k_i . q_j)_i [n] each, j over the
+    batch (the global batch under ``gather``); q, k L2-normalised by the caller."""
+    if not gathers(gather):
+        logits = scale * queries @ keys.t()
+        return F.log_softmax(logits, dim=1).diagonal(), F.log_softmax(logits, dim=0).diagonal()
+    forward, backward = cross_similarities(queries, keys, scale, gather=True)
+    return local_diagonal(F.log_softmax(forward, dim=1), True), local_diagonal(F.log_softmax(backward, dim=1), True)
+
+
 def symmetric_infonce(queries: torch.Tensor, keys: torch.Tensor, logit_scale: torch.Tensor | float, *, gather: bool = False) -> torch.Tensor:
     """1/2 [CE(s Q K^T, diag) + CE(s K Q^T, diag)] over L2-normalised rows; positives are row i <-> row i."""
     queries = F.normalize(queries, dim=-1)
     keys = F.normalize(keys, dim=-1)
-    offset = 0
     all_queries, all_keys = queries, keys
-    if gather:
-        rank, world = _world()
-        if world > 1:
-            all_queries, all_keys = gather_with_grad(queries), gather_with_grad(keys)
-            offset = rank * len(queries)
-    targets = torch.arange(len(queries), device=queries.device) + offset
+    if gathers(gather):
+        all_queries, all_keys = gather_with_grad(queries), gather_with_grad(keys)
+    targets = torch.arange(len(queries), device=queries.device) + row_offset(len(queries), gather)
     forward = F.cross_entropy(logit_scale * queries @ all_keys.t(), targets)
     backward = F.cross_entropy(logit_scale * keys @ all_queries.t(), targets)
     return (forward + backward) / 2
@@ -144,3 +214,49 @@ def distillation_kl(
     else:
         raise ValueError(f"distillation_kl: reduction must be 'batchmean', 'sum' or 'rows', not {reduction!r}")
     return kl * temperature**2
+
+
+def in_batch_distillation(
+    student_a: torch.Tensor,
+    student_b: torch.Tensor,
+    student_scale: torch.Tensor | float,
+    teacher_a: torch.Tensor,
+    teacher_b: torch.Tensor,
+    teacher_scale: torch.Tensor | float,
+    temperature: float,
+    *,
+    gather: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two softened KLs between teacher and student in-batch similarity distributions (lwf, zscl):
+
+        KL_ab = distillation_kl(t * A0 B0_all^T, s * A B_all^T, T),   KL_ba = the same with A and B swapped
+
+    A, B the student's and A0, B0 the teacher's L2-normalised rows (the caller
+    normalises), s and t their scales, each KL a mean over this process's rows.
+    Under ``gather`` the columns are every process's rows (see
+    :func:`cross_similarities`; the teacher's are constants), so the mean over
+    processes of each KL is the single-process KL of the global batch.
+    """
+    student_ab, student_ba = cross_similarities(student_a, student_b, student_scale, gather=gather)
+    teacher_ab, teacher_ba = cross_similarities(teacher_a.detach(), teacher_b.detach(), teacher_scale, gather=gather)
+    return distillation_kl(teacher_ab, student_ab, temperature), distillation_kl(teacher_ba, student_ba, temperature)
+
+
+def batch_moments(features: torch.Tensor, *, gather: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-column mean and biased variance of ``features`` [n, c] over the batch, and the number of rows:
+
+        mu = 1/M sum_i x_i,   var = 1/M sum_i (x_i - mu)^2
+
+    M the rows of every process under ``gather`` (sums all-reduced with
+    gradients, two passes as BatchNorm computes them), of this process
+    otherwise: the statistics a batch norm of the global batch normalises with.
+    """
+    if not gathers(gather):
+        return features.mean(dim=0), features.var(dim=0, unbiased=False), len(features)
+    from torch.distributed.nn.functional import all_reduce
+
+    sums = all_reduce(torch.cat([features.sum(dim=0), features.new_tensor([len(features)])]))
+    total, count = sums[:-1], int(sums[-1].item())  # the row count rides along: shares may differ
+    mean = total / count
+    variance = all_reduce((features - mean).pow(2).sum(dim=0)) / count
+    return mean, variance, count

@@ -94,7 +94,9 @@ class RunContext:
     bundle: ClipBundle | None = None  # tokenizer and preprocessing, to encode data a method keeps
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     gather: bool = False
-    """Contrastive losses gather features across processes (set by the engine from ``train.gather_features``)."""
+    """Under torchrun, batch-coupled terms use the global batch: contrastive losses, in-batch distillation and
+    C-CLIP's projector batch norm gather features across processes (the engine sets it from
+    ``train.gather_features``)."""
     resuming: bool = False
     """True when ``setup`` receives a checkpoint's weights (``vlcl run --resume``), False on a fresh run."""
     checkpoint: Path | None = None

@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import ckc_loss
+from vlcl.losses import batch_moments, ckc_loss, gathers
 from vlcl.methods.base import LossOutput, ParameterGroup, Stage
 from vlcl.methods.lora import LoRA, LoRAOptions
 from vlcl.methods.registry import register_method
@@ -53,8 +53,47 @@ class CCLIPOptions(LoRAOptions):
     cache_batch_size: int = Field(256, ge=1)
 
 
-def make_projector(dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that, in training under torchrun with ``gather``, normalises with the global batch's statistics:
+
+        y = (x - mu) / sqrt(var + eps) * gamma + beta,   mu, var over the rows of every process
+
+    (:func:`vlcl.losses.batch_moments`: sums all-reduced with gradients, so the
+    averaged gradient is the single-process one). The running statistics are
+    updated as BatchNorm1d updates them (momentum, or a cumulative mean when
+    momentum is None; the unbiased global variance). On one process, in
+    evaluation or without ``gather`` it is BatchNorm1d itself (torch's
+    SyncBatchNorm needs CUDA; this runs on gloo too). Same parameters and
+    buffers, so the same state_dict keys.
+    """
+
+    def __init__(self, num_features: int, *, gather: bool = False, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.gather = gather
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not (self.training and gathers(self.gather)):
+            return super().forward(features)
+        mean, variance, count = batch_moments(features, gather=True)
+        if self.track_running_stats:
+            self.update_running_statistics(mean.detach(), variance.detach(), count)
+        normalised = (features - mean) * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight + self.bias if self.affine else normalised
+
+    @torch.no_grad()
+    def update_running_statistics(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = variance * count / max(count - 1, 1)
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(unbiased, factor)
+
+
+def make_projector(dim: int, hidden: int, *, gather: bool = False) -> nn.Sequential:
+    """h_psi: Linear d->hidden, batch norm (over the global batch under torchrun with ``gather``), ReLU, Linear."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden), GlobalBatchNorm1d(hidden, gather=gather), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+    )
 
 
 @register_method
@@ -68,7 +107,8 @@ class CCLIP(LoRA):
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
         super().begin_task(stage, data)
         dim = self.model.config.projection_dim
-        self.projector = make_projector(dim, self.options.projector_hidden or 4 * dim).to(self.model.logit_scale.device)
+        hidden = self.options.projector_hidden or 4 * dim
+        self.projector = make_projector(dim, hidden, gather=self.context.gather).to(self.model.logit_scale.device)
 
     def train(self) -> None:
         super().train()

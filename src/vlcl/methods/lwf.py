@@ -21,6 +21,14 @@ LwF baseline on MTIL: the image -> class distribution only,
 
     L = CE_eps + w * KL(p_T^{i2c} || p_S^{i2c}) * T^2,   p^{i2c}_i = softmax_c( s * cos(f(v_i), g(class_c)) / T )
 
+Under torchrun with ``train.gather_features`` (the default) the similarity
+distributions of a process's N_local rows range over the global batch: its
+images against every process's captions and its captions against every
+process's images, student and teacher alike (:func:`vlcl.losses.in_batch_distillation`),
+so the mean of the processes' losses is the single-process loss of the global
+batch. The class-logit distillation is per sample (every process holds every
+class) and gathers nothing.
+
 Teacher cache (as in ``cclip``): the teacher is frozen and the data has no
 random augmentation, so its embeddings of every (image, caption) pair of the
 task are computed once at begin_task and looked up per step - the same
@@ -35,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import distillation_kl
+from vlcl.losses import distillation_kl, in_batch_distillation
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
@@ -68,17 +76,16 @@ def similarity_distillation(
     temperature: float,
     *,
     both_directions: bool = True,
+    gather: bool = False,
 ) -> torch.Tensor:
     """[KL_i2t + KL_t2i] / 2 between the batch similarity distributions of teacher and student (see module
-    docstring); ``both_directions=False``: KL_i2t alone (class logits, whose columns are classes)."""
+    docstring); ``both_directions=False``: KL_i2t alone (class logits, whose columns are classes, never
+    gathered). ``gather``: this process's rows against the global batch's columns."""
     s_img, s_txt = F.normalize(student_images, dim=-1), F.normalize(student_texts, dim=-1)
     t_img, t_txt = F.normalize(teacher_images, dim=-1), F.normalize(teacher_texts, dim=-1)
-    student_logits = student_scale * s_img @ s_txt.t()
-    teacher_logits = teacher_scale * t_img @ t_txt.t()
-    i2t = softened_kl(teacher_logits, student_logits, temperature)
     if not both_directions:
-        return i2t
-    t2i = softened_kl(teacher_logits.t(), student_logits.t(), temperature)
+        return softened_kl(teacher_scale * t_img @ t_txt.t(), student_scale * s_img @ s_txt.t(), temperature)
+    i2t, t2i = in_batch_distillation(s_img, s_txt, student_scale, t_img, t_txt, teacher_scale, temperature, gather=gather)
     return (i2t + t2i) / 2
 
 
@@ -106,6 +113,7 @@ class LwF(Method):
             self.teacher.logit_scale,
             self.options.temperature,
             both_directions=not is_classification(batch),
+            gather=self.context.gather,
         )
         loss = contrastive + self.options.weight * distill
         return LossOutput(loss, {name: float(contrastive.detach()), "distill": float(distill.detach())})

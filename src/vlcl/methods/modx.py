@@ -23,6 +23,14 @@ row, which makes that row's KL (and its gradient) exactly zero, i.e. the old
 model's wrong beliefs are not distilled. Rows are summed, not averaged (the
 authors' ``reduction='sum'``), so the term grows with the batch size.
 
+Under torchrun with ``train.gather_features`` (the default) a process's rows
+range over the global batch - its images against every process's captions and
+its captions against every process's images, old and new matrices alike - the
+selection rule compares row i with column (its global index), and with
+``reduction="sum"`` the local sum is multiplied by the number of processes:
+the mean of the processes' terms is then the single-process term of the
+global batch (a sum over all 2N_global rows).
+
 Teacher cache: as in C-CLIP, the old model's embeddings of every (image,
 caption) pair of the task are computed once at ``begin_task`` and looked up.
 """
@@ -36,6 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.losses import cross_similarities, row_offset, world_size
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.teacher import FrozenTeacher
@@ -55,10 +64,13 @@ class ModXOptions(MethodOptions):
     cache_batch_size: int = Field(256, ge=1)
 
 
-def selected_row_kl(old: torch.Tensor, new: torch.Tensor, *, select: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def selected_row_kl(
+    old: torch.Tensor, new: torch.Tensor, *, select: bool = True, offset: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row KL(softmax(old_i) || softmax(new_i)) and the mask of rows kept by the selection rule.
 
-    A row is kept when the old matrix's largest entry is on the diagonal (ties: the first maximum).
+    A row is kept when the old matrix's largest entry is on the diagonal (ties: the first maximum); row
+    i's diagonal entry is column ``offset + i`` (a process's rows against the gathered batch's columns).
     ``old`` is a constant.
 
     Mathematically ``vlcl.losses.distillation_kl(old, new, 1.0, reduction="rows")``, but kept apart on
@@ -71,7 +83,7 @@ def selected_row_kl(old: torch.Tensor, new: torch.Tensor, *, select: bool = True
     old = old.detach()
     kl = (F.softmax(old, dim=-1) * (F.log_softmax(old, dim=-1) - F.log_softmax(new, dim=-1))).sum(dim=-1)
     if select:
-        keep = old.argmax(dim=-1) == torch.arange(len(old), device=old.device)
+        keep = old.argmax(dim=-1) == torch.arange(len(old), device=old.device) + offset
     else:
         keep = torch.ones(len(old), dtype=torch.bool, device=old.device)
     return kl, keep
@@ -86,23 +98,27 @@ def spatial_alignment_loss(
     *,
     reduction: str = "sum",
     select: bool = True,
+    gather: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mod-X's Spatial Alignment term and the fraction of rows the selection rule kept.
+    """Mod-X's Spatial Alignment term and the fraction of this process's rows the selection rule kept.
 
     Both directions (image->text rows of I T^T, text->image rows of its transpose) are averaged;
     within a direction the kept rows' KLs are summed (``reduction="sum"``) or summed and divided by N.
+    ``gather``: this process's rows against the global batch's columns; a sum is then scaled by the
+    number of processes W, a mean divides by the local N, so that the mean over processes is the
+    single-process term of the global batch.
     """
     new_image, new_text = F.normalize(new_image, dim=-1), F.normalize(new_text, dim=-1)
     old_image, old_text = F.normalize(old_image.detach(), dim=-1), F.normalize(old_text.detach(), dim=-1)
-    new = new_image @ new_text.t() / temperature
-    old = old_image @ old_text.t() / temperature
-    total, kept = new.new_zeros(()), 0
-    for old_m, new_m in ((old, new), (old.t(), new.t())):
-        kl, keep = selected_row_kl(old_m, new_m, select=select)
+    new_it, new_ti = cross_similarities(new_image, new_text, gather=gather)
+    old_it, old_ti = cross_similarities(old_image, old_text, gather=gather)
+    n, offset = len(new_image), row_offset(len(new_image), gather)
+    total, kept = new_it.new_zeros(()), 0
+    for old_m, new_m in ((old_it / temperature, new_it / temperature), (old_ti / temperature, new_ti / temperature)):
+        kl, keep = selected_row_kl(old_m, new_m, select=select, offset=offset)
         total = total + (kl * keep).sum()
         kept += int(keep.sum())
-    n = len(new)
-    loss = total / 2 if reduction == "sum" else total / (2 * n)
+    loss = total / 2 * world_size(gather) if reduction == "sum" else total / (2 * n)
     return loss, torch.tensor(kept / (2 * n))
 
 
@@ -129,6 +145,7 @@ class ModX(Method):
             opts.alignment_temperature,
             reduction=opts.reduction,
             select=opts.select,
+            gather=self.context.gather,
         )
         loss = contrastive + opts.alignment_weight * alignment
         return LossOutput(loss, {name: float(contrastive.detach()), "align": float(alignment.detach()), "kept": float(kept)})

@@ -48,7 +48,12 @@ teacher then has paired prototypes on the same clusters, in its own space:
     L = L_CLIP + 1/N sum_i sum_k w_k(i) [ lambda_a d^align_k(i) + lambda_r d^rel_k(i) ]     (lambda_a = 10, lambda_r = 100)
 
    The weights are constants (the teachers are frozen). Every term is exactly
-   zero when the student equals both teachers.
+   zero when the student equals both teachers. The weights are the only
+   in-batch quantity: under torchrun with ``train.gather_features`` (the
+   default) a_k(i) ranges j over the global batch (the teachers' features of
+   every process gathered, no gradient), so the mean of the processes' losses
+   is the single-process loss; d^align and d^rel are per sample against
+   prototypes every process builds alike, and gather nothing.
 
 4. Making connections - intra-task: a running average of the weights during
    the task, as ZSCL's weight ensemble: theta_avg = theta_start, then after
@@ -75,7 +80,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import distillation_kl
+from vlcl.losses import distillation_kl, match_log_probabilities
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
 from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
@@ -201,10 +206,13 @@ def relation_terms(images, texts, t_images, t_texts, protos: Prototypes) -> tupl
     return intra, inter
 
 
-def match_agreement(images: torch.Tensor, texts: torch.Tensor, scale: float) -> torch.Tensor:
-    """a(i): mean of the image->text and text->image log-probabilities of the correct in-batch match [N]."""
-    logits = scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).t()
-    return (F.log_softmax(logits, dim=1).diagonal() + F.log_softmax(logits, dim=0).diagonal()) / 2
+def match_agreement(images: torch.Tensor, texts: torch.Tensor, scale: float, *, gather: bool = False) -> torch.Tensor:
+    """a(i): mean of the image->text and text->image log-probabilities of the correct in-batch match [N]
+    (j over the global batch under ``gather``)."""
+    image_to_text, text_to_image = match_log_probabilities(
+        F.normalize(images, dim=-1), F.normalize(texts, dim=-1), scale, gather=gather
+    )
+    return (image_to_text + text_to_image) / 2
 
 
 def teacher_weights(agreements: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -299,7 +307,7 @@ class MulKI(InitialWeightsAndEnsemble, Method):
             a, b = relation_terms(u, v, tu, tv, protos)
             intra.append(a)
             inter.append(b)
-            agreement.append(match_agreement(tu, tv, teacher.logit_scale))
+            agreement.append(match_agreement(tu, tv, teacher.logit_scale, gather=self.context.gather))
         weights = teacher_weights(torch.stack(agreement), opts.teacher_temperature)
         out = {
             name: (weights * torch.stack(terms)).sum(dim=0).mean()
