@@ -278,14 +278,15 @@ class ContinualRunner:
             raise RunInputError(f"stage '{stage.name}': {exc} (train.class_prompts={mode})") from None
 
     def _stage_train_config(self, stage: Stage, benchmark: Benchmark) -> TrainConfig:
-        """``train`` with the stage's one learning rate (``train.lr`` may give one per task)."""
+        """``train`` with the stage's one learning rate per tower (``train.lr`` and ``train.text_lr`` may give one
+        per task)."""
         train = self.config.train
         names = [benchmark.tasks[i].name for i in stage.task_indices]
         try:
-            lr = train.lr_for(names, benchmark.task_names)
+            lr, text_lr = train.lr_for(names, benchmark.task_names), train.text_lr_for(names, benchmark.task_names)
         except ValueError as exc:
             raise RunInputError(str(exc)) from None
-        return train.model_copy(update={"lr": lr})
+        return train.model_copy(update={"lr": lr, "text_lr": text_lr, "text_lr_scale": 1.0})
 
     # -- the loop --------------------------------------------------------------------
     def _evaluate(self, evaluator: Evaluator | PairEvaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:

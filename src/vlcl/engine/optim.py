@@ -11,11 +11,12 @@ from vlcl.methods.base import ParameterGroup
 
 
 def build_optimizer(groups: list[ParameterGroup], train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the method's groups; ``train.lr`` is the stage's one learning rate (the engine resolves a
-    per-task list or mapping with ``TrainConfig.lr_for`` first)."""
-    if not isinstance(train.lr, (int, float)):
-        raise ValueError("build_optimizer needs one learning rate; resolve a per-task train.lr with TrainConfig.lr_for")
-    text_lr = train.text_lr if train.text_lr is not None else train.lr
+    """AdamW over the method's groups: a group of the text tower learns at ``train.text_lr`` (or ``train.lr`` times
+    ``train.text_lr_scale``), every other group at ``train.lr``. Both are the stage's one number: the engine
+    resolves per-task lists or mappings with ``TrainConfig.lr_for`` and ``text_lr_for`` first."""
+    if not isinstance(train.lr, (int, float)) or not isinstance(train.text_lr, (int, float, type(None))):
+        raise ValueError("build_optimizer needs one learning rate per tower; resolve per-task rates with TrainConfig.lr_for")
+    text_lr = train.text_lr if train.text_lr is not None else train.lr * train.text_lr_scale
     param_groups = [
         {
             "params": g.params,

@@ -17,8 +17,9 @@ from peft.helpers import rescale_adapter_scale
 from transformers import CLIPModel
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-# What the C-CLIP authors also trained fully (METHODS.md section 1); the patch embedding stays frozen.
-EXTRA_PARAMETER_KEYS = ("token_embedding", "position_embedding", "class_embedding", "layer_norm", "layrnorm", "layernorm", "visual_projection", "text_projection", "logit_scale")
+AUTHORS_TARGET_MODULES = ("out_proj", "fc1", "fc2")
+"""C-CLIP's authors' LoRA targets: every nn.Linear inside OpenAI CLIP's two transformers (attn.out_proj, mlp.c_fc,
+mlp.c_proj; the fused q/k/v in_proj is a parameter, not a Linear), named as in Hugging Face's CLIP."""
 
 
 class LaneDropout(torch.nn.Dropout):
@@ -90,12 +91,14 @@ def add_lora(model: CLIPModel, *, rank: int, alpha: float, dropout: float, targe
 
 
 def extra_parameters(model: CLIPModel) -> Iterator[tuple[str, torch.nn.Parameter]]:
-    """Embeddings, layer norms, the final projections and the temperature (not the patch embedding, not LoRA)."""
+    """What C-CLIP's authors trained besides LoRA: every parameter outside the two transformer stacks - token,
+    position and class embeddings, the pre, post and final layer norms, both projections, the temperature - except
+    the patch embedding. The blocks' own weights and layer norms stay frozen: PEFT wrapped only the two
+    transformers in the authors' code and froze everything in them but LoRA."""
     for name, param in model.named_parameters():
-        if "lora_" in name or "patch_embedding" in name:
+        if "lora_" in name or "patch_embedding" in name or ".encoder.layers." in name:
             continue
-        if any(key in name for key in EXTRA_PARAMETER_KEYS):
-            yield name, param
+        yield name, param
 
 
 def lora_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
