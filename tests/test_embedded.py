@@ -35,7 +35,18 @@ def test_deterministic_for_a_seed():
 def test_task_selection_and_errors():
     assert small(tasks=["spatial", "sketch"]).task_names == ["spatial", "sketch"]
     assert "negative" in AVAILABLE_TASKS  # available, not in the default sequence
+    assert "base" in AVAILABLE_TASKS and "base" not in DEFAULT_SEQUENCE
     with pytest.raises(UnknownBenchmarkError, match="unknown task 'skecth'.*sketch"):
         small(tasks=["skecth"])
     with pytest.raises(UnknownBenchmarkError, match="twice"):
         small(tasks=["sketch", "sketch"])
+
+
+def test_the_base_task_is_new_pairs_of_the_pretraining_world_tested_on_the_heldout_base_set():
+    from vlcl.data.embedded import pretraining_set
+
+    bench = small(tasks=["base"])
+    task, heldout_base = bench.tasks[0], bench.heldout_retrieval[0]
+    assert heldout_base.name == "base" and task.test.captions == heldout_base.captions
+    pretraining = pretraining_set(len(task.train), seed=0)
+    assert not any(np.array_equal(a, b) for a, b in zip(task.train.images, pretraining.images))

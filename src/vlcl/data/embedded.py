@@ -46,6 +46,7 @@ AVAILABLE_TASKS: dict[str, TaskSpec] = {spec.domain: spec for spec in (
     TaskSpec("texture", 2000, "style and vocabulary: striped, dotted, checkered fills"),
     TaskSpec("spatial", 3000, "new caption structure: relations 'left of', 'above'"),
     TaskSpec("pixel_art", 2000, "style shift: 12x12 pixel art in three colours"),
+    TaskSpec("base", 3000, "no shift: the pre-training world itself, a task the model already solves (as Flickr30K is for CLIP)"),
 )}
 DEFAULT_SEQUENCE = ("sketch", "new_shapes", "counting", "pixel_art", "texture", "spatial")
 HELDOUT_DOMAINS = ("base", "grainy")
