@@ -86,7 +86,7 @@ def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_d
     ]
     assert main(argv) == 0
     tuning = json.loads((out / "tuning.json").read_text())
-    assert tuning["proxy"]["first_tasks"] == 1 and tuning["proxy"]["seed"] == 0 and "Avg" in tuning["objective"]
+    assert tuning["proxy"]["first_tasks"] == 1 and tuning["proxy"]["seed"] == 0 and "Last" in tuning["objective"]
     assert tuning["methods"]["zeroshot"]["points"] == [] and "does not train" in tuning["methods"]["zeroshot"]["note"]
     assert len(tuning["methods"]["finetune"]["points"]) == 2 and len(tuning["methods"]["lwf"]["points"]) == 4
     for label in ("finetune", "lwf"):
@@ -97,7 +97,7 @@ def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_d
             assert results["tasks"] == ["sketch"] and results["heldout_retrieval"] == [] and results["zeroshot_sets"] == []
             assert results["data"]["validation"]["fraction"] == 0.2 and results["config"]["seed"] == 0
             assert results["config"]["data"]["train_scale"] == 0.08
-            assert point["score"] == tuning_score(results)[0]
+            assert point["score"] == tuning_score(results)[0] and point["objective"] == "Last"
             scores.append((point["score"], -point["values"]["train.lr"]))
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         assert entry["chosen"] == entry["points"][best]["values"]

@@ -43,10 +43,13 @@ def _results(task_metric="mean_R@1", **section):
     return {"method": "x", "task_metric": task_metric, "summary": {key: {task_metric: section}}}
 
 
-def test_tuning_score_is_avg_for_continual_runs_and_last_for_one_stage():
-    assert tuning_score(_results(last=30.0, avg=25.0)) == (25.0, "Avg")
-    assert tuning_score(_results(last=66.0)) == (66.0, "Last")  # joint: one stage, only Last is defined
-    assert tuning_score(_results("top1", last=50.0, avg=40.0)) == (40.0, "Avg")
+def test_tuning_score_is_last_by_default_avg_on_request_and_last_for_one_stage():
+    assert tuning_score(_results(last=30.0, avg=25.0)) == (30.0, "Last")
+    assert tuning_score(_results(last=30.0, avg=25.0), "avg") == (25.0, "Avg")
+    assert tuning_score(_results(last=66.0), "avg") == (66.0, "Last")  # joint: one stage, only Last is defined
+    assert tuning_score(_results("top1", last=50.0, avg=40.0), "avg") == (40.0, "Avg")
+    with pytest.raises(CompareError, match="--tune-objective best"):
+        Tuning(objective="best").check()
     with pytest.raises(CompareError, match="no Avg or Last"):
         tuning_score(_results())
 

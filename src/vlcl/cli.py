@@ -218,6 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             ("--tune-scale", args.tune_scale),
             ("--tune-epochs", args.tune_epochs),
             ("--validation-fraction", args.validation_fraction),
+            ("--tune-objective", args.tune_objective),
         )
         if value is not None
     ]
@@ -236,6 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 scale=defaults.scale if args.tune_scale is None else args.tune_scale,
                 epochs=args.tune_epochs,
                 validation_fraction=defaults.validation_fraction if args.validation_fraction is None else args.validation_fraction,
+                objective=defaults.objective if args.tune_objective is None else args.tune_objective,
             )
         config = load_config(config_path, overrides)
         out_dir = Path(args.output) if args.output else Path(config.output_dir) / f"compare-{config.data.benchmark}"
@@ -404,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--validation-fraction", type=float, metavar="F",
         help="share of each task's training data carved as its validation set while tuning (default 0.2)",
+    )
+    cmp.add_argument(
+        "--tune-objective", choices=("last", "avg"),
+        help="what a grid point is scored by on validation: Last (default; forgetting counts) or Avg",
     )
     cmp.set_defaults(func=cmd_compare)
     report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")

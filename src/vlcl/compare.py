@@ -140,11 +140,19 @@ def run_method(config: RunConfig, run_dir: Path, console: Console, name: str | N
 LR_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 """The learning rates every method that trains is tuned over (``--tune-lrs`` replaces them)."""
 
-OBJECTIVE = (
-    "validation Avg of the task metric (mean R@1 of both directions for caption tasks, top-1 for classification "
-    "tasks) for runs with one stage per task; validation Last for runs with one stage (joint); the highest wins, "
-    "ties (within 1e-9) go to the smaller learning rate, then to the earlier point of the grid"
-)
+OBJECTIVES = ("last", "avg")
+"""What a grid point is scored by on the proxy's validation split (``--tune-objective``). ``last`` (the default):
+every task after the proxy's last one, so forgetting counts; ``avg``: ZSCL's Avg over the proxy's stages, which on
+a short proxy is mostly each task right after learning it (docs/tuning.md shows where that misled)."""
+
+
+def objective_text(objective: str) -> str:
+    name = {"last": "Last", "avg": "Avg"}[objective]
+    return (
+        f"validation {name} of the task metric (mean R@1 of both directions for caption tasks, top-1 for "
+        "classification tasks); Last for runs with one stage (joint); the highest wins, ties (within 1e-9) go to "
+        "the smaller learning rate, then to the earlier point of the grid"
+    )
 
 
 @dataclass
@@ -160,8 +168,12 @@ class Tuning:
     """``train.epochs`` of the proxy (None: the config's)."""
     validation_fraction: float = 0.2
     """``data.validation_fraction`` of the proxy: the share of each task's training data carved for validation."""
+    objective: str = "last"
+    """``last`` or ``avg`` (:data:`OBJECTIVES`)."""
 
     def check(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise CompareError(f"--tune-objective {self.objective}: expected one of {', '.join(OBJECTIVES)}")
         if not self.lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.lrs):
             raise CompareError(f"--tune-lrs {','.join(map(str, self.lrs))}: expected positive learning rates")
         if self.tasks is not None and self.tasks < 1:
@@ -180,6 +192,7 @@ class Tuning:
             "epochs": self.epochs,
             "validation_fraction": self.validation_fraction,
             "learning_rates": list(self.lrs),
+            "objective": self.objective,
         }
 
 
@@ -221,12 +234,13 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
 
 
-def tuning_score(results: dict[str, Any]) -> tuple[float, str]:
-    """(score, what it is): validation Avg of the task metric, or Last for a run whose stages are not one per task."""
+def tuning_score(results: dict[str, Any], objective: str = "last") -> tuple[float, str]:
+    """(score, what it is): the validation Last or Avg (``objective``) of the task metric; Last for a run whose
+    stages are not one per task (joint: Avg is not defined)."""
     summary = results["summary"]
     section = summary.get("classification" if results.get("task_metric") == "top1" else "retrieval", {})
     values = section.get(results.get("task_metric", "mean_R@1"), {})
-    if values.get("avg") is not None:
+    if objective == "avg" and values.get("avg") is not None:
         return float(values["avg"]), "Avg"
     if values.get("last") is not None:
         return float(values["last"]), "Last"
@@ -330,7 +344,7 @@ def tuning_files(out_dir: Path, tunings: list[MethodTuning], tuning: Tuning, com
         fixed = f" (fixed: {'; '.join(t.spec.overrides)})" if t.spec.overrides else ""
         sections.append(f"### {t.spec.label}{fixed}\n\n" + markdown_table(keys + ["validation score", "objective", "status", "files"], rows) + "\n")
     document = {
-        "objective": OBJECTIVE,
+        "objective": objective_text(tuning.objective),
         "proxy": {**tuning.describe(), "seed": seed},
         "command": command,
         "methods": methods,
@@ -345,7 +359,7 @@ def tuning_files(out_dir: Path, tunings: list[MethodTuning], tuning: Tuning, com
     ])
     text = (
         f"# Tuning\n\nMade with:\n\n```bash\n{command}\n```\n\nProxy: {proxy}. No test data is read.\n\n"
-        f"Objective: {OBJECTIVE}.\n\n" + "\n".join(sections)
+        f"Objective: {objective_text(tuning.objective)}.\n\n" + "\n".join(sections)
     )
     atomic_write_text(out_dir / "tuning.md", text)
 
@@ -543,7 +557,7 @@ def compare(
             point = by_run[run]
             try:
                 results = outcome()
-                point["score"], point["objective"] = tuning_score(results)
+                point["score"], point["objective"] = tuning_score(results, tuning.objective)
                 point["status"] = "done"
             except Exception as exc:  # noqa: BLE001 - one point's failure must not stop the others
                 point["status"] = f"failed: {type(exc).__name__}: {exc}"
