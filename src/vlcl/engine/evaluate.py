@@ -19,6 +19,8 @@ Classes whose prompts are identical are one class.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from vlcl.engine.distributed import gather_rows, shard_range
 from vlcl.metrics import (
     NonFiniteError,
     alignment_diagnostics,
+    logit_accuracy,
     retrieval_recall,
     union_label_space,
     zeroshot_accuracy,
@@ -39,6 +42,26 @@ from vlcl.metrics import (
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
 
 Progress = Callable[[str], None]
+
+
+class EvaluationHooks(Protocol):
+    """What a method may change in the evaluation (``vlcl.methods.Method`` has both, as no-ops by default)."""
+
+    def evaluation_route(self, set_name: str, images: np.ndarray) -> AbstractContextManager[dict[str, float] | None]: ...
+
+    def classification_logits(
+        self, image_features: torch.Tensor, classifier: torch.Tensor, class_keys: list[tuple[str, ...]]
+    ) -> torch.Tensor | None: ...
+
+
+class NoHooks:
+    """Plain CLIP evaluation: nothing routed, cosine similarity to the class embeddings."""
+
+    def evaluation_route(self, set_name: str, images: np.ndarray) -> AbstractContextManager[dict[str, float] | None]:
+        return nullcontext(None)
+
+    def classification_logits(self, image_features, classifier, class_keys) -> torch.Tensor | None:
+        return None
 
 
 def mean_recall_at_1(recall: dict[str, float]) -> float:
@@ -63,6 +86,7 @@ class Evaluator:
         self.config = config
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         """Image features and class embeddings of this stage's classification sets, for the task-agnostic scores."""
+        self._hooks: EvaluationHooks = NoHooks()
         self._tokens = {s.name: tokenize(tokenizer, s.captions, context_length) for s in benchmark.retrieval_sets()}
         # identical caption strings (exact comparison) are one text for retrieval recall (vlcl.metrics.retrieval)
         self._text_groups = {s.name: caption_groups(s.captions) for s in benchmark.retrieval_sets()}
@@ -111,7 +135,16 @@ class Evaluator:
 
     def classification(self, model: CLIPModel, dataset: ClassificationSet) -> dict[str, float]:
         image_features, classifier = self._class_features(model, dataset)
-        return zeroshot_accuracy(image_features, classifier, dataset.labels)
+        return self._accuracy(image_features, classifier, [tuple(p) for p in dataset.prompts()], dataset.labels)
+
+    def _accuracy(self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]], labels) -> dict[str, float]:
+        """Accuracy by cosine similarity to ``classifier``, or by the scores the method computes itself."""
+        logits = self._hooks.classification_logits(image_features, classifier, keys)
+        if logits is None:
+            return zeroshot_accuracy(image_features, classifier, labels)
+        if tuple(logits.shape) != (len(image_features), len(classifier)):
+            raise ValueError(f"classification_logits returned shape {tuple(logits.shape)}, expected {(len(image_features), len(classifier))}")
+        return logit_accuracy(logits, labels)
 
     def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
@@ -127,35 +160,45 @@ class Evaluator:
         features = [self._features[t.name] for t in tasks]
         keys = [[tuple(p) for p in t.prompts()] for t in tasks]
         union, maps = union_label_space([classifier for _, classifier in features], keys)
+        union_keys = list(dict.fromkeys(key for task_keys in keys for key in task_keys))  # the union's order
         return {
-            t.name: {"top1": zeroshot_accuracy(images, union, maps[k][t.labels])["top1"]}
+            t.name: {"top1": self._accuracy(images, union, union_keys, maps[k][t.labels])["top1"]}
             for k, (t, (images, _)) in enumerate(zip(tasks, features))
         }
 
     @torch.no_grad()
-    def evaluate(self, model: CLIPModel, progress: Progress | None = None) -> dict[str, dict]:
-        """All metrics of one stage, keyed by set name."""
+    def evaluate(self, model: CLIPModel, progress: Progress | None = None, hooks: EvaluationHooks | None = None) -> dict[str, dict]:
+        """All metrics of one stage, keyed by set name; ``hooks`` (the method) may route sets and score classes."""
         was_training = model.training
         model.eval()
-        self._features = {}
+        self._features, self._hooks = {}, hooks or NoHooks()
         result: dict[str, dict] = {"retrieval": {}, "alignment": {}, "zeroshot": {}}
+        routes: dict[str, dict[str, float]] = {}
         for dataset in self.benchmark.retrieval_sets():
             if progress:
                 progress(dataset.name)
-            metrics = _named(dataset.name, self.retrieval, model, dataset)
+            with self._hooks.evaluation_route(dataset.name, dataset.images) as route:
+                metrics = _named(dataset.name, self.retrieval, model, dataset)
             result["retrieval"][dataset.name] = metrics["retrieval"]
             result["alignment"][dataset.name] = metrics["alignment"]
+            if route is not None:
+                routes[dataset.name] = route
         for dataset in self.benchmark.zeroshot:
             if progress:
                 progress(dataset.name)
-            result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
+            with self._hooks.evaluation_route(dataset.name, dataset.images) as route:
+                result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
+            if route is not None:
+                routes[dataset.name] = route
+        if routes:
+            result["routes"] = routes
         tasks = [t.test for t in self.benchmark.tasks if isinstance(t.test, ClassificationSet)]
         if tasks:
             # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results);
             # k = every task is the task-agnostic score
             result["seen_classes"] = {str(k): self.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
             result["task_agnostic"] = result["seen_classes"][str(len(tasks))]
-        self._features = {}
+        self._features, self._hooks = {}, NoHooks()
         model.train(was_training)
         return result
 
@@ -173,7 +216,9 @@ class PairEvaluator:
         return len(self.benchmark.tasks)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, progress: Progress | None = None) -> dict[str, dict]:
+    def evaluate(self, model: torch.nn.Module, progress: Progress | None = None, hooks: EvaluationHooks | None = None) -> dict[str, dict]:
+        """Every pair's test set in both directions; ``hooks`` play no part (a pair has no classes, and the methods
+        that train feature maps route nothing)."""
         retrieval = {}
         for task in self.benchmark.tasks:
             if progress:

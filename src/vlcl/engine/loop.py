@@ -294,7 +294,7 @@ class ContinualRunner:
         sets = evaluator.set_count
         with progress_bar(self.console) as bar:
             task = bar.add_task(f"eval {label}", total=sets, info="")
-            metrics = evaluator.evaluate(method.evaluation_model(), lambda name: bar.update(task, advance=1, info=name))
+            metrics = evaluator.evaluate(method.evaluation_model(), lambda name: bar.update(task, advance=1, info=name), hooks=method)
         return metrics, round(time.perf_counter() - started, 3)
 
     def run(self) -> dict[str, Any]:

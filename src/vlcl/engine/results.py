@@ -131,7 +131,7 @@ def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Long format: one row per (stage, set, kind, metric)."""
     rows = []
     for record in results["stages"]:
-        for kind in ("retrieval", "alignment", "zeroshot", "task_agnostic"):
+        for kind in ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes"):  # routes: set -> route -> share
             for set_name, values in record["metrics"].get(kind, {}).items():
                 for metric, value in values.items():
                     rows.append(

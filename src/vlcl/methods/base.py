@@ -54,10 +54,12 @@ state fails it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from transformers import CLIPModel
@@ -254,6 +256,23 @@ class Method:
     def evaluation_model(self) -> CLIPModel:
         """The plain CLIPModel to evaluate and to save as this stage's checkpoint."""
         return self.model
+
+    def evaluation_route(self, set_name: str, images: np.ndarray) -> AbstractContextManager[dict[str, float] | None]:
+        """Entered around the evaluation of each set, with its uint8 [N, H, W, 3] images. A method that decides
+        what evaluates a set from its images (MoE-Adapters' DDAS: a task's router, or the frozen model) sets that
+        up here and yields the share of the set's images sent to each route, e.g. ``{"frozen": 1.0}``, which
+        results.json keeps under ``routes``; the default routes nothing and yields None."""
+        return nullcontext(None)
+
+    def classification_logits(
+        self, image_features: torch.Tensor, classifier: torch.Tensor, class_keys: list[tuple[str, ...]]
+    ) -> torch.Tensor | None:
+        """[N, C] scores of a classification set's images (``image_features``, un-normalised, from
+        :meth:`evaluation_model`) over its classes: ``classifier`` holds their unit-norm prompt embeddings and
+        ``class_keys[c]`` class c's prompts (what identifies a class across sets). None (the default): cosine
+        similarity to ``classifier``. A method with its own head (RAIL's regression fused with zero-shot) returns
+        its scores; task-agnostic sets call it with the union of the tasks' classes."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the evaluation model needed to resume: tensors and JSON values."""

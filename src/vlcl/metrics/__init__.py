@@ -7,12 +7,13 @@ from vlcl.metrics.continual import (
     zeroshot_retention_summary,
 )
 from vlcl.metrics.retrieval import NonFiniteError, retrieval_recall
-from vlcl.metrics.zeroshot import union_label_space, zeroshot_accuracy, zeroshot_classifier
+from vlcl.metrics.zeroshot import logit_accuracy, union_label_space, zeroshot_accuracy, zeroshot_classifier
 
 __all__ = [
     "NonFiniteError",
     "alignment_diagnostics",
     "continual_summary",
+    "logit_accuracy",
     "performance_drop",
     "retrieval_recall",
     "union_label_space",

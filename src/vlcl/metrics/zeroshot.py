@@ -44,15 +44,20 @@ def zeroshot_classifier(class_template_features: torch.Tensor) -> torch.Tensor:
     return F.normalize(per_template.mean(dim=1), dim=-1)
 
 
+def _ranks_in(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Number of other classes whose logit is >= the true class's, per row of ``logits``."""
+    target = labels[:, None]
+    at_least = logits >= logits.gather(1, target)
+    at_least.scatter_(1, target, False)  # the true class does not compete with itself
+    return at_least.sum(1)
+
+
 def _true_class_ranks(images: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """Number of other classes whose logit is >= the true class's, per sample."""
     ranks = []
     for start in range(0, len(images), chunk_size):
         logits = images[start : start + chunk_size] @ classifier.t()
-        target = labels[start : start + chunk_size, None]
-        at_least = logits >= logits.gather(1, target)
-        at_least.scatter_(1, target, False)  # the true class does not compete with itself
-        ranks.append(at_least.sum(1))
+        ranks.append(_ranks_in(logits, labels[start : start + chunk_size]))
     return torch.cat(ranks)
 
 
@@ -89,13 +94,27 @@ def zeroshot_accuracy(
     weights = classifier.detach().float().to(images.device)
     labels = _check_labels(labels, len(images), len(weights), images.device)
 
-    ranks = _true_class_ranks(images, weights, labels, chunk_size)
+    return _accuracies(_true_class_ranks(images, weights, labels, chunk_size), labels, len(weights))
+
+
+def logit_accuracy(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> dict[str, float]:
+    """:func:`zeroshot_accuracy` of scores a method computed itself ([N, C] ``logits``, e.g. RAIL's fusion of a
+    regression head with zero-shot probabilities): top-1, top-5 (more than 5 classes only), mean per-class recall."""
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"expected [N, C] logits with at least one image and one class, got {tuple(logits.shape)}")
+    check_finite(logits, "logits")
+    scores = logits.detach().float()
+    labels = _check_labels(labels, len(scores), scores.shape[1], scores.device)
+    return _accuracies(_ranks_in(scores, labels), labels, scores.shape[1])
+
+
+def _accuracies(ranks: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
     correct = ranks < 1
     result = {"top1": _percent(correct)}
-    if len(weights) > 5:
+    if num_classes > 5:
         result["top5"] = _percent(ranks < 5)
-    counts = torch.bincount(labels, minlength=len(weights)).double()
-    hits = torch.bincount(labels[correct], minlength=len(weights)).double()
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    hits = torch.bincount(labels[correct], minlength=num_classes).double()
     present = counts > 0  # classes absent from the labels have no recall to average
     result["mean_per_class_recall"] = 100.0 * (hits[present] / counts[present]).mean().item()
     return result
