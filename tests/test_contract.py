@@ -28,7 +28,15 @@ from vlcl.models import load_clip
 REPOSITORY = Path(__file__).resolve().parent.parent
 METHODS = list_methods()
 KILL_IN_TASK_2 = "step:20"  # quick_args: task 1 has 16 optimiser steps, task 2 has 24
+KILL_AFTER_LEARNING_TASK_2 = "evaluation:2"  # a method without steps: task 2 learnt, not yet evaluated or saved
 EVERY = "train.checkpoint_every_steps=3"
+
+
+def method_args(name: str) -> list[str]:
+    """The tiny two-task run of a method: the caption tasks sketch and counting, or for a method that learns only
+    classification tasks the classification tasks of the same names (``embedded_cls``)."""
+    benchmark = [] if "captions" in method_class(name).task_kinds else ["data.benchmark=embedded_cls"]
+    return [f"method.name={name}", *benchmark, EVERY]
 
 
 def docs_page(name: str) -> Path:
@@ -87,7 +95,7 @@ def reference(tmp_path_factory, world_clip_dir):
     def run(name: str) -> Path:
         if name not in _REFERENCES:
             run_dir = tmp_path_factory.mktemp(f"reference-{name}") / "run"
-            assert main(["run", *quick_args(world_clip_dir, f"method.name={name}", EVERY), "-o", str(run_dir)]) == 0
+            assert main(["run", *quick_args(world_clip_dir, *method_args(name)), "-o", str(run_dir)]) == 0
             _REFERENCES[name] = run_dir
         return _REFERENCES[name]
 
@@ -112,17 +120,23 @@ def test_state_survives_a_checkpoint_exactly(name, reference):
 def test_sigkill_in_task_2_then_resume_equals_the_uninterrupted_run(name, reference, world_clip_dir, tmp_path):
     expected = metrics_of(reference(name))
     run_dir = tmp_path / "run"
+    cls = method_class(name)
+    steps = cls.trains and cls.optimises
     killed = subprocess.run(
-        [sys.executable, "-m", "vlcl", "run", *quick_args(world_clip_dir, f"method.name={name}", EVERY), "-o", str(run_dir)],
-        env={**os.environ, "VLCL_FAULT": KILL_IN_TASK_2},
+        [sys.executable, "-m", "vlcl", "run", *quick_args(world_clip_dir, *method_args(name)), "-o", str(run_dir)],
+        env={**os.environ, "VLCL_FAULT": KILL_IN_TASK_2 if steps or not cls.trains else KILL_AFTER_LEARNING_TASK_2},
         capture_output=True,
         text=True,
         timeout=600,
     )
-    if method_class(name).trains:
+    if steps:
         assert killed.returncode == -9, killed.stderr[-2000:]
         pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
         assert "step" in pointer, pointer  # killed inside a task, after an in-task checkpoint
+    elif cls.trains:  # learns without steps (optimises False): killed after learning task 2, before its checkpoint
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+        assert pointer["path"] == "stage_00", pointer  # task 1's checkpoint: task 2 is learnt again on resume
     else:  # nothing trains, so no step is reached: the run completes, and resuming it changes nothing
         assert killed.returncode == 0, killed.stderr[-2000:]
     assert main(["run", "--resume", str(run_dir)]) == 0

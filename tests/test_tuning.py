@@ -64,6 +64,8 @@ def test_method_grid_crosses_lrs_with_the_method_grid_and_fixed_keys_are_not_tun
     assert method_grid({"weight": (1.0, 2.0)}, (1e-4,), ["train.lr=5e-4"]) == {"method.weight": [1.0, 2.0]}
     assert method_grid({"weight": (1.0, 2.0)}, (1e-4,), ["method.weight=3"]) == {"train.lr": [1e-4]}
     assert grid_points({}) == [{}]
+    assert method_grid({"fusion_weight": (0.8,)}, (), []) == {"method.fusion_weight": [0.8]}  # no optimiser: no lr
+    assert method_grid({}, (), []) == {}
     assert point_name({"train.lr": 3e-5, "method.weight": 2.0}) == "lr=3e-05_weight=2"
 
 

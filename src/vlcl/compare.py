@@ -220,9 +220,10 @@ def _override_keys(overrides: list[str]) -> set[str]:
 
 
 def method_grid(method_grid_spec: dict[str, tuple[Any, ...]], lrs: tuple[float, ...], fixed: list[str]) -> dict[str, list[Any]]:
-    """Config key -> values: ``train.lr`` over ``lrs``, then the method's own grid (``method.<key>``); a key that
-    the method's bracketed overrides set (``lwf[method.weight=2]``) is fixed there, not tuned."""
-    grid: dict[str, list[Any]] = {"train.lr": [float(lr) for lr in lrs]}
+    """Config key -> values: ``train.lr`` over ``lrs`` (none: a method without an optimiser), then the method's own
+    grid (``method.<key>``); a key that the method's bracketed overrides set (``lwf[method.weight=2]``) is fixed
+    there, not tuned."""
+    grid: dict[str, list[Any]] = {"train.lr": [float(lr) for lr in lrs]} if lrs else {}
     for key, values in method_grid_spec.items():
         grid[key if "." in key else f"method.{key}"] = list(values)
     given = _override_keys(fixed)
@@ -537,7 +538,10 @@ def compare(
                 continue
             base = overrides + [f"method.name={spec.name}"] + spec.overrides + seed_overrides[0]
             proxy = proxy_overrides(load_config(config_path, base), tuning)
-            grid = method_grid(cls.tuning_grid, tuning.lrs, spec.overrides)
+            grid = method_grid(cls.tuning_grid, tuning.lrs if cls.optimises else (), spec.overrides)
+            if not grid:  # a closed-form method (RAIL) has no learning rate: nothing to tune unless it has a grid
+                tunings.append(MethodTuning(spec, {}, [], note="not tuned: no optimiser, and no options of its own to tune"))
+                continue
             points = []
             for values in grid_points(grid):
                 config = load_config(config_path, base + proxy + [f"{k}={yaml_value(v)}" for k, v in values.items()])

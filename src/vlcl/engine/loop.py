@@ -84,6 +84,28 @@ def _check_model_kind(method: Method, kind: str, benchmark: str) -> None:
         )
 
 
+def _task_kind(benchmark: Benchmark) -> str | None:
+    """``classification`` or ``captions`` (image-caption retrieval tasks); None for modality pairs, which
+    ``model_kinds`` already decides."""
+    if benchmark.classification_tasks:
+        return "classification"
+    if benchmark.tasks and all(isinstance(t.train, CaptionedImages) for t in benchmark.tasks):
+        return "captions"
+    return None
+
+
+def _check_task_kind(method: Method, benchmark: Benchmark, name: str) -> None:
+    """The benchmark's tasks are a kind the method learns (``Method.task_kinds``)."""
+    kind = _task_kind(benchmark)
+    if kind is not None and kind not in method.task_kinds:
+        able = [m for m in list_methods() if kind in method_class(m).task_kinds]
+        words = {"captions": "image-caption (retrieval)", "classification": "classification"}
+        raise RunInputError(
+            f"method '{method.name}' does not learn {words[kind]} tasks, the tasks of benchmark '{name}' (it learns "
+            f"{' and '.join(words[k] for k in method.task_kinds)} tasks); methods that do: {', '.join(able)}"
+        )
+
+
 def _check_method_state(method: Method, hook: str = "state_dict") -> None:
     """The method's state goes through the checkpoint format and back unchanged - checked before training
     (``state_dict`` after setup, ``step_state_dict`` after each ``begin_task``), not when the first checkpoint
@@ -176,6 +198,7 @@ class ContinualRunner:
         _check_model_kind(method, kind, cfg.data.benchmark)
         self.models = models_of_kind(kind)
         model, benchmark = self.models.load(cfg, latest, self._device())
+        _check_task_kind(method, benchmark, cfg.data.benchmark)
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
         self._check_batches(method, benchmark)
         bundle = self.models.bundle
@@ -253,7 +276,7 @@ class ContinualRunner:
         world = distributed.current().world
         if train.batch_size % world:
             raise RunInputError(f"train.batch_size={train.batch_size} must be divisible by the {world} processes")
-        if not method.trains:
+        if not (method.trains and method.optimises):
             return
         for stage in method.stages(benchmark.task_names):
             self._stage_train_config(stage, benchmark)
@@ -346,10 +369,11 @@ class ContinualRunner:
         torch.manual_seed(stage_seed(self.config.seed, stage.index))
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
         data = self._stage_data(stage, benchmark) if method.trains else None
+        began = time.perf_counter()
         method.begin_task(stage, data)
         if data is not None:
             _check_method_state(method, "step_state_dict")
-        if data is not None:
+        if data is not None and method.optimises:
             resume, self.resume_step = self.resume_step, None
             train_stats = train_on(
                 method,
@@ -365,6 +389,8 @@ class ContinualRunner:
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
         method.end_task(stage)
+        if data is not None and not method.optimises:  # learnt in begin_task / end_task, without a step
+            train_stats = {"steps": 0, "samples": len(data), "seconds": round(time.perf_counter() - began, 3)}
         fault_point("evaluation")
         if method.trains:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)

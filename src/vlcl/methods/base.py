@@ -16,7 +16,7 @@ Calls of a fresh run::
     for stage in stages(task_names):
         begin_task(stage, data)           # data: the stage's training pairs (None when trains is False)
         step_state_dict()                 # once, checked as above
-        train()
+        train()                           # this and the steps below: only when optimises is True
         for every optimisation step:
             loss = training_loss(batch, step)          # the engine calls backward
             before_optimizer_step(step)                # gradients are clipped; change them here
@@ -156,6 +156,16 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     trains: ClassVar[bool] = True
     """False for methods that never update weights (zero-shot); the engine skips their training."""
+    optimises: ClassVar[bool] = True
+    """False for a method that learns from each stage's training data without gradient steps (RAIL's closed-form
+    regression on frozen features): the engine calls ``begin_task(stage, data)`` with the data and ``end_task``,
+    then evaluates and checkpoints the stage, but builds no optimiser and takes no step (``training_loss`` and the
+    optimiser hooks are never called; there are no in-task checkpoints: an interrupted stage is redone whole on
+    ``--resume``). Read only when ``trains`` is True."""
+    task_kinds: ClassVar[tuple[str, ...]] = ("captions", "classification")
+    """The kinds of task it learns: ``captions`` (image-caption pairs, scored by retrieval) and/or
+    ``classification`` (labels and class prompts, scored by top-1). A benchmark of another kind is refused before
+    anything is written (RAIL's regression needs classes)."""
     model_kinds: ClassVar[tuple[str, ...]] = ("clip",)
     """The models it trains: ``clip`` (a CLIPModel) and/or ``feature_maps`` (one linear map per modality, the
     ``features`` benchmark); the default CLIP loss and the modality-pair loss are both in ``training_loss``."""
