@@ -11,13 +11,15 @@ from safetensors.torch import save_file
 
 from conftest import tiny_data
 from vlcl.cli import main
-from vlcl.config import build_config, config_to_dict
+from vlcl.config import build_config, config_to_dict, load_config
 from vlcl.data.feature_pairs import FeatureDataError, build_features, load_feature_file
 from vlcl.engine.checkpoint import read_stage_checkpoint
 from vlcl.engine.loop import create_runner
 from vlcl.methods import RunContext, Stage, create_method
-from vlcl.methods.cmcl import DualNullSpace, covariance_projector, dns_project
+from vlcl.methods.cmcl import CMCL, DualNullSpace, covariance_projector, dns_project, kept_directions
+from vlcl.methods.cmcl_official import CMCLOfficial
 from vlcl.models import load_clip
+from vlcl.models.encode import tokenize
 from vlcl.models.maps import ModalityMaps, augmented, joint_weight, load_maps, pair_loss
 
 WIDTHS = {"text": 16, "image": 16, "audio": 16}
@@ -77,6 +79,45 @@ def test_projector_keeps_the_directions_above_the_threshold():
     assert torch.linalg.matrix_rank(p).item() == 3
     assert torch.allclose(p @ basis[:, :3], basis[:, :3], atol=1e-5)  # kept directions pass unchanged
     assert torch.allclose(p @ basis[:, 3:], torch.zeros(6, 3, dtype=torch.float64), atol=1e-5)
+
+
+SPECTRUM = torch.tensor([5.0, 1.0, 0.2, 0.05, 0.0, 0.0], dtype=torch.float64)  # total 6.25
+
+
+@pytest.mark.parametrize(
+    "rule, threshold, kept",
+    [
+        ("absolute", 0.1, 3),  # 5, 1, 0.2 exceed 0.1
+        ("absolute", 0.0, 4),  # CMCL's output side: every nonzero eigenvalue
+        ("relative", 0.1, 2),  # above 0.5
+        ("relative", 0.005, 4),  # above 0.025
+        ("energy", 0.9, 2),  # 5 + 1 = 6.0 >= 0.9 x 6.25
+        ("energy", 0.97, 3),  # 6.2 >= 6.06
+        ("energy", 1.0, 4),  # the whole span, never a zero direction
+        ("energy", 0.0, 0),
+        ("relative", None, 4),  # None: the span, whatever the rule
+    ],
+)
+def test_threshold_rules_count_the_kept_directions(rule, threshold, kept):
+    assert kept_directions(SPECTRUM, threshold, rule) == kept
+
+
+@pytest.mark.parametrize("rule, threshold", [("relative", 0.1), ("relative", 1e-3), ("energy", 0.9), ("energy", 0.99)])
+def test_scale_free_rules_do_not_depend_on_the_features_scale(rule, threshold):
+    basis = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    covariance = basis @ torch.diag(SPECTRUM) @ basis.t()
+    projectors = [covariance_projector(scale * covariance, threshold, rule) for scale in (1e-3, 1.0, 1e3)]
+    assert all(torch.allclose(p, projectors[0], atol=1e-8) for p in projectors)
+    absolute = [int(covariance_projector(scale * covariance, 0.1).trace().round()) for scale in (1e-3, 1.0, 1e3)]
+    assert absolute == [0, 3, 4]  # CMCL's absolute 0.1 protects more the larger the features
+
+
+def test_shares_of_eigenvalues_above_one_are_refused():
+    from vlcl.methods import UnknownMethodError, create_method
+
+    with pytest.raises(UnknownMethodError, match="share of eigenvalues under threshold=energy: at most 1"):
+        create_method("cmcl", {"input_threshold": 2.0})
+    assert create_method("cmcl", {"threshold": "absolute", "input_threshold": 2.0}).options.input_threshold == 2.0
 
 
 def test_dns_project_is_g_minus_p_out_g_p_in():
@@ -169,9 +210,10 @@ def test_update_projection_keeps_old_pairs_through_a_whole_adamw_task(tmp_path):
     """project=update holds the guarantee under AdamW; CMCL's gradient rule only approximately; finetune not at all."""
     old = build_features(features=feature_config(tmp_path).data.features).tasks[0].train
     changes = {}
+    cmcls = {"threshold": "absolute", "input_threshold": 0.1, "output_threshold": 0.0}  # CMCL's thresholds
     for label, method, options in (
-        ("update", "cmcl", {"project": "update"}),
-        ("gradient", "cmcl", {}),
+        ("update", "cmcl", {"project": "update", **cmcls}),
+        ("gradient", "cmcl", {"project": "gradient", **cmcls}),
         ("finetune", "finetune", {}),
     ):
         runner = run_engine(tmp_path, label, method, **options)
@@ -221,6 +263,16 @@ def test_feature_mode_from_the_cli(tmp_path, capsys):
     assert "method 'lwf' does not train a feature_maps model" in capsys.readouterr().err
 
 
+def test_the_shipped_feature_config_has_the_official_settings():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "features_cmcl.yaml")
+    options = create_method(config.method.name, config.method.options()).options
+    assert (options.threshold, options.input_threshold, options.output_threshold, options.project) == ("absolute", 0.1, 0.0, "gradient")
+    train = config.train
+    assert (train.lr, train.weight_decay, train.batch_size, train.epochs, tuple(train.betas), train.eps) == (1e-4, 1e-3, 64, 5, (0.9, 0.999), 1e-8)
+
+
 def test_bad_feature_files_name_the_file_and_array(tmp_path):
     np.savez(tmp_path / "a.npz", text=np.zeros((4, 3), np.float32))
     with pytest.raises(FeatureDataError, match=r"a\.npz: no array 'image'; found: text"):
@@ -238,25 +290,43 @@ def test_bad_feature_files_name_the_file_and_array(tmp_path):
 # -- the method on a CLIPModel ------------------------------------------------------------------------------------
 
 
-def setup_clip(path, **options):
+def setup_clip(path, name="cmcl", **options):
     bundle = load_clip(str(path))
-    method = create_method("cmcl", options)
+    method = create_method(name, options)
     method.setup(bundle.model, RunContext(["t0", "t1"], seed=0, bundle=bundle))
     return method, bundle
 
 
-def test_projections_mode_trains_only_the_two_projections(tiny_clip_dir):
-    method, _ = setup_clip(tiny_clip_dir)
-    trainable = {n for n, p in method.model.named_parameters() if p.requires_grad}
-    assert trainable == {"visual_projection.weight", "text_projection.weight"}
-    method_all, _ = setup_clip(tiny_clip_dir, layers="all")
-    trainable_all = {n for n, p in method_all.model.named_parameters() if p.requires_grad}
-    assert trainable_all > trainable and all(n.endswith(".weight") for n in trainable_all)
-    assert "logit_scale" not in trainable_all
+def trainable_names(method) -> set[str]:
+    return {n for n, p in method.model.named_parameters() if p.requires_grad}
+
+
+def test_default_trains_every_linear_weight_and_official_only_the_projections(tiny_clip_dir):
+    method_all, _ = setup_clip(tiny_clip_dir)
+    linear = {f"{n}.weight" for n, m in method_all.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert trainable_names(method_all) == linear and "logit_scale" not in trainable_names(method_all)
+    for name, options in (("cmcl", {"layers": "projections"}), ("cmcl_official", {})):
+        method, _ = setup_clip(tiny_clip_dir, name, **options)
+        assert trainable_names(method) == {"visual_projection.weight", "text_projection.weight"}
+
+
+def test_official_is_cmcl_with_the_authors_settings(tiny_clip_dir):
+    """cmcl_official = cmcl with projections only, gradient projection and absolute thresholds 0.1 / 0."""
+    official, _ = setup_clip(tiny_clip_dir, "cmcl_official")
+    assert isinstance(official, CMCL) and CMCLOfficial.model_kinds == ("clip",)
+    same, _ = setup_clip(tiny_clip_dir, layers="projections", project="gradient", threshold="absolute", input_threshold=0.1, output_threshold=0.0)
+    assert official.settings == same.settings
+    for method in (official, same):
+        method.begin_task(Stage(0, "t0", (0,)), tiny_data())
+        method.end_task(Stage(0, "t0", (0,)))
+    for side in ("input_projectors", "output_projectors"):
+        mine, theirs = getattr(official.space, side), getattr(same.space, side)
+        assert set(mine) == set(theirs) == {"image", "text"}
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 def test_clip_mode_covariances_protect_the_old_inputs_and_round_trip(tiny_clip_dir):
-    method, bundle = setup_clip(tiny_clip_dir, layers="all", input_threshold=1e-6)
+    method, bundle = setup_clip(tiny_clip_dir, input_threshold=1.0)  # energy 1: the whole span of the inputs
     data = tiny_data()
     method.begin_task(Stage(0, "t0", (0,)), data)
     method.end_task(Stage(0, "t0", (0,)))
@@ -268,16 +338,66 @@ def test_clip_mode_covariances_protect_the_old_inputs_and_round_trip(tiny_clip_d
     with torch.no_grad():
         pooled = method.model.vision_model(pixel_values=pixels).pooler_output
     assert torch.allclose(pooled.double() @ space.input_projectors["image"], pooled.double(), atol=1e-3)
-    restored, _ = setup_clip(tiny_clip_dir, layers="all", input_threshold=1e-6)
+    restored, _ = setup_clip(tiny_clip_dir, input_threshold=1.0)
     restored.load_state_dict(method.state_dict())
     for key, p in space.input_projectors.items():
         assert torch.allclose(restored.space.input_projectors[key], p, atol=1e-6)
 
 
-def test_clip_run_end_to_end(tmp_path, world_clip_dir):
+def test_text_covariances_count_tokens_not_padding(tiny_clip_dir):
+    method, bundle = setup_clip(tiny_clip_dir)
+    data = tiny_data(n=4)
+    moments = method.task_second_moments(data)
+    captions = [c for caps in data.captions for c in caps]
+    _, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
+    assert moments["text_model.encoder.layers.0.self_attn.q_proj"][1] == int(mask.sum()) < mask.numel()
+    assert moments["text"][1] == len(captions)  # the pooled feature: one per caption
+    assert moments["vision_model.encoder.layers.0.mlp.fc1"][1] == 4 * 5  # every image token: 4 patches + CLS
+    assert moments["image"][1] == 4
+
+
+def pooled_features(model, bundle, data) -> tuple[torch.Tensor, torch.Tensor]:
+    """The towers' pooled outputs (the projections' inputs) for every image and every caption of ``data``."""
+    captions = [c for caps in data.captions for c in caps]
+    ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
+    images = model.vision_model(pixel_values=bundle.preprocess.normalize_uint8(data.images)).pooler_output
+    return images, model.text_model(input_ids=ids, attention_mask=mask).pooler_output
+
+
+def test_update_projection_on_every_layer_keeps_the_old_features_exactly(tiny_clip_dir):
+    """project=update with the whole span protected (energy 1): every Linear layer's input on an old image or caption
+    is unchanged, so is its output, layer after layer - the towers' old features stay put through AdamW steps of any
+    size, not only to first order - while new ones move. (The projections on top are dual-sided: they may move old
+    embeddings orthogonally to the partner's old features; the feature-mode tests check that.)"""
+    method, bundle = setup_clip(tiny_clip_dir, input_threshold=1.0)
+    old, new = tiny_data(n=4, seed=0), tiny_data(n=4, seed=1)
+    new.captions = [["a sketch of a red star", "the blue triangle at the bottom"] for _ in range(4)]
+    method.begin_task(Stage(0, "t0", (0,)), old)
+    method.end_task(Stage(0, "t0", (0,)))
+    with torch.no_grad():
+        old_before, new_before = pooled_features(method.model, bundle, old), pooled_features(method.model, bundle, new)
+    optimizer = torch.optim.AdamW([p for p in method.model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    for step in range(3):
+        images, texts = pooled_features(method.model, bundle, new)
+        loss = -(method.model.visual_projection(images).mean(0) * method.model.text_projection(texts).mean(0)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        method.before_optimizer_step(step)
+        optimizer.step()
+        method.after_optimizer_step(step)
+    with torch.no_grad():
+        old_after, new_after = pooled_features(method.model, bundle, old), pooled_features(method.model, bundle, new)
+    for before, after in zip(old_before, old_after):
+        assert (after - before).abs().max() <= 1e-4 * before.abs().max()
+    for before, after in zip(new_before, new_after):
+        assert (after - before).abs().max() > 1e-2 * before.abs().max()
+
+
+@pytest.mark.parametrize("name", ["cmcl", "cmcl_official"])
+def test_clip_run_end_to_end(tmp_path, world_clip_dir, name):
     from test_run import quick_args
 
-    run_dir = tmp_path / "cmcl"
-    assert main(["run", *quick_args(world_clip_dir, "method.name=cmcl", "method.project=update"), "-o", str(run_dir)]) == 0
+    run_dir = tmp_path / name
+    assert main(["run", *quick_args(world_clip_dir, f"method.name={name}"), "-o", str(run_dir)]) == 0
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["method"] == "cmcl" and len(results["matrices"]["mean_R@1"]) == 2
+    assert results["method"] == name and len(results["matrices"]["mean_R@1"]) == 2

@@ -1,4 +1,4 @@
-"""CMCL: dual-sided null-space (DNS) gradient projection (Liu et al., arXiv 2503.14963, NeurIPS 2025).
+"""CMCL: dual-sided null-space (DNS) projection (Liu et al., arXiv 2503.14963, NeurIPS 2025).
 
 CMCL learns one linear map per modality, f_m(x) = W_m x, over a sequence of
 modality *pairs* (A, B), with the one-directional contrastive loss
@@ -13,13 +13,15 @@ and keeps, for every modality m,
 updated at the end of every task over that task's whole training set: when
 (A, B) is learned, Sigma_A, Sigma_B get that task's inputs, Sigma'_B gets
 W_A Sigma_A^{task} W_A^T and Sigma'_A gets W_B Sigma_B^{task} W_B^T. From a
-covariance, a projector onto its principal directions:
+covariance with eigenvalues lambda_1 >= ... >= lambda_d, a projector onto its
+principal directions:
 
-    P(Sigma, lambda) = U_k U_k^T,   U_k = eigenvectors with eigenvalue > lambda
+    P(Sigma) = U_k U_k^T,   U_k = the k leading eigenvectors, k chosen by a threshold rule t:
+        absolute  lambda_i > t                                   (CMCL: t = 0.1 for P, 0 for P')
+        relative  lambda_i > t * lambda_1                        (scale-free)
+        energy    fewest k with sum_{i<=k} lambda_i >= t * sum_i lambda_i   (scale-free; GPM's rule)
 
-with lambda = 0.1 on the input side (P_m) and 0 on the output side (P'_m).
-From the second task on, before every optimiser step, the gradient of each
-weight matrix is projected on both sides:
+From the second task on, each step of a weight matrix is projected on both sides:
 
     G_m <- G_m - P'_m G_m P_m                                          (weights only, not biases)
 
@@ -31,38 +33,40 @@ covariances record. The argument is first order per side: when both maps of
 a pair move in one step, the product of the two updates, (dW_A x_A)^T (dW_B
 x_B), is not removed (it is O(eta^2)).
 
-vlcl applies DNS to a CLIPModel (``vlcl run method.name=cmcl``):
+vlcl's ``cmcl`` on a CLIPModel (``vlcl run method.name=cmcl``) defaults to the
+setting measured to learn and protect on the embedded benchmark
+(docs/results/embedded_cmcl.md):
 
-* ``layers=projections`` (default, CMCL's setting): only the two final
-  projections train (``visual_projection`` and ``text_projection``, CLIP's
-  per-modality linear maps on top of the frozen towers, as CMCL's maps sit on
-  frozen binders); the temperature is frozen, so cosine similarities scaled by
-  it move only through the maps.
-* ``layers=all``: every Linear weight of both towers trains as well; the inner
-  layers have no partner modality, so their output side is the identity
+* ``layers=all``: every Linear weight of both towers trains under the
+  projection, plus the two final projections (CLIP's per-modality maps). An
+  inner layer has no partner modality, so its output side is the identity
   (P' = I: G <- G - G P, the one-sided null space of Adam-NSCL), which keeps
-  their outputs on old inputs, hence the old features, fixed to first order.
-  Biases, norms, embeddings and the temperature are frozen in both modes.
-  Memory: one d_in x d_in covariance per layer (plus d_out x d_out for the
-  two projections); the covariances are gathered in one forward pass over the
-  task's data at its end.
+  its outputs on old inputs, hence the old features, fixed to first order.
+  ``layers=projections`` trains only the two projections (CMCL's maps on
+  frozen encoders). Biases, norms, embeddings and the temperature are frozen
+  in both modes.
+* ``project=update``: the whole parameter change of each optimiser step is
+  projected (AdamW's per-coordinate scaling and its weight decay included),
+  which keeps the guarantee for any optimiser; ``project=gradient`` is CMCL's
+  rule (project G, then AdamW), approximate under AdamW.
+* ``threshold=energy``: a rule that does not depend on the scale of the
+  features, which differs by orders of magnitude between layers.
 
-``project=gradient`` (default) is CMCL's rule: the gradient is projected and
-AdamW does the rest, so Adam's per-coordinate scaling and the decoupled
-weight decay leave the projected subspace (the guarantee is approximate, as
-in the authors' code). ``project=update`` projects the whole parameter change
-of each step instead, which keeps the guarantee for any optimiser. The same
-projection also trains the per-modality maps of the ``features`` benchmark (vlcl.models.maps), CMCL's own setting.
+``cmcl_official`` (vlcl.methods.cmcl_official) is the authors' setting on a
+CLIPModel: projections only, gradient projection, absolute thresholds. The
+same projection trains the per-modality maps of the ``features`` benchmark
+(vlcl.models.maps), CMCL's own setting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.data.feature_pairs import ModalityPairs
@@ -71,13 +75,46 @@ from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.models.maps import ModalityMaps, augmented, joint_weight
 
+ThresholdRule = Literal["energy", "relative", "absolute"]
+Layers = Literal["projections", "all"]
+Projection = Literal["gradient", "update"]
+
 # -- the projection, pure functions ------------------------------------------------------------------
 
 
-def covariance_projector(covariance: torch.Tensor, threshold: float) -> torch.Tensor:
-    """P = U_k U_k^T (float64) over the eigenvectors of the symmetric PSD ``covariance`` with eigenvalue > ``threshold``."""
+def kept_directions(eigenvalues: torch.Tensor, threshold: float | None, rule: ThresholdRule) -> int:
+    """How many leading eigen-directions of a PSD covariance the projector keeps (``eigenvalues`` descending).
+
+    absolute: lambda_i > t, on |lambda_i| (CMCL's get_projector counts singular values, which are |lambda_i|)
+    relative: lambda_i > t * lambda_1
+    energy:   the fewest k with sum_{i<=k} lambda_i >= t * sum_i lambda_i
+    ``threshold=None`` keeps every direction above round-off, whatever the rule: the span of what was seen.
+    The scale-free rules never keep a direction below round-off (d * eps * lambda_1), where the order of
+    eigenvectors of equal (zero) eigenvalues is arbitrary.
+    """
+    if rule == "absolute" and threshold is not None:
+        return int((eigenvalues.abs() > threshold).sum())
+    values = eigenvalues.clamp(min=0)
+    top = float(values[0]) if len(values) else 0.0
+    if top <= 0:
+        return 0
+    rank = int((values > len(values) * torch.finfo(values.dtype).eps * top).sum())
+    if threshold is None:
+        return rank
+    if rule == "relative":
+        return min(rank, int((values > threshold * top).sum()))
+    if threshold <= 0:
+        return 0
+    energy_before = torch.cumsum(values, 0) - values  # energy of the directions before direction i
+    return min(rank, int((energy_before < threshold * values.sum()).sum()))
+
+
+def covariance_projector(covariance: torch.Tensor, threshold: float | None, rule: ThresholdRule = "absolute") -> torch.Tensor:
+    """P = U_k U_k^T (float64) over the leading eigenvectors of the symmetric PSD ``covariance`` that
+    :func:`kept_directions` keeps (``absolute`` with threshold t: every eigenvalue above t, as CMCL)."""
     values, vectors = torch.linalg.eigh(covariance.double())
-    kept = vectors[:, values > threshold]
+    values, vectors = values.flip(0), vectors.flip(1)  # descending
+    kept = vectors[:, : kept_directions(values, threshold, rule)]
     return kept @ kept.t()
 
 
@@ -128,9 +165,10 @@ class DualNullSpace:
     partner: one-sided). ``refresh`` recomputes the projectors after an update.
     """
 
-    def __init__(self, input_threshold: float = 0.1, output_threshold: float = 0.0):
+    def __init__(self, input_threshold: float | None = 0.1, output_threshold: float | None = 0.0, rule: ThresholdRule = "absolute"):
         self.input_threshold = input_threshold
         self.output_threshold = output_threshold
+        self.rule: ThresholdRule = rule
         self.inputs: dict[str, RunningCovariance] = {}
         self.outputs: dict[str, RunningCovariance] = {}
         self.input_projectors: dict[str, torch.Tensor] = {}
@@ -149,8 +187,15 @@ class DualNullSpace:
 
     def refresh(self) -> None:
         # float64: G - P' G P cancels most of G, and float32 round-off would leak into the protected subspace
-        self.input_projectors = {k: covariance_projector(c.mean(), self.input_threshold) for k, c in self.inputs.items()}
-        self.output_projectors = {k: covariance_projector(c.mean(), self.output_threshold) for k, c in self.outputs.items()}
+        self.input_projectors = {k: self._projector(c, self.input_threshold) for k, c in self.inputs.items()}
+        self.output_projectors = {k: self._projector(c, self.output_threshold) for k, c in self.outputs.items()}
+
+    def _projector(self, covariance: RunningCovariance, threshold: float | None) -> torch.Tensor:
+        return covariance_projector(covariance.mean(), threshold, self.rule)
+
+    def protected_counts(self) -> dict[str, tuple[int, int]]:
+        """key -> (protected input directions, input width): the rank of each input projector."""
+        return {k: (round(float(p.trace())), p.shape[0]) for k, p in self.input_projectors.items()}
 
     @property
     def active(self) -> bool:
@@ -185,30 +230,62 @@ PROJECTIONS = {"image": "visual_projection", "text": "text_projection"}
 PARTNER = {"image": "text", "text": "image"}
 
 
+@dataclass(frozen=True)
+class DNSSettings:
+    """What a DNS method trains and how it projects: ``cmcl`` reads it from its options, ``cmcl_official``
+    fixes all but the thresholds to the authors' code."""
+
+    layers: Layers
+    project: Projection
+    rule: ThresholdRule
+    input_threshold: float | None
+    output_threshold: float | None
+    covariance_batch_size: int
+
+
 class CMCLOptions(MethodOptions):
-    layers: Literal["projections", "all"] = "projections"
-    """Which weights train under DNS: the two final projections (CMCL's maps), or every Linear weight too."""
-    input_threshold: float = Field(0.1, ge=0)
-    """lambda of the input-side projector P (eigenvalues of Sigma above it span the protected inputs)."""
-    output_threshold: float = Field(0.0, ge=0)
-    """lambda of the output-side projector P' (CMCL: 0, every direction the partner's old features use)."""
-    project: Literal["gradient", "update"] = "gradient"
-    """gradient: CMCL's rule (project G before AdamW); update: project each step's whole parameter change."""
+    layers: Layers = "all"
+    """Which weights train under DNS: every Linear weight of both towers and the two final projections (all), or
+    the projections only (CMCL's maps on frozen encoders)."""
+    project: Projection = "update"
+    """update: project each step's whole parameter change; gradient: CMCL's rule (project G before AdamW)."""
+    threshold: ThresholdRule = "energy"
+    """How the thresholds pick protected directions: energy (share of the eigenvalue sum), relative (fraction of
+    the largest eigenvalue), absolute (eigenvalue, CMCL's rule; depends on the features' scale)."""
+    input_threshold: float = Field(0.97, ge=0)
+    """t of the input-side projector P, under the ``threshold`` rule."""
+    output_threshold: float | None = Field(None, ge=0)
+    """t of the output-side projector P' under the ``threshold`` rule; None: every direction the partner's old
+    features span (what CMCL's absolute 0 keeps)."""
     covariance_batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _thresholds_fit_the_rule(self) -> "CMCLOptions":
+        if self.threshold != "absolute":
+            for key in ("input_threshold", "output_threshold"):
+                value = getattr(self, key)
+                if value is not None and value > 1:
+                    raise ValueError(f"'method.{key}'={value} is a share of eigenvalues under threshold={self.threshold}: at most 1")
+        return self
 
 
 @register_method
 class CMCL(Method):
     name = "cmcl"
-    description = "CMCL: dual-sided null-space projection of the towers' projection gradients (old pairs' similarities kept)"
+    description = "CMCL's dual-sided null-space projection, on every Linear layer of both towers (learns and keeps old pairs)"
     Options = CMCLOptions
-    tuning_grid = {"input_threshold": (0.1, 1.0)}  # lambda of P (CMCL's 0.1; 1.0 frees more directions)
+    tuning_grid = {"input_threshold": (0.97, 0.99)}  # energy kept: GPM's 0.97, and one that protects more
 
     model_kinds = ("clip", "feature_maps")
 
+    def dns_settings(self) -> DNSSettings:
+        o = self.options
+        return DNSSettings(o.layers, o.project, o.threshold, o.input_threshold, o.output_threshold, o.covariance_batch_size)
+
     def setup(self, model, context) -> None:
         super().setup(model, context)
-        self.space = DualNullSpace(self.options.input_threshold, self.options.output_threshold)
+        self.settings = self.dns_settings()
+        self.space = DualNullSpace(self.settings.input_threshold, self.settings.output_threshold, self.settings.rule)
         self.data: CaptionedImages | ModalityPairs | None = None
         self.before_step: dict[str, torch.Tensor] = {}
         self.on_maps = isinstance(model, ModalityMaps)
@@ -222,7 +299,7 @@ class CMCL(Method):
     def protected_modules(self) -> dict[str, torch.nn.Linear]:
         """key -> Linear module: the modalities' projections, then (layers=all) every inner Linear by name."""
         modules = {key: getattr(self.model, attr) for key, attr in PROJECTIONS.items()}
-        if self.options.layers == "all":
+        if self.settings.layers == "all":
             for name, module in self.model.named_modules():
                 if isinstance(module, torch.nn.Linear) and name not in PROJECTIONS.values():
                     modules[name] = module
@@ -247,7 +324,7 @@ class CMCL(Method):
             self._project_maps_before_step()
             return
         weights = self.protected()
-        if self.options.project == "update":
+        if self.settings.project == "update":
             self.before_step = {key: w.detach().clone() for key, w in weights.items()}
             return
         for key, weight in weights.items():
@@ -288,28 +365,34 @@ class CMCL(Method):
         self.data = None
 
     def task_second_moments(self, data: CaptionedImages) -> dict[str, tuple[torch.Tensor, int]]:
-        """sum x x^T and the count of the inputs of every protected layer over the task (every image, every caption)."""
+        """sum x x^T and the count of the inputs of every protected layer over the task: every image (all its
+        tokens) and every caption (its tokens, not its padding, which never reaches the text feature)."""
         sums: dict[str, RunningCovariance] = {}
-        bundle, size = self.context.bundle, self.options.covariance_batch_size
+        bundle, size = self.context.bundle, self.settings.covariance_batch_size
         device = self.model.logit_scale.device
-        with self.recording(sums), torch.no_grad():
+        tokens: dict[str, torch.Tensor | None] = {"mask": None}
+        with self.recording(sums, tokens), torch.no_grad():
             for start in range(0, len(data), size):
                 pixels = bundle.preprocess.normalize_uint8(data.images[start : start + size]).to(device)
                 image_embeddings(self.model, pixels)
             captions = [c for caps in data.captions for c in caps]
             for start in range(0, len(captions), size):
                 ids, mask = tokenize(bundle.tokenizer, captions[start : start + size], bundle.context_length)
-                width = int(mask.sum(dim=1).max())  # padding shared by the whole batch adds nothing
-                text_embeddings(self.model, ids[:, :width].to(device), mask[:, :width].to(device))
+                width = int(mask.sum(dim=1).max())
+                tokens["mask"] = mask[:, :width].to(device).bool()
+                text_embeddings(self.model, ids[:, :width].to(device), tokens["mask"].long())
         return {key: (cov.sum, cov.count) for key, cov in sums.items()}
 
     @contextmanager
-    def recording(self, sums: dict[str, RunningCovariance]) -> Iterator[None]:
-        """Forward pre-hooks that add every protected layer's inputs (all token positions) to ``sums``."""
+    def recording(self, sums: dict[str, RunningCovariance], tokens: dict[str, torch.Tensor | None]) -> Iterator[None]:
+        """Forward pre-hooks that add every protected layer's inputs to ``sums``; a token-level input [B, T, d]
+        keeps only the positions of ``tokens["mask"]`` when it is set and matches [B, T]."""
 
         def hook_for(key: str):
             def hook(module, args):
-                x = args[0]
+                x, mask = args[0], tokens["mask"]
+                if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+                    x = x[mask]
                 sums.setdefault(key, RunningCovariance(x.shape[-1], x.device)).add_inputs(x)
 
             return hook
@@ -330,7 +413,7 @@ class CMCL(Method):
 
     def _project_maps_before_step(self) -> None:
         """DNS on [W | b]: the gradient before AdamW (CMCL), or remember the weights (project=update)."""
-        if self.options.project == "update":
+        if self.settings.project == "update":
             self.before_step = {m: joint_weight(layer).detach().clone() for m, layer in self.pair_maps().items()}
             return
         for m, layer in self.pair_maps().items():
@@ -354,7 +437,7 @@ class CMCL(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unknown = set(state) - {"inputs", "outputs"}
         if unknown:
-            raise ValueError(f"method 'cmcl': unexpected state keys {sorted(unknown)}")
+            raise ValueError(f"method '{self.name}': unexpected state keys {sorted(unknown)}")
         self.space.load_state_dict(state)
 
 
