@@ -79,3 +79,17 @@ def test_autoencoder_shape_and_parameter_count() -> None:
     assert out.shape == (3, WIDTH) and bool(((out > 0) & (out < 1)).all())
     assert autoencoder_parameter_count(WIDTH, 7) == sum(p.numel() for p in autoencoder.parameters())
     assert autoencoder_parameter_count(256 * 13 * 13) == 8_696_164  # the authors' AlexNet-feature autoencoder
+
+
+def test_select_routes_takes_one_threshold_per_autoencoder() -> None:
+    errors = torch.tensor([[0.50, 0.01, 0.30], [0.50, 0.30, 0.02], [0.50, 0.06, 0.20]])
+    per_autoencoder = torch.tensor([float("inf"), 0.05, 0.03])
+    assert select_routes(errors, per_autoencoder).tolist() == [0, 1, FROZEN_MODEL]  # 0.06 > autoencoder 1's 0.05
+
+
+def test_fit_by_iterations_matches_the_same_number_of_epochs() -> None:
+    features = cloud(TASK_1, 100, 6)  # 2 batches of 64 per epoch
+    by_epochs = fit_autoencoder(features, epochs=3, generator=torch.Generator().manual_seed(3))
+    by_iterations = fit_autoencoder(features, iterations=6, generator=torch.Generator().manual_seed(3))
+    for a, b in zip(by_epochs.state_dict().values(), by_iterations.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

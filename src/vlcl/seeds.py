@@ -21,6 +21,9 @@ function                  value                                              use
                                                                              subset of a reference folder
 ``reference_batch_seed``  ``s * 1_000_003 + i + 104_729``                    zscl: the per-step draws of reference images
 ``(s, i)``                                                                   and sentences of a stage
+``ddas_seed(s, i)``       ``(s * 1_000_003 + i * 7_919 + 32_452_843)         moe_adapters: the DDAS autoencoder of stage i (its
+                          % 2^63``                                           initial weights, calibration split, shuffles);
+                                                                             i = -1: the reference autoencoder
 ========================  =================================================  ==============================================
 
 ``s`` is the run's seed (``RunConfig.seed``, ``RunContext.seed``), ``i`` the
@@ -67,3 +70,8 @@ def reference_seed(seed: int) -> int:
 def reference_batch_seed(seed: int, stage_index: int) -> int:
     """zscl's seed of a stage's reference draws (images and sentences per step); no modulus, as always."""
     return seed * _METHOD_MULTIPLIER + stage_index + REFERENCE_SEED_OFFSET
+
+
+def ddas_seed(seed: int, stage_index: int) -> int:
+    """moe_adapters' seed of stage i's DDAS autoencoder (i = -1: the reference one), apart from the other streams."""
+    return (seed * _METHOD_MULTIPLIER + stage_index * _STAGE_MULTIPLIER + 32_452_843) % _MODULUS

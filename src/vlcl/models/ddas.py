@@ -52,7 +52,7 @@ def autoencoder_parameter_count(features: int, code_dims: int = 100) -> int:
 
 def fit_autoencoder(
     features: torch.Tensor,
-    epochs: int,
+    epochs: int | None = None,
     lr: float = 0.01,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
@@ -60,17 +60,22 @@ def fit_autoencoder(
     weight_decay: float = 1e-4,
     decay_every: int = 10,
     code_dims: int = 100,
+    iterations: int | None = None,
 ) -> TaskAutoencoder:
     """Fit an autoencoder to the features [N, F] of one task (or of the reference data), on their device.
 
     The authors' recipe: Adam with L2 weight decay 1e-4, learning rate
     lr * 0.1^(epoch // 10) (lr 0.01 full-shot, 0.003 few-shot), batches of 64,
-    shuffled each epoch; MSE between AE(u) and u. ``generator`` (a CPU
-    generator) draws the initial weights and the shuffles. Returns the
-    autoencoder in eval mode.
+    shuffled each epoch; MSE between AE(u) and u. Give either ``epochs`` or
+    ``iterations`` (the authors count iterations: 300 + 1 per task, 1000 + 1
+    for the reference data, with epoch = iteration // batches per epoch and a
+    new shuffle at each epoch's start). ``generator`` (a CPU generator) draws
+    the initial weights and the shuffles. Returns the autoencoder in eval mode.
     """
     if features.ndim != 2 or len(features) == 0:
         raise ValueError(f"features must be a non-empty [N, F] tensor, got shape {tuple(features.shape)}")
+    if (epochs is None) == (iterations is None):
+        raise ValueError("give exactly one of epochs and iterations")
     inputs = ddas_inputs(features)
     seed = int(torch.randint(2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):  # the initial weights from ``generator``, not the global stream
@@ -78,16 +83,20 @@ def fit_autoencoder(
         autoencoder = TaskAutoencoder(inputs.shape[1], code_dims).to(inputs.device)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=lr, weight_decay=weight_decay)
     autoencoder.train()
-    for epoch in range(epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.1 ** (epoch // decay_every)
-        order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
-        for start in range(0, len(inputs), batch_size):
-            batch = inputs[order[start : start + batch_size]]
-            loss = F.mse_loss(autoencoder(batch), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    per_epoch = -(-len(inputs) // batch_size)
+    total = iterations if iterations is not None else epochs * per_epoch
+    order = None
+    for iteration in range(total):
+        epoch, within = divmod(iteration, per_epoch)
+        if within == 0:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.1 ** (epoch // decay_every)
+            order = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+        batch = inputs[order[within * batch_size : (within + 1) * batch_size]]
+        loss = F.mse_loss(autoencoder(batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return autoencoder.eval()
 
 
@@ -104,12 +113,16 @@ def reconstruction_errors(autoencoders: Sequence[TaskAutoencoder], features: tor
     return torch.stack(columns, dim=1).float()
 
 
-def select_routes(errors: torch.Tensor, threshold: float, reference_index: int | None = 0, per_batch: bool = False) -> torch.Tensor:
+def select_routes(
+    errors: torch.Tensor, threshold: float | torch.Tensor, reference_index: int | None = 0, per_batch: bool = False
+) -> torch.Tensor:
     """The task index of each row of ``errors`` [N, A], or FROZEN_MODEL (-1).
 
     Autoencoder a stands for task a, less one for those after the reference
     autoencoder (the authors' layout: 0 = reference, a = task a - 1). Rows
-    whose lowest error is the reference's or above ``threshold`` get -1.
+    whose lowest error is the reference's or above the threshold get -1.
+    ``threshold`` is one number (the authors') or one per autoencoder [A]
+    (row n is compared with the threshold of its best autoencoder).
     ``per_batch`` decides once for the whole batch on the batch-mean errors,
     as the authors' evaluation does (one decision per evaluation batch of a
     single data set); the default decides per sample.
@@ -124,5 +137,10 @@ def select_routes(errors: torch.Tensor, threshold: float, reference_index: int |
     if reference_index is not None:
         routes = routes - (best > reference_index).long()
         routes[best == reference_index] = FROZEN_MODEL
-    routes[best_error > threshold] = FROZEN_MODEL
+    limit = torch.as_tensor(threshold, dtype=errors.dtype, device=errors.device)
+    if limit.ndim:
+        if limit.shape != (errors.shape[1],):
+            raise ValueError(f"threshold must be a number or one per autoencoder ({errors.shape[1]}), got shape {tuple(limit.shape)}")
+        limit = limit[best]
+    routes[best_error > limit] = FROZEN_MODEL
     return routes
