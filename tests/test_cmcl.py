@@ -305,6 +305,7 @@ def test_default_trains_every_linear_weight_and_official_only_the_projections(ti
     method_all, _ = setup_clip(tiny_clip_dir)
     linear = {f"{n}.weight" for n, m in method_all.model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert trainable_names(method_all) == linear and "logit_scale" not in trainable_names(method_all)
+    assert (method_all.settings.project, method_all.settings.rule, method_all.settings.input_threshold) == ("gradient", "energy", 0.97)
     for name, options in (("cmcl", {"layers": "projections"}), ("cmcl_official", {})):
         method, _ = setup_clip(tiny_clip_dir, name, **options)
         assert trainable_names(method) == {"visual_projection.weight", "text_projection.weight"}
@@ -369,7 +370,7 @@ def test_update_projection_on_every_layer_keeps_the_old_features_exactly(tiny_cl
     is unchanged, so is its output, layer after layer - the towers' old features stay put through AdamW steps of any
     size, not only to first order - while new ones move. (The projections on top are dual-sided: they may move old
     embeddings orthogonally to the partner's old features; the feature-mode tests check that.)"""
-    method, bundle = setup_clip(tiny_clip_dir, input_threshold=1.0)
+    method, bundle = setup_clip(tiny_clip_dir, input_threshold=1.0, project="update")
     old, new = tiny_data(n=4, seed=0), tiny_data(n=4, seed=1)
     new.captions = [["a sketch of a red star", "the blue triangle at the bottom"] for _ in range(4)]
     method.begin_task(Stage(0, "t0", (0,)), old)

@@ -45,12 +45,14 @@ setting measured to learn and protect on the embedded benchmark
   ``layers=projections`` trains only the two projections (CMCL's maps on
   frozen encoders). Biases, norms, embeddings and the temperature are frozen
   in both modes.
-* ``project=update``: the whole parameter change of each optimiser step is
-  projected (AdamW's per-coordinate scaling and its weight decay included),
-  which keeps the guarantee for any optimiser; ``project=gradient`` is CMCL's
-  rule (project G, then AdamW), approximate under AdamW.
+* ``project=gradient``: CMCL's rule, the gradient is projected and AdamW does
+  the rest; its per-coordinate scaling and weight decay leave the protected
+  subspace a little, which over six tasks bought 4 points of Last (42.1
+  against 38.2, 3 seeds) for 6 more of forgetting (9.7 against 3.5).
+  ``project=update`` projects the whole parameter change of each optimiser
+  step, which keeps the guarantee for any optimiser: the least forgetting.
 * ``threshold=energy``: a rule that does not depend on the scale of the
-  features, which differs by orders of magnitude between layers.
+  features, which differs between layers.
 
 ``cmcl_official`` (vlcl.methods.cmcl_official) is the authors' setting on a
 CLIPModel: projections only, gradient projection, absolute thresholds. The
@@ -247,8 +249,8 @@ class CMCLOptions(MethodOptions):
     layers: Layers = "all"
     """Which weights train under DNS: every Linear weight of both towers and the two final projections (all), or
     the projections only (CMCL's maps on frozen encoders)."""
-    project: Projection = "update"
-    """update: project each step's whole parameter change; gradient: CMCL's rule (project G before AdamW)."""
+    project: Projection = "gradient"
+    """gradient: CMCL's rule (project G before AdamW); update: project each step's whole parameter change."""
     threshold: ThresholdRule = "energy"
     """How the thresholds pick protected directions: energy (share of the eigenvalue sum), relative (fraction of
     the largest eigenvalue), absolute (eigenvalue, CMCL's rule; depends on the features' scale)."""
