@@ -35,3 +35,15 @@ def test_comparison_has_one_row_per_run():
     assert "| finetune | 42.0 | 40.0 | - | -3.0 | 3.0 | 5.0 | 70.0 |" in text
     assert "| cclip | 45.5 |" in text
     assert text.count("### ") == 2
+
+
+def test_run_labels_show_a_learning_rate_only_where_one_is_used():
+    from vlcl.report.tables import run_label
+
+    def results(method):
+        return {"method": method, "config": {"method": {"name": method, "form": "dual"}, "train": {"lr": 1e-4}}}
+
+    assert run_label(results("finetune")) == "finetune lr=0.0001 form=dual"
+    assert run_label(results("rail")) == "rail form=dual"  # no optimiser: its train.lr means nothing
+    assert run_label(results("zeroshot")) == "zeroshot form=dual"
+    assert run_label(results("a_plugin_not_installed")) == "a_plugin_not_installed lr=0.0001 form=dual"

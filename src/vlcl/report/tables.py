@@ -104,12 +104,23 @@ def _lr_text(lr: Any) -> str:
     return str(lr)
 
 
+def _uses_a_learning_rate(method: str) -> bool:
+    """False for zeroshot and for methods without an optimiser (rail): their train.lr means nothing."""
+    from vlcl.methods import UnknownMethodError, method_class
+
+    try:
+        cls = method_class(method)
+    except UnknownMethodError:  # a results file of a method not installed here: show what it was run with
+        return method != "zeroshot"
+    return cls.trains and cls.optimises
+
+
 def run_label(results: dict[str, Any]) -> str:
     """``method`` plus its options and learning rate, so that variants of one method stay apart."""
     config = results.get("config", {})
     options = {k: v for k, v in config.get("method", {}).items() if k != "name"}
     parts = [results["method"]]
-    if "train" in config and results["method"] != "zeroshot":
+    if "train" in config and _uses_a_learning_rate(results["method"]):
         parts.append(f"lr={_lr_text(config['train']['lr'])}")
     parts += [f"{k}={v}" for k, v in options.items()]
     return " ".join(parts)
