@@ -172,9 +172,7 @@ class MoEAdaptersMethod(Method):
 
     def end_task(self, stage: Stage) -> None:
         opts = self.options
-        if distributed_world() > 1:  # every process must freeze the same experts
-            for _, _, layer in self.adapters.layers():
-                torch.distributed.all_reduce(layer.usage, op=torch.distributed.ReduceOp.SUM)
+        sum_usage_over_processes(self.adapters)
         if opts.freeze_top:
             self.adapters.freeze_most_used(opts.freeze_top)
         else:
@@ -295,6 +293,14 @@ class MoEAdaptersMethod(Method):
         self.thresholds = {int(t): float(v) for t, v in state["thresholds"].items()}
         self.trained = [int(t) for t in state["trained"]]
         self.adapters.set_active_task(self.trained[-1] if self.trained else None)
+
+
+def sum_usage_over_processes(adapters: MoEAdapters) -> None:
+    """Under torchrun, every layer's expert usage becomes the sum over the processes, so that every process
+    freezes the same experts (each counted only its own shard of the data); a no-op in one process."""
+    if distributed_world() > 1:
+        for _, _, layer in adapters.layers():
+            torch.distributed.all_reduce(layer.usage, op=torch.distributed.ReduceOp.SUM)
 
 
 def distributed_world() -> int:
