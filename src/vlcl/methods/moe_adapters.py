@@ -23,23 +23,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from pydantic import Field, model_validator
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.losses import world_size
 from vlcl.methods.base import Method, MethodOptions, ParameterGroup, RunContext, Stage
 from vlcl.methods.registry import register_method
-from vlcl.methods.zscl import IMAGE_SUFFIXES, embedded_reference
+from vlcl.methods.zscl import embedded_reference, preprocessed_images, reference_image_files
 from vlcl.models.ddas import FROZEN_MODEL, TaskAutoencoder, fit_autoencoder, reconstruction_errors, select_routes
 from vlcl.models.encode import image_embeddings
 from vlcl.models.moe import MoEAdapters, add_moe_adapters
-from vlcl.seeds import ddas_seed, reference_seed
+from vlcl.seeds import ddas_seed
 
 FROZEN_LABEL = "frozen"
 
@@ -108,20 +107,7 @@ def folder_reference_pixels(image_dir: str | None, max_images: int, seed: int, p
     """Normalised pixels of the images of ``image_dir`` (at most ``max_images``, a seeded subset if more)."""
     if image_dir is None:
         raise ValueError("moe_adapters: method.reference=folder needs method.reference_dir (a folder of images)")
-    folder = Path(image_dir).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"moe_adapters: reference image folder {str(folder)!r} (method.reference_dir) does not exist or is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"moe_adapters: no images ({', '.join(IMAGE_SUFFIXES)}) in reference folder {str(folder)!r}")
-    if len(files) > max_images:
-        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(reference_seed(seed)))[:max_images]
-        files = [files[i] for i in sorted(keep.tolist())]
-    images = []
-    for path in files:
-        with Image.open(path) as image:
-            images.append(preprocess(image))
-    return torch.stack(images)
+    return preprocessed_images(reference_image_files(image_dir, max_images, seed, "moe_adapters"), preprocess)
 
 
 @register_method
@@ -298,11 +284,7 @@ class MoEAdaptersMethod(Method):
 def sum_usage_over_processes(adapters: MoEAdapters) -> None:
     """Under torchrun, every layer's expert usage becomes the sum over the processes, so that every process
     freezes the same experts (each counted only its own shard of the data); a no-op in one process."""
-    if distributed_world() > 1:
+    if world_size(gather=True) > 1:
         for _, _, layer in adapters.layers():
             torch.distributed.all_reduce(layer.usage, op=torch.distributed.ReduceOp.SUM)
 
-
-def distributed_world() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

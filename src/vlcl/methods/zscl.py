@@ -148,33 +148,46 @@ def embedded_reference(n_images: int, seed: int, preprocess) -> ReferenceData:
     return ReferenceData(split.images, [caps[0] for caps in split.captions], preprocess)
 
 
+def reference_image_files(image_dir: str, max_images: int, seed: int, owner: str) -> list[Path]:
+    """The images of ``image_dir`` (searched recursively; at most ``max_images``, a subset drawn from
+    ``reference_seed(seed)`` if more); ``owner`` (the method) starts every error message."""
+    folder = Path(image_dir).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{owner}: reference image folder {str(folder)!r} (method.reference_dir) does not exist or is not a folder"
+        )
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{owner}: no images ({', '.join(IMAGE_SUFFIXES)}) in reference folder {str(folder)!r}")
+    if len(files) > max_images:
+        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(reference_seed(seed)))[:max_images]
+        files = [files[i] for i in sorted(keep.tolist())]
+    return files
+
+
+def preprocessed_images(files: list[Path], preprocess) -> torch.Tensor:
+    """Normalised pixel values [N, 3, H, W] of image files."""
+    images = []
+    for path in files:
+        with Image.open(path) as image:
+            images.append(preprocess(image))
+    return torch.stack(images)
+
+
 def folder_reference(image_dir: str | None, sentences_file: str | None, max_images: int, seed: int, preprocess) -> ReferenceData:
     """Images of ``image_dir`` (at most ``max_images``, a seeded subset if more) and the lines of ``sentences_file``."""
     if image_dir is None or sentences_file is None:
         raise ValueError(
             "zscl: method.reference=folder needs method.reference_dir (images) and method.reference_sentences (a text file)"
         )
-    folder, text = Path(image_dir).expanduser(), Path(sentences_file).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"zscl: reference image folder {str(folder)!r} (method.reference_dir) does not exist or is not a folder"
-        )
+    text = Path(sentences_file).expanduser()
     if not text.is_file():
         raise FileNotFoundError(f"zscl: reference sentences file {str(text)!r} (method.reference_sentences) does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"zscl: no images ({', '.join(IMAGE_SUFFIXES)}) in reference folder {str(folder)!r}")
-    if len(files) > max_images:
-        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(reference_seed(seed)))[:max_images]
-        files = [files[i] for i in sorted(keep.tolist())]
+    files = reference_image_files(image_dir, max_images, seed, "zscl")
     sentences = [line.strip() for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not sentences:
         raise ValueError(f"zscl: reference sentences file {str(text)!r} has no non-empty line")
-    images = []
-    for path in files:
-        with Image.open(path) as image:
-            images.append(preprocess(image))
-    return ReferenceData(torch.stack(images), sentences, preprocess)
+    return ReferenceData(preprocessed_images(files, preprocess), sentences, preprocess)
 
 
 def load_reference(options: ZSCLOptions, context: RunContext) -> ReferenceData:
