@@ -10,6 +10,16 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
+@pytest.fixture(autouse=True)
+def _no_automatic_report(request, monkeypatch):
+    """`vlcl run` and `vlcl compare` end by writing report.html (about 0.5 s of plotting a run); the many tiny runs of
+    the suite skip it, in this process, unless the test is marked `report` (tests/test_report_html.py and the
+    module-scoped runs of tests/test_report_browser.py, made before this fixture applies, keep it)."""
+    if request.node.get_closest_marker("report") is None:
+        monkeypatch.setattr("vlcl.report.html.auto_report", lambda *args, **kwargs: None)
+
+
+
 TINY_WORDS = "a an the of on in at and photo picture sketch red green blue yellow circle square triangle star left right top bottom two blue squares".split()
 
 

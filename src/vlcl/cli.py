@@ -16,16 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from vlcl.config import (
-    ConfigError,
-    RunConfig,
-    build_config,
-    config_to_dict,
-    dump_config,
-    load_config,
-    parse_override,
-    read_yaml,
-)
+from vlcl.config import ConfigError, RunConfig, load_config, parse_override
 from vlcl.entry import Interrupted, install_signal_handlers, restore_signal_handlers
 
 EXIT_BAD_INPUT = 2
@@ -50,73 +41,25 @@ def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config_path, overrides
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 def _resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, bool]:
     """The saved config of ``run_dir``, and whether the overrides move its data root (the only change allowed)."""
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise CliError(f"{run_dir}: not a vlcl run directory (no config.yaml)")
-    saved = build_config(read_yaml(saved_path), str(saved_path))
-    if not overrides:
-        return saved, False
-    changed = load_config(saved_path, overrides)
-    differing = _config_diff(config_to_dict(saved), config_to_dict(changed))
-    if [key for key in differing if key != "data.root"]:
-        raise CliError(f"--resume {run_dir}: overrides change the run's config at {', '.join(differing)}; start a new run instead")
-    return changed, bool(differing)
+    from vlcl.engine import rundir
 
-
-FINGERPRINT_FILE = "data_fingerprint.json"
+    return rundir.resume_config(run_dir, overrides)
 
 
 def _check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> None:
     """A resumed run reads the data it started on: same fingerprint, wherever the data root now is."""
-    from vlcl.engine.checkpoint import read_json_file
+    from vlcl.engine import rundir
 
-    path = run_dir / FINGERPRINT_FILE
-    if not path.is_file():
-        if root_moved:
-            raise CliError(f"{path}: not found, so the data at data.root={config.data.root} cannot be checked against the run's; "
-                           "resume with the original data.root")
-        return
-    stored = read_json_file(path, "data fingerprint", CliError)
-    if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
-        where = f"data.root={config.data.root}" if config.data.root else f"data.benchmark={config.data.benchmark}"
-        raise CliError(
-            f"{where}: the data differs from the data this run started on ({path}); resume only on the same data"
-        )
+    rundir.check_data_fingerprint(run_dir, fingerprint, config, root_moved)
 
 
 def _validate_names(config: RunConfig) -> None:
     """Fail on an unknown method/option/benchmark before any file is written."""
-    import torch
+    from vlcl.engine import rundir
 
-    from vlcl.data.benchmark import benchmark_builder
-    from vlcl.methods import create_method
-    from vlcl.models.loading import resolve_model_path
-
-    if config.train.precision == "fp16" and (config.device == "cpu" or not torch.cuda.is_available()):
-        raise CliError("train.precision=fp16 needs CUDA (loss scaling); use train.precision=bf16 on the CPU")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise CliError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
-    if config.data.benchmark == "features" and not config.data.features:
-        raise CliError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
-    create_method(config.method.name, config.method.options())
-    benchmark_builder(config.data.benchmark)
-    resolve_model_path(config.model.path)
-    from vlcl.data.named import validate_data_config
-
-    validate_data_config(config.data)
+    rundir.check_config(config)
 
 
 def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
@@ -147,8 +90,7 @@ def _recover(run_dir: Path) -> None:
     """Finish an interrupted ``--overwrite`` (see vlcl.engine.rundir); under torchrun only rank 0 touches files."""
     from vlcl.engine import rundir
 
-    if int(os.environ.get("RANK", "0")) == 0:
-        _say(rundir.recover(run_dir))
+    _say(rundir.recover_on_main(run_dir))
 
 
 def _say(note: str | None) -> None:
@@ -157,13 +99,9 @@ def _say(note: str | None) -> None:
 
 
 def _write_run_files(run_dir: Path, runner, config: RunConfig, *, resume: bool, root_moved: bool) -> None:
-    from vlcl.engine.checkpoint import atomic_write_json, atomic_write_text
+    from vlcl.engine import rundir
 
-    if not resume:
-        atomic_write_json(run_dir / FINGERPRINT_FILE, {"fingerprint": runner.data_fingerprint, "data_root": config.data.root})
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))  # last: a run directory is one with a config.yaml
-    elif root_moved:
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    rundir.write_run_files(run_dir, runner.data_fingerprint, config, resume=resume, root_moved=root_moved)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -200,9 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     if not info.is_main:
         return 0
+    from vlcl.report.html import REPORT_NAME, auto_report, run_groups
+
+    # the page with plots (docs/report.md); results.json is already written, so a failure here is one warning line
+    # on stderr and the run still succeeds (exit 0): `vlcl report RUN_DIR -o RUN_DIR/report.html` writes it again
+    report = auto_report(run_dir / REPORT_NAME, run_groups([(str(run_dir), run_dir, results)]), lambda line: print(line, file=sys.stderr))
     out = Console()
     render_console(results, Console(width=max(out.width, 160)))
-    print(f"results: {run_dir / 'results.json'}")
+    print(f"results: {run_dir / 'results.json'}, report: {report if report else 'not written (see the warning above)'}")
     return 0
 
 
@@ -293,20 +236,30 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Markdown (printed, or ``-o X.md``) or a self-contained HTML page with plots (``-o X.html``, PNGs beside it in
+    ``X_plots/``) of run directories and comparison directories (each standing for its finished runs)."""
     from vlcl.report import comparison_markdown, markdown_report
-    from vlcl.report.files import ReportError, read_results
+    from vlcl.report.files import ReportError, find_runs
 
-    runs = []
-    for run_dir in args.run_dirs:
-        results = read_results(run_dir)
-        try:
-            markdown_report(results)
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise ReportError(f"{run_dir}: results.json lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
-        runs.append(results)
-    text = comparison_markdown(runs)
     if args.output and Path(args.output).is_dir():
-        raise CliError(f"{args.output}: is a directory; -o takes the Markdown file to write")
+        raise CliError(f"{args.output}: is a directory; -o takes the Markdown file to write (X.md) or the HTML page (X.html)")
+    if args.output and Path(args.output).suffix.lower() in (".html", ".htm"):
+        from vlcl.report.html import report_paths
+
+        written = report_paths(args.run_dirs, args.output)
+        print(f"report: {written.page} ({written.size / 1024:.0f} KB), plots: {len(written.plots)} PNG files in {written.plot_dir}")
+        return 0
+    found, notes = find_runs(args.run_dirs)
+    for note in notes:
+        print(f"vlcl: {note}", file=sys.stderr)
+    runs = []
+    for run in found:
+        try:
+            markdown_report(run.results)
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+            raise ReportError(f"{run.name}: results.json lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
+        runs.append(run.results)
+    text = comparison_markdown(runs)
     if args.output:
         from vlcl.engine.checkpoint import atomic_write_text
 
@@ -412,9 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a grid point is scored by on validation: Last (default; forgetting counts) or Avg",
     )
     cmp.set_defaults(func=cmd_compare)
-    report = sub.add_parser("report", help="Markdown leaderboard and matrices of finished runs")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("-o", "--output", help="write the Markdown here instead of printing it")
+    report = sub.add_parser(
+        "report", help="Markdown leaderboard and matrices of finished runs, or an HTML page with plots (-o X.html; docs/report.md)"
+    )
+    report.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR|COMPARE_DIR",
+        help="run directories, and comparison directories of vlcl compare (each stands for its finished runs)",
+    )
+    report.add_argument(
+        "-o", "--output",
+        help="X.html: a self-contained page, its plots also as PNGs in X_plots/; any other name: the Markdown (default: printed)",
+    )
     report.set_defaults(func=cmd_report)
     sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
     sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)

@@ -502,6 +502,21 @@ def parse_floats(text: str, flag: str) -> tuple[float, ...]:
         raise CompareError(f"{flag} '{text}': expected comma-separated numbers, e.g. 3e-5,1e-4,3e-4,1e-3") from None
 
 
+def _report(out_dir: Path, specs: list[MethodSpec], results: dict[tuple[str, int], tuple[str, dict[str, Any]]], console: Console) -> None:
+    """``<out_dir>/report.html`` of the finished runs (docs/report.md), method by method, seed by seed; a failure
+    to write it is one warning line (the runs and the leaderboard are already written)."""
+    from vlcl.report.html import REPORT_NAME, auto_report, run_groups
+
+    if not results:
+        return
+    order = {spec.label: i for i, spec in enumerate(specs)}
+    finished = [results[key] for key in sorted(results, key=lambda key: (order[key[0]], key[1]))]
+    groups = run_groups([(where, out_dir / where, run) for where, run in finished], lambda where: f"{out_dir}/{where.split('/')[0]}")
+    say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    if auto_report(out_dir / REPORT_NAME, groups, say, inputs=[str(out_dir)], across=True):
+        console.print(f"report: {out_dir / REPORT_NAME}", markup=False, highlight=False, soft_wrap=True)
+
+
 def compare(
     config_path: str | None,
     overrides: list[str],
@@ -610,6 +625,7 @@ def compare(
         leaderboard_files(out_dir, board, command, seeded, chosen if tuning is not None else None)
 
     _run_all(jobs, final, console, done, "runs (methods x seeds)" if seeded else "methods")
+    _report(out_dir, specs, results, console)
     if failures:
         total, unit = (len(final) + len(untuned), "runs") if seeded else (len(specs), "methods")
         raise CompareError(f"{len(failures)} of {total} {unit} failed (the others are in the leaderboard): " + "; ".join(failures))

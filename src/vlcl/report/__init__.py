@@ -1,4 +1,4 @@
-"""Readable views of a run's results: terminal tables and Markdown."""
+"""Readable views of a run's results: terminal tables, Markdown, and an HTML page with plots (:mod:`vlcl.report.html`)."""
 
 from vlcl.report.tables import comparison_markdown, markdown_report, render_console
 

@@ -1,7 +1,11 @@
-"""Read a run's results.json for a report, refusing files that are not what vlcl writes."""
+"""Read a run's results.json for a report, refusing files that are not what vlcl writes; find the runs of a
+comparison directory."""
 
 from __future__ import annotations
 
+import csv
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +45,107 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
         raise ReportError(f"{path}: 'stages' is empty (not even the pre-trained evaluation)")
     return results
 
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_stage_metrics(results: dict[str, Any], path: str | Path) -> None:
+    """Every stage's numbers that the tables and plots read: the task metric of every task (mean R@1, or top-1 for
+    classification tasks), every held-out set's mean R@1 and every zero-shot set's top-1. The first one missing
+    is a :class:`ReportError` naming ``path``, the stage and the key (null is a number not measured: shown as ``-``)."""
+    classification = results.get("task_metric") == "top1"
+    wanted = [("zeroshot" if classification else "retrieval", t, "top1" if classification else "mean_R@1") for t in results["tasks"]]
+    wanted += [("retrieval", h, "mean_R@1") for h in results["heldout_retrieval"]]
+    wanted += [("zeroshot", z, "top1") for z in results["zeroshot_sets"]]
+    for i, stage in enumerate(results["stages"]):
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+            raise ReportError(f"{path}: lacks what a report needs: stages[{i}] has no 'name'")
+        where = f"{path}: lacks what a report needs: stage '{stage['name']}' (stages[{i}])"
+        metrics = stage.get("metrics")
+        if not isinstance(metrics, dict):
+            raise ReportError(f"{where} has no 'metrics'")
+        for kind, name, key in wanted:
+            values = metrics.get(kind, {}).get(name) if isinstance(metrics.get(kind), dict) else None
+            if not isinstance(values, dict) or key not in values or not (values[key] is None or _is_number(values[key])):
+                raise ReportError(f"{where} has no number at metrics.{kind}.{name}.{key}")
+
+
+@dataclass
+class FoundRun:
+    """One run of a report: where it is, how the page names it, its results and the method it is a seed of."""
+
+    path: Path
+    """The run directory (or the results.json given)."""
+    name: str
+    """``finetune/seed-0`` for a run of a comparison directory, else the path as given."""
+    results: dict[str, Any]
+    group: str | None = None
+    """``<compare dir>/<method directory>`` for a run of a comparison directory (its seeds are one method), None for
+    a run given directly (grouped by its run label)."""
+
+
+SEED_DIR = re.compile(r"^seed-(-?\d+)$")
+
+
+def _method_order(compare_dir: Path, names: list[str]) -> list[str]:
+    """The method directories in the leaderboard's order (leaderboard.csv's ``run`` column), the rest by name."""
+    order: list[str] = []
+    board = compare_dir / "leaderboard.csv"
+    if board.is_file():
+        try:
+            with open(board, encoding="utf-8", newline="") as handle:
+                order = [row[0] for row in list(csv.reader(handle))[1:] if row]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            order = []
+    listed = [n for n in order if n in names]
+    return listed + sorted(n for n in names if n not in listed)
+
+
+def compare_run_dirs(compare_dir: Path) -> list[tuple[str, Path]]:
+    """(method directory, run directory) of every run of a ``vlcl compare`` directory: ``<method>/results.json`` or
+    ``<method>/seed-S/results.json`` (seeds in numeric order); the tuning runs (``tuning/``) are not among them."""
+    methods: dict[str, list[Path]] = {}
+    for child in sorted(p for p in compare_dir.iterdir() if p.is_dir() and p.name != "tuning" and not p.name.startswith(".")):
+        if (child / "results.json").is_file():
+            methods[child.name] = [child]
+            continue
+        seeds = [(int(m.group(1)), p) for p in child.iterdir() if p.is_dir() and (m := SEED_DIR.match(p.name)) and (p / "results.json").is_file()]
+        if seeds:
+            methods[child.name] = [p for _, p in sorted(seeds)]
+    return [(name, run) for name in _method_order(compare_dir, list(methods)) for run in methods[name]]
+
+
+def is_compare_dir(path: Path) -> bool:
+    """A directory without a results.json of its own that holds a leaderboard or method runs."""
+    return path.is_dir() and not (path / "results.json").exists() and ((path / "leaderboard.md").is_file() or bool(compare_run_dirs(path)))
+
+
+def find_runs(paths: list[str | Path]) -> tuple[list[FoundRun], list[str]]:
+    """The runs of the report: every path is a run directory (or its results.json) or a comparison directory,
+    which stands for its finished runs. Returns the runs, read and checked (:func:`read_results`,
+    :func:`check_stage_metrics`), and notes on what was left out (a comparison's unfinished runs)."""
+    runs: list[FoundRun] = []
+    notes: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if not is_compare_dir(path):
+            results = read_results(path)
+            check_stage_metrics(results, path / "results.json" if path.is_dir() else path)
+            runs.append(FoundRun(path, str(given), results))
+            continue
+        found = compare_run_dirs(path)
+        unfinished = []
+        for method, run_dir in found:
+            results = read_results(run_dir)
+            name = run_dir.relative_to(path).as_posix()
+            if not results["summary"].get("complete"):
+                unfinished.append(name)
+                continue
+            check_stage_metrics(results, run_dir / "results.json")
+            runs.append(FoundRun(run_dir, name, results, group=f"{path}/{method}"))
+        if unfinished:
+            notes.append(f"{path}: left out {len(unfinished)} unfinished run(s): {', '.join(unfinished)}")
+        if len(found) == len(unfinished):
+            raise ReportError(f"{path}: a comparison directory without finished runs (no <method>/results.json or <method>/seed-S/results.json)")
+    return runs, notes
