@@ -9,6 +9,7 @@ tests/test_metrics_*.py.
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -1136,6 +1137,17 @@ def folders_root(tmp_path_factory):
 def test_bad_input(bad: Case, tmp_path, world_clip_dir, finished_run, folders_root, capsys):
     context = Context(tmp_path, world_clip_dir, finished_run, folders_root)
     check_case(bad, context, capsys)
+
+
+def test_tensorboard_without_its_package_is_refused(tmp_path, world_clip_dir, capsys, monkeypatch):
+    """A config case that needs the import hidden for its duration, so it is checked here rather than in CASES:
+    logging.tensorboard=true without the tensorboard package is one line, exit 2, no run directory."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now raises ImportError
+    bad = Case(
+        "tensorboard_missing", "config", lambda ctx: embedded(ctx, "logging.tensorboard=true"), 2,
+        r"^vlcl: error: logging\.tensorboard=true needs the tensorboard package: pip install 'vlcl\[tensorboard\]'$",
+    )
+    check_case(bad, Context(tmp_path, world_clip_dir, finished_run=tmp_path, folders_root=tmp_path), capsys)  # neither used
 
 
 def test_the_suite_covers_every_family_with_at_least_100_cases():

@@ -209,6 +209,15 @@ def _non_finite_path(value: Any, path: str) -> str | None:
     return None
 
 
+class LoggingConfig(_Section):
+    """What a run logs besides its results files: ``<run_dir>/log.jsonl`` is always written (every optimiser
+    step's losses and learning rates, every evaluation; docs/logging.md)."""
+
+    tensorboard: bool = False
+    """Also write the same scalars as TensorBoard event files in ``<run_dir>/tensorboard/`` (needs the
+    ``tensorboard`` package: ``pip install 'vlcl[tensorboard]'``; refused before anything is written without it)."""
+
+
 class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "finetune"
@@ -238,6 +247,7 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     method: MethodConfig = MethodConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def run_name(self) -> str:

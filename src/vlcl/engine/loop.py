@@ -10,6 +10,7 @@ from (seed, stage index) and data order comes from its own generator.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import platform
 import time
@@ -41,6 +42,7 @@ from vlcl.engine.checkpoint import (
 from vlcl.engine.evaluate import Evaluator, PairEvaluator
 from vlcl.engine.faults import fault_point
 from vlcl.engine.kinds import ModelKind, models_of_kind
+from vlcl.engine.logbook import TENSORBOARD_MISSING, NullLogbook, open_logbook, tensorboard_available
 from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
@@ -173,6 +175,11 @@ class ContinualRunner:
         self.models: ModelKind | None = None
         self.on_checkpoint: Callable[[], None] = lambda: None
         """Called after every checkpoint write (the CLI discards a run that ``--overwrite`` replaced)."""
+        self.resuming = False
+        self.resumed_from: str | None = None
+        self.resume_step = None
+        self.logbook: NullLogbook = NullLogbook()
+        """log.jsonl (and TensorBoard) of the session, open while :meth:`run` runs (vlcl.engine.logbook)."""
 
     # -- set-up ----------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -187,11 +194,14 @@ class ContinualRunner:
         """Every check and load that can fail, before anything is written: the method and its options, the
         model (or the checkpoint resumed from), the data, the batch size against every task. Writes nothing."""
         cfg = self.config
+        if cfg.logging.tensorboard and not tensorboard_available():
+            raise RunInputError(TENSORBOARD_MISSING)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         method = create_method(cfg.method.name, cfg.method.options())
         pointer = self._resume_pointer() if resume else None
         self.resume_step = None
+        self.resuming, self.resumed_from = resume, pointer["path"] if pointer else None
         base = (pointer.get("base") if "step" in pointer else pointer["path"]) if pointer else None
         latest = self.checkpoints / base if base else None
         kind = benchmark_model_kind(cfg.data.benchmark)
@@ -325,6 +335,36 @@ class ContinualRunner:
         started = time.perf_counter()
         if self.state is None:
             self.prepare()
+        main = distributed.current().is_main
+        self.logbook = open_logbook(self.run_dir, main=main, append=self.resuming, tensorboard=self.config.logging.tensorboard)
+        try:
+            return self._run(started, main)
+        except BaseException as exc:
+            name = getattr(exc, "name", None)
+            reason = f"interrupted by {name}" if name and not isinstance(exc, Exception) else f"{exc.__class__.__name__}: {exc}"
+            with contextlib.suppress(OSError, ValueError):  # the log must not hide the error itself
+                self.logbook.stop(reason.splitlines()[0] if reason else exc.__class__.__name__)
+            raise
+        finally:
+            self.logbook.close()
+            self.logbook = NullLogbook()
+
+    def _log_session(self, benchmark: Benchmark, stages: list[Stage], records: list[StageRecord], next_stage: int) -> None:
+        """The session's ``start`` record and, on ``--resume``, where it continues (vlcl.engine.logbook)."""
+        cfg = self.config
+        self.logbook.start(
+            method=cfg.method.name, benchmark=cfg.data.benchmark, tasks=benchmark.task_names, stages=[s.name for s in stages],
+            seed=cfg.seed, processes=distributed.current().world, resume=self.resuming, run_dir=str(self.run_dir),
+        )
+        if self.resuming:
+            step = int(self.resume_step[1]["step"]) if self.resume_step is not None else 0
+            stage = next_stage if records else -1
+            name = "pretrained" if stage < 0 else stages[stage].name if stage < len(stages) else "end"
+            self.logbook.resume(
+                stage=stage, stage_name=name, step=step, global_step=_steps_done(records) + step, checkpoint=self.resumed_from
+            )
+
+    def _run(self, started: float, main: bool) -> dict[str, Any]:
         method, bundle, benchmark, records, next_stage = self.state
         for note in self.notes:
             self.console.print(note, soft_wrap=True)  # paths stay whole, to be copied
@@ -335,14 +375,21 @@ class ContinualRunner:
             )
         evaluator = self.models.evaluator(benchmark, self.config.eval)
         stages = method.stages(benchmark.task_names)
+        self._log_session(benchmark, stages, records, next_stage)
         if not records:
             metrics, seconds = self._evaluate(evaluator, method, "pretrained")
             records.append(StageRecord(-1, "pretrained", [], metrics, {}, seconds))
-        main = distributed.current().is_main
+            self.logbook.evaluation(stage=-1, stage_name="pretrained", global_step=0, metrics=metrics, seconds=seconds)
         for stage in stages[next_stage:]:
-            records.append(self._run_stage(method, bundle, benchmark, evaluator, stage, records))
+            record = self._run_stage(method, bundle, benchmark, evaluator, stage, records)
+            records.append(record)
+            self.logbook.evaluation(
+                stage=stage.index, stage_name=stage.name, global_step=_steps_done(records), metrics=record.metrics,
+                seconds=record.eval_seconds,
+            )
             progress = {"next_stage": stage.index + 1, "stages": [r.to_json() for r in records]}
             if main:
+                self.logbook.flush()  # everything up to the checkpoint is on disk before it
                 path = write_stage_checkpoint(
                     self.checkpoints,
                     stage.index,
@@ -354,7 +401,11 @@ class ContinualRunner:
                 self.on_checkpoint()
                 self._write(benchmark, stages, records, started)
             distributed.barrier()
-        return self._write(benchmark, stages, records, started) if main else {}
+        if not main:
+            return {}
+        results = self._write(benchmark, stages, records, started)
+        self.logbook.end(global_step=_steps_done(records), summary=results["summary"])
+        return results
 
     def _run_stage(
         self,
@@ -385,6 +436,7 @@ class ContinualRunner:
                 self.console,
                 checkpoint=self._step_writer(stage, records),
                 resume=resume,
+                on_step=self.logbook.step_logger(stage.index, stage.name, _steps_done(records)),
             )
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
@@ -401,6 +453,7 @@ class ContinualRunner:
     def _step_writer(self, stage: Stage, records: list[StageRecord]):
         def write(step: int, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
             values = {**values, "records": [r.to_json() for r in records]}
+            self.logbook.flush()
             write_step_checkpoint(self.checkpoints, stage.index, step, self.base, tensors, values)
             self.on_checkpoint()
 
@@ -417,6 +470,11 @@ class ContinualRunner:
         )
         write_results(self.run_dir, results)
         return results
+
+
+def _steps_done(records: list[StageRecord]) -> int:
+    """Optimiser steps taken by the stages recorded (the run's global step at their end)."""
+    return sum(int(r.train.get("steps", 0)) for r in records)
 
 
 def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None) -> ContinualRunner:

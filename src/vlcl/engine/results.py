@@ -127,24 +127,27 @@ def task_agnostic_results(tasks: list[str], pretrained: dict, trained: list[dict
     return result
 
 
+METRIC_KINDS = ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes")  # routes: set -> route -> share
+
+
+def flatten_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
+    """One evaluation's scalars as (kind, set, metric, value), in metrics.csv's order (its rows and the ``eval``
+    records of log.jsonl both come from here)."""
+    return [
+        (kind, set_name, metric, value)
+        for kind in METRIC_KINDS
+        for set_name, values in metrics.get(kind, {}).items()
+        for metric, value in values.items()
+    ]
+
+
 def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Long format: one row per (stage, set, kind, metric)."""
-    rows = []
-    for record in results["stages"]:
-        for kind in ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes"):  # routes: set -> route -> share
-            for set_name, values in record["metrics"].get(kind, {}).items():
-                for metric, value in values.items():
-                    rows.append(
-                        {
-                            "stage_index": record["index"],
-                            "stage": record["name"],
-                            "set": set_name,
-                            "kind": kind,
-                            "metric": metric,
-                            "value": value,
-                        }
-                    )
-    return rows
+    return [
+        {"stage_index": record["index"], "stage": record["name"], "set": set_name, "kind": kind, "metric": metric, "value": value}
+        for record in results["stages"]
+        for kind, set_name, metric, value in flatten_metrics(record["metrics"])
+    ]
 
 
 class ResultsError(RuntimeError):

@@ -26,6 +26,7 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import CheckpointError, merge_state, split_state
 from vlcl.engine.faults import fault_point
+from vlcl.engine.logbook import StepLogger, parameter_group_names
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.methods.base import Method
 from vlcl.models.batches import make_batch
@@ -164,6 +165,7 @@ def train_on(
     *,
     checkpoint: StepCheckpoint | None = None,
     resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    on_step: StepLogger | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` for ``train.epochs``; returns step, time and loss statistics.
 
@@ -171,7 +173,10 @@ def train_on(
     own contiguous slice of each batch; gradients are averaged before clipping
     and the method's gradient hook. ``checkpoint(step, tensors, values)`` is
     called every ``train.checkpoint_every_steps`` steps (by the main process
-    only); ``resume`` restores such a snapshot after ``begin_task``.
+    only); ``resume`` restores such a snapshot after ``begin_task``. ``on_step(step, steps, loss, terms, lrs)`` is
+    called after every optimiser step (1-based ``step``): the loss averaged over processes, the method's
+    ``LossOutput.logs`` averaged over the accumulation micro-steps (this process's), every parameter group's
+    learning rate during the step by group name (:func:`vlcl.engine.logbook.parameter_group_names`).
     """
     info = distributed.current()
     steps_per_epoch, total = planned_steps(len(data), train)
@@ -187,7 +192,9 @@ def train_on(
     check_precision(train.precision, device)
     if train.gradient_checkpointing:
         enable_gradient_checkpointing(method.model)
-    optimizer = build_optimizer(method.parameter_groups(), train)
+    groups = method.parameter_groups()
+    optimizer = build_optimizer(groups, train)
+    group_names = parameter_group_names(groups) if on_step is not None else []
     scheduler = build_scheduler(optimizer, total, train)
     scaler = torch.amp.GradScaler("cuda") if train.precision == "fp16" else None
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -212,6 +219,7 @@ def train_on(
                 cursor.picks = torch.randint(0, 1 << 30, (len(data),), generator=cursor.generator)
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
+            terms: dict[str, list[float]] = {}
             for micro in range(train.accumulate_steps):
                 first = (within * train.accumulate_steps + micro) * train.batch_size + info.rank * local
                 idx = cursor.order[first : first + local]
@@ -221,6 +229,9 @@ def train_on(
                 loss = output.loss.float() / train.accumulate_steps
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 loss_sum += float(loss.detach())
+                if on_step is not None:
+                    for key, term in output.logs.items():
+                        terms.setdefault(key, []).append(float(term))
             value = distributed.mean_over_processes(loss_sum)
             if not np.isfinite(value):
                 raise NonFiniteLossError(
@@ -233,6 +244,7 @@ def train_on(
             if train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
             method.before_optimizer_step(step)
+            lrs = [group["lr"] for group in optimizer.param_groups] if on_step is not None else None
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -242,6 +254,8 @@ def train_on(
             method.after_optimizer_step(step)
             cursor.losses.append(value)
             bar.update(task, advance=1, info=f"loss {value:.3f}")
+            if on_step is not None:
+                on_step(step + 1, total, value, {k: sum(v) / len(v) for k, v in terms.items()}, dict(zip(group_names, lrs)))
             fault_point("step")
             done = len(cursor.losses)
             if (
