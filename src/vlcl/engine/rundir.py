@@ -14,6 +14,11 @@ results. Until then the old run is the one that counts:
 
 So at any moment one of the two is complete: the old run, or the new run's
 first checkpoint.
+
+Also here, shared by the command line (``vlcl run``) and the Python API
+(:func:`vlcl.run`): the checks of a config before anything is loaded, the
+config of a run to resume, the data fingerprint a resumed run must match, and
+the files that make a directory a run directory.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-from vlcl.engine.checkpoint import LATEST
+from vlcl.config import ConfigError, RunConfig, build_config, config_to_dict, dump_config, load_config, read_yaml
+from vlcl.engine.checkpoint import LATEST, atomic_write_json, atomic_write_text, read_json_file
 from vlcl.engine.faults import fault_point
+
+FINGERPRINT_FILE = "data_fingerprint.json"
 
 
 class RunDirError(ValueError):
@@ -68,18 +77,21 @@ def discard_replaced(run_dir: Path) -> None:
     shutil.rmtree(replaced_path(run_dir), ignore_errors=True)
 
 
-def check_available(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
+def check_available(run_dir: Path, *, resume: bool, overwrite: bool, python: bool = False) -> bool:
     """Whether ``run_dir`` holds a run that ``--overwrite`` will replace; refuses a directory that may not be
-    written into as asked. Reads only: the command line calls it before any work, :func:`prepare` again."""
+    written into as asked. Reads only: the command line calls it before any work, :func:`prepare` again.
+    ``python``: the messages name the Python API's ``resume=True`` / ``overwrite=True`` instead of the flags."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     occupied = run_dir.exists() and any(run_dir.iterdir())
     if not occupied or resume:
         return False
     if not overwrite:
-        raise RunDirError(f"{run_dir}: run directory already exists; use --resume {run_dir} to continue it or --overwrite to replace it")
+        how = "resume=True to continue it or overwrite=True" if python else f"--resume {run_dir} to continue it or --overwrite"
+        raise RunDirError(f"{run_dir}: run directory already exists; use {how} to replace it")
     if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir}: --overwrite refuses to replace a directory that is not a vlcl run (no config.yaml)")
+        flag = "overwrite=True" if python else "--overwrite"
+        raise RunDirError(f"{run_dir}: {flag} refuses to replace a directory that is not a vlcl run (no config.yaml)")
     return True
 
 
@@ -109,3 +121,85 @@ def check_writable_parent(run_dir: Path) -> None:
         raise RunDirError(f"{run_dir}: {parent} is a file, not a directory")
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         raise RunDirError(f"{run_dir}: cannot create it, {parent} is not writable")
+
+
+def recover_on_main(run_dir: Path) -> str | None:
+    """:func:`recover`, by the main process only (under torchrun only rank 0 touches files)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return recover(run_dir)
+    return None
+
+
+def check_config(config: RunConfig) -> None:
+    """Before any file is written: the method and its options, the benchmark, the model path, the data config,
+    the device and precision exist and fit together (one-line errors)."""
+    import torch
+
+    from vlcl.data.benchmark import benchmark_builder
+    from vlcl.data.named import validate_data_config
+    from vlcl.methods import create_method
+    from vlcl.models.loading import resolve_model_path
+
+    if config.train.precision == "fp16" and (config.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError("train.precision=fp16 needs CUDA (loss scaling); use train.precision=bf16 on the CPU")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
+    if config.data.benchmark == "features" and not config.data.features:
+        raise ConfigError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
+    create_method(config.method.name, config.method.options())
+    benchmark_builder(config.data.benchmark)
+    resolve_model_path(config.model.path)
+    validate_data_config(config.data)
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, bool]:
+    """The saved config of ``run_dir``, and whether the overrides move its data root (the only change allowed)."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise RunDirError(f"{run_dir}: not a vlcl run directory (no config.yaml)")
+    saved = build_config(read_yaml(saved_path), str(saved_path))
+    if not overrides:
+        return saved, False
+    changed = load_config(saved_path, overrides)
+    differing = config_diff(config_to_dict(saved), config_to_dict(changed))
+    if [key for key in differing if key != "data.root"]:
+        raise RunDirError(f"--resume {run_dir}: overrides change the run's config at {', '.join(differing)}; start a new run instead")
+    return changed, bool(differing)
+
+
+def check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> None:
+    """A resumed run reads the data it started on: same fingerprint, wherever the data root now is."""
+    path = run_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        if root_moved:
+            raise RunDirError(f"{path}: not found, so the data at data.root={config.data.root} cannot be checked against the run's; "
+                              "resume with the original data.root")
+        return
+    stored: Any = read_json_file(path, "data fingerprint", RunDirError)
+    if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+        where = f"data.root={config.data.root}" if config.data.root else f"data.benchmark={config.data.benchmark}"
+        raise RunDirError(
+            f"{where}: the data differs from the data this run started on ({path}); resume only on the same data"
+        )
+
+
+def write_run_files(run_dir: Path, fingerprint: str, config: RunConfig, *, resume: bool, root_moved: bool) -> None:
+    """The data fingerprint and ``config.yaml`` of a new run (the config last: a run directory is one with a
+    config.yaml); on resume, the config again only when the data root moved."""
+    if not resume:
+        atomic_write_json(run_dir / FINGERPRINT_FILE, {"fingerprint": fingerprint, "data_root": config.data.root})
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    elif root_moved:
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
