@@ -85,10 +85,10 @@ class LargestTensor(TorchFunctionMode):
 
 @pytest.mark.parametrize("convention", ["any", "diagonal"])
 def test_similarities_are_never_materialised_in_full(convention):
-    images, texts = torch.randn(40, 2), torch.randn(40, 2)  # features (80 values) smaller than a chunk
+    images, texts = torch.randn(40, 2), torch.randn(40, 2)  # features (80 values) smaller than a tile
     with LargestTensor() as mode:
-        retrieval_recall(images, texts, torch.arange(40), convention=convention, chunk_size=3)
-    assert mode.numel == 3 * 40  # one chunk of scores, never the 40 x 40 matrix
+        retrieval_recall(images, texts, torch.arange(40), convention=convention, block_bytes=8 * 3 * 6)
+    assert mode.numel <= 200  # tiles of 18 scores and per-tile bookkeeping (196 tiles), never the 40 x 40 matrix
 
 
 def reference_recall(images, texts, text_to_image, ks, convention):
@@ -274,8 +274,8 @@ def test_grouped_similarities_are_never_materialised_in_full(convention):
     images, texts = torch.randn(20, 2), torch.randn(40, 2)  # two captions per image, 10 distinct strings
     index, groups = torch.arange(40) // 2, torch.arange(40) % 10
     with LargestTensor() as mode:
-        retrieval_recall(images, texts, index, convention=convention, chunk_size=3, text_groups=groups)
-    assert mode.numel <= 3 * 40  # nothing larger than one chunk of queries against every caption
+        retrieval_recall(images, texts, index, convention=convention, block_bytes=8 * 3 * 6, text_groups=groups)
+    assert mode.numel < 20 * 40 // 4  # tiles of 18 scores, positives and bookkeeping; never the 20 x 40 matrix
 
 
 def test_caption_groups_compare_exact_strings():

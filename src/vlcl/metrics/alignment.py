@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from vlcl.metrics.retrieval import _check_pairs
 
@@ -26,6 +27,7 @@ def alignment_diagnostics(
 ) -> dict[str, float]:
     """``matched_cosine`` and ``modality_gap`` (plain floats, not percentages)."""
     images, texts, index = _check_pairs(image_features, text_features, text_to_image)
+    images, texts = F.normalize(images, dim=-1), F.normalize(texts, dim=-1)
     matched = (images[index] * texts).sum(dim=-1)
     gap = images.mean(dim=0) - texts.mean(dim=0)
     return {"matched_cosine": matched.mean().item(), "modality_gap": gap.norm().item()}

@@ -67,17 +67,44 @@ ties with the best positive does. ``text_groups=None`` (the default) makes every
 caption its own string: exactly the rule without groups, and the same numbers as
 ``text_groups=torch.arange(N_txt)``.
 
-Values are percentages (0-100). Similarities are computed ``chunk_size`` query
-rows at a time, so memory is O(chunk_size x N) rather than O(N_img x N_txt)
-(N = N_img + N_txt), with or without groups.
+Values are percentages (0-100).
+
+How it is computed (one pass, memory by a budget). One similarity matrix
+S = I T^T serves both directions: the rank of caption j (text->image) counts
+down column j, the rank of an image (image->text) along its row. S is cut into
+tiles, a block of images x a slab of captions, of at most ``TILE_BYTES``
+(16 MB with the comparison mask: tiles that stay in the processor's caches
+count fastest); each tile is computed once, by one matrix product, and each of
+its scores is compared with the threshold of its column (the caption's best
+positive) and of its row (the image's best positive), adding to both
+directions' counts. A threshold is a score of the same matrix, never a dot
+product computed apart (a value rounded differently could break a tie in the
+model's favour): captions are ordered by their image so that an image and its
+captions meet in one tile, and the tiles that hold positives are computed
+first; a tile is counted once the thresholds of its rows and columns are
+final, and one whose are not yet (duplicate caption strings spread over the
+data, an image's captions cut across two slabs) is kept while the kept tiles
+fit in ``block_bytes``, or else computed again, by the same product, in the
+sweep over the other tiles. Memory: the features, ``block_bytes``, and
+bookkeeping linear in the number of captions and positives.
+
+The numbers are those of the row-chunked computation vlcl used before, which
+computed one product per direction (``tests/reference_retrieval.py`` keeps it;
+the tests compare the two on random features and on features whose scores are
+exact, so that ties are exact, in both conventions, with and without duplicate
+captions, at many block sizes). The two can differ only where two
+mathematically equal scores were rounded differently by the old code's two
+products (S and S^T), so that it could rank them one way in one direction and
+the other way in the other; one matrix now decides both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CONVENTIONS = ("any", "diagonal")
 
@@ -87,11 +114,15 @@ class NonFiniteError(ValueError):
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``what`` and how many of its rows hold NaN or inf."""
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
-        bad_rows = int((~finite).reshape(len(tensor), -1).any(1).sum()) if tensor.ndim else 1
-        raise NonFiniteError(f"{what}: {bad_rows} of {len(tensor) if tensor.ndim else 1} rows hold NaN or inf")
+    """Raise :class:`NonFiniteError` naming ``what`` and how many of its rows hold NaN or inf.
+
+    Checked a few million values at a time, so that a large gallery needs no full-size mask."""
+    rows = tensor.reshape(len(tensor), -1) if tensor.ndim else tensor.reshape(1, 1)
+    step = max(1, (1 << 22) // max(1, rows.shape[1]))
+    if all(bool(torch.isfinite(rows[i : i + step]).all()) for i in range(0, len(rows), step)):
+        return
+    bad_rows = sum(int((~torch.isfinite(rows[i : i + step])).any(1).sum()) for i in range(0, len(rows), step))
+    raise NonFiniteError(f"{what}: {bad_rows} of {len(rows)} rows hold NaN or inf")
 
 
 def _as_index(text_to_image: torch.Tensor | Sequence[int], num_texts: int, num_images: int, device: torch.device) -> torch.Tensor:
@@ -110,7 +141,7 @@ def _as_index(text_to_image: torch.Tensor | Sequence[int], num_texts: int, num_i
 def _check_pairs(
     image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor | Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Shared validation: L2-normalised float32 images and texts, and the long caption->image index."""
+    """Shared validation: float32 images and texts on one device, and the long caption->image index."""
     if image_features.ndim != 2 or text_features.ndim != 2:
         raise ValueError(
             f"features must be 2-D [N, d], got image {tuple(image_features.shape)} and text {tuple(text_features.shape)}"
@@ -122,61 +153,21 @@ def _check_pairs(
     index = _as_index(text_to_image, len(text_features), len(image_features), image_features.device)
     check_finite(image_features, "image features")
     check_finite(text_features, "text features")
-    images = F.normalize(image_features.detach().float(), dim=-1)
-    texts = F.normalize(text_features.detach().float().to(images.device), dim=-1)
-    return images, texts, index
+    images = image_features.detach().float()
+    return images, text_features.detach().float().to(images.device), index
 
 
-def _ranks_of_targets(
-    queries: torch.Tensor, keys: torch.Tensor, targets: torch.Tensor, chunk_size: int, key_groups: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Rank of key ``targets[q]`` for each query q: how many OTHER keys score >= it (pessimistic ties).
+class _Unit:
+    """Rows of a feature matrix scaled to unit length on demand, to the bit as ``F.normalize`` scales them:
+    the norms are computed once (as ``F.normalize`` does, over the whole tensor), each block is divided when used,
+    so no normalised copy of a large gallery is kept."""
 
-    Keys in the same ``key_groups`` entry as the target (copies of one image) are not competitors.
-    """
-    ranks = []
-    for start in range(0, len(queries), chunk_size):
-        scores = queries[start : start + chunk_size] @ keys.t()
-        target = targets[start : start + chunk_size, None]
-        at_least = scores >= scores.gather(1, target)
-        at_least.scatter_(1, target, False)  # the target itself is not a competitor
-        if key_groups is not None:
-            at_least &= key_groups[None, :] != key_groups[target]
-        ranks.append(at_least.sum(1))
-    return torch.cat(ranks)
+    def __init__(self, features: torch.Tensor, eps: float = 1e-12):
+        self.features = features
+        self.norms = features.norm(2, 1, keepdim=True).clamp_min(eps)
 
-
-def _ranks_of_best_positive(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    positives: Callable[[int, int], torch.Tensor],
-    chunk_size: int,
-    key_weight: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each query q: the number of non-positive keys scoring >= its best positive key, and whether it has one.
-
-    ``positives(start, stop)`` is the bool mask [stop - start, len(keys)] of the positive keys of queries
-    start..stop-1; ``key_weight[k]`` is how many candidates key k stands for (default 1 each).
-    """
-    ranks, has_positive = [], []
-    for start in range(0, len(queries), chunk_size):
-        scores = queries[start : start + chunk_size] @ keys.t()
-        positive = positives(start, start + len(scores))
-        best = scores.masked_fill(~positive, float("-inf")).max(1, keepdim=True).values
-        beaten = (scores >= best) & ~positive
-        ranks.append(beaten.sum(1) if key_weight is None else (beaten * key_weight[None, :]).sum(1))
-        has_positive.append(positive.any(1))
-    return torch.cat(ranks), torch.cat(has_positive)
-
-
-def _own_captions(key_owner: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
-    """Positives of images start..stop-1: their own captions (``key_owner[k]``: the image of caption k)."""
-
-    def positives(start: int, stop: int) -> torch.Tensor:
-        owners = torch.arange(start, stop, device=key_owner.device)
-        return key_owner[None, :] == owners[:, None]
-
-    return positives
+    def rows(self, which: slice | torch.Tensor) -> torch.Tensor:
+        return self.features[which] / self.norms[which]
 
 
 def caption_groups(captions: Sequence[str]) -> torch.Tensor:
@@ -196,51 +187,6 @@ def _as_groups(text_groups: torch.Tensor | Sequence[int], num_texts: int, device
     return torch.unique(groups, return_inverse=True)[1].to(device=device, dtype=torch.long)
 
 
-def _strings_owned(images: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """[len(images), num_groups] bool: image ``images[q]`` owns a caption of group g."""
-    rows, captions = (index[None, :] == images[:, None]).nonzero(as_tuple=True)
-    owned = torch.zeros(len(images), num_groups, dtype=torch.bool, device=index.device)
-    owned[rows, groups[captions]] = True
-    return owned
-
-
-def _owners_of_strings(query_groups: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, num_images: int) -> torch.Tensor:
-    """[len(query_groups), num_images] bool: image i owns a caption of group ``query_groups[q]``."""
-    rows, captions = (groups[None, :] == query_groups[:, None]).nonzero(as_tuple=True)
-    owners = torch.zeros(len(query_groups), num_images, dtype=torch.bool, device=index.device)
-    owners[rows, index[captions]] = True
-    return owners
-
-
-def _grouped_ranks(
-    images: torch.Tensor, texts: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, convention: str, chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(i2t, t2i) ranks when captions of one group are the same text (module docstring)."""
-    num_groups = int(groups.max()) + 1
-    device = texts.device
-
-    def image_positives(start: int, stop: int) -> torch.Tensor:  # images start..stop-1 -> captions of their strings
-        return _strings_owned(torch.arange(start, stop, device=device), index, groups, num_groups)[:, groups]
-
-    def text_positives(start: int, stop: int) -> torch.Tensor:  # captions start..stop-1 -> images owning their string
-        return _owners_of_strings(groups[start:stop], index, groups, len(images))
-
-    if convention == "any":
-        i2t, has_caption = _ranks_of_best_positive(images, texts, image_positives, chunk_size)
-        t2i, _ = _ranks_of_best_positive(texts, images, text_positives, chunk_size)
-        return i2t[has_caption], t2i  # no caption, no correct answer: excluded
-
-    def pair_positives(start: int, stop: int) -> torch.Tensor:  # pair j -> the captions with caption j's string
-        return groups[start:stop, None] == groups[None, :]
-
-    i2t, _ = _ranks_of_best_positive(images[index], texts, pair_positives, chunk_size)
-    # text->image on the pair gallery: image i appears once per caption it has, all copies scoring the same,
-    # so it is scored once against the images and counted with that weight (an image without captions is no pair).
-    copies = torch.bincount(index, minlength=len(images))
-    t2i, _ = _ranks_of_best_positive(texts, images, text_positives, chunk_size, key_weight=copies)
-    return i2t, t2i
-
-
 def _percent(hits: torch.Tensor) -> float:
     """Share of True in percent, from integer counts so that 7/20 gives exactly 35.0."""
     return 100.0 * int(hits.sum()) / hits.numel()
@@ -250,6 +196,267 @@ def _recall(ranks: torch.Tensor, ks: Sequence[int], prefix: str) -> dict[str, fl
     return {f"{prefix}_R@{k}": _percent(ranks < k) for k in ks}
 
 
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+"""``retrieval_recall``'s memory budget for the similarity tiles: the tile being counted and the tiles kept until
+their thresholds are final."""
+
+TILE_BYTES = 16 * 2**20
+"""Largest tile: tiles whose scores stay in the processor's caches count faster than large ones (measured in
+benchmarks/retrieval_scale.py), so a larger budget keeps more tiles rather than making them larger."""
+
+_BYTES_PER_SCORE = 8  # a float32 score, its bool comparison mask, a bool row subset, slack for the int32 counts
+
+
+def _join(keys: torch.Tensor, table_keys: torch.Tensor, table_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every match of ``keys`` in a table: pairs (a, table_values[b]) for each b with ``table_keys[b] == keys[a]``."""
+    order = torch.argsort(table_keys, stable=True)
+    sorted_keys, values = table_keys[order], table_values[order]
+    first = torch.searchsorted(sorted_keys, keys)
+    counts = torch.searchsorted(sorted_keys, keys, right=True) - first
+    left = torch.repeat_interleave(torch.arange(len(keys), device=keys.device), counts)
+    offset = torch.arange(len(left), device=keys.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return left, values[first[left] + offset]
+
+
+@dataclass
+class _Queries:
+    """Ranked queries of one direction: the entries of S that are their positives, and what is known of them.
+
+    Entry e is S[rows[e], cols[e]] and belongs to query ``owner[e]``; a query's threshold is the largest score
+    of its entries (its best positive), its rank the number of other candidates scoring at least that."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    owner: torch.Tensor
+    count: int
+
+    def __post_init__(self) -> None:
+        device = self.rows.device
+        self.threshold = torch.full((self.count,), float("-inf"), device=device)
+        self.rank = torch.zeros(self.count, dtype=torch.long, device=device)
+
+
+def _positives(index: torch.Tensor, groups: torch.Tensor, convention: str, num_images: int) -> tuple[_Queries, _Queries, torch.Tensor]:
+    """(text->image queries, one per caption; image->text queries; the image row of each image->text query).
+
+    Caption j's positives are the images that own a caption with j's string. Under ``any`` an image with
+    captions is one query whose positives are the captions with its strings; under ``diagonal`` pair j (image
+    ``index[j]``, caption j) is one, whose positives are the captions with j's string (module docstring)."""
+    captions = torch.arange(len(index), device=index.device)
+    owned = torch.unique(groups * num_images + index)  # (string, image) pairs: image owns a caption of the string
+    owner_string, owner_image = owned // num_images, owned % num_images
+    caption, image = _join(groups, owner_string, owner_image)
+    to_image = _Queries(image, caption, caption, len(index))
+    if convention == "any":
+        query_row = torch.unique(owner_image)  # images that have a caption
+        pair, caption = _join(owner_string, groups, captions)
+        query = torch.searchsorted(query_row, owner_image)[pair]
+    else:
+        query_row = index
+        query, caption = _join(groups, groups, captions)
+    return to_image, _Queries(query_row[query], caption, query, len(query_row)), query_row
+
+
+@dataclass
+class _Tiling:
+    """Image blocks (contiguous rows) x caption slabs (runs of captions ordered by their image)."""
+
+    block_starts: list[int]
+    slab_starts: list[int]
+    order: torch.Tensor  # captions by image (stable): slab l is order[slab_starts[l]:slab_starts[l + 1]]
+    position: torch.Tensor  # position of each caption in ``order``
+
+    @property
+    def blocks(self) -> int:
+        return len(self.block_starts) - 1
+
+    def tile_of(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Tile id (slab-major: slab * blocks + block) of entries (rows, cols)."""
+        device = rows.device
+        block = torch.searchsorted(torch.tensor(self.block_starts, device=device), rows, right=True) - 1
+        slab = torch.searchsorted(torch.tensor(self.slab_starts, device=device), self.position[cols], right=True) - 1
+        return slab * self.blocks + block
+
+
+def _tiling(index: torch.Tensor, num_images: int, tile_bytes: int, max_rows: int | None) -> _Tiling:
+    """Tiles of about ``tile_bytes``, square in scores per side (b images x the captions of about b images), so that
+    an image block and its captions' slab meet in one tile; a slab is cut where an image block ends."""
+    scores = max(1, tile_bytes // _BYTES_PER_SCORE)
+    per_image = max(len(index) / num_images, 1e-9)
+    rows = max(1, min(num_images, math.isqrt(max(1, int(scores / per_image)))))
+    if max_rows is not None:
+        rows = min(rows, max_rows)
+    columns = max(1, scores // rows)
+    order = torch.argsort(index, stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=order.device)
+    block_starts = list(range(0, num_images, rows)) + [num_images]
+    cuts = torch.searchsorted(index[order], torch.tensor(block_starts, device=index.device)).tolist()
+    slab_starts = [0]
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        slab_starts += list(range(start + columns, stop, columns)) + ([stop] if stop > slab_starts[-1] else [])
+    return _Tiling(block_starts, slab_starts, order, position)
+
+
+class _Sweep:
+    """Computes tiles of S = I T^T and adds each to both directions' ranks (module docstring)."""
+
+    def __init__(self, images: torch.Tensor, texts: torch.Tensor, tiling: _Tiling, to_image: _Queries, to_text: _Queries,
+                 query_row: torch.Tensor, weights: torch.Tensor | None):
+        self.images, self.texts, self.tiling = _Unit(images), _Unit(texts), tiling
+        self.to_image, self.to_text, self.weights = to_image, to_text, weights
+        self.slots = self._slots(query_row)
+        self.entries = {name: self._by_tile(queries) for name, queries in (("to_image", to_image), ("to_text", to_text))}
+
+    def _slots(self, query_row: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+        """Image->text queries sharing a row (diagonal: one per caption of the image) take one slot each, so that a
+        tile compares each row with one threshold per slot: per slot, (its queries by row, their rows, the first of
+        them in each image block)."""
+        order = torch.argsort(query_row, stable=True)
+        rows = query_row[order]
+        slot = torch.arange(len(order), device=order.device) - torch.searchsorted(rows, rows)
+        starts = torch.tensor(self.tiling.block_starts, device=rows.device)
+        slots = []
+        for m in range(int(slot.max()) + 1 if len(slot) else 0):
+            queries, their_rows = order[slot == m], rows[slot == m]  # still sorted by row
+            slots.append((queries, their_rows, torch.searchsorted(their_rows, starts).tolist()))
+        return slots
+
+    def _by_tile(self, queries: _Queries) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Entries sorted by tile: (their tile ids, the permutation, the first entry of each tile id)."""
+        tiles = self.tiling.tile_of(queries.rows, queries.cols)
+        order = torch.argsort(tiles, stable=True)
+        count = self.tiling.blocks * (len(self.tiling.slab_starts) - 1)
+        bounds = torch.searchsorted(tiles[order], torch.arange(count + 1, device=tiles.device)).tolist()
+        return tiles[order], order, bounds
+
+    def tile_ids(self) -> list[int]:
+        return list(range(self.tiling.blocks * (len(self.tiling.slab_starts) - 1)))
+
+    def where(self, tile: int) -> tuple[int, int, torch.Tensor]:
+        """(first row, last row + 1, the slab's captions) of a tile."""
+        slab, block = divmod(tile, self.tiling.blocks)
+        starts = self.tiling.slab_starts
+        return self.tiling.block_starts[block], self.tiling.block_starts[block + 1], self.tiling.order[starts[slab] : starts[slab + 1]]
+
+    def scores(self, tile: int, slab_texts: torch.Tensor | None = None) -> torch.Tensor:
+        first, stop, captions = self.where(tile)
+        texts = self.texts.rows(captions) if slab_texts is None else slab_texts
+        return self.images.rows(slice(first, stop)) @ texts.t()
+
+    def _local(self, tile: int, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A tile's entries of one direction: (entry ids, local row, local column)."""
+        _, order, bounds = self.entries[name]
+        entries = order[bounds[tile] : bounds[tile + 1]]
+        queries = getattr(self, name)
+        first, _, _ = self.where(tile)
+        slab_start = self.tiling.slab_starts[tile // self.tiling.blocks]
+        return entries, queries.rows[entries] - first, self.tiling.position[queries.cols[entries]] - slab_start
+
+    def raise_thresholds(self, tile: int, scores: torch.Tensor) -> None:
+        """Take the tile's positive scores into their queries' thresholds (the best positive so far)."""
+        for name in ("to_image", "to_text"):
+            entries, rows, cols = self._local(tile, name)
+            queries = getattr(self, name)
+            queries.threshold.scatter_reduce_(0, queries.owner[entries], scores[rows, cols], "amax")
+
+    def count(self, tile: int, scores: torch.Tensor) -> None:
+        """Add the tile to the ranks: per column, the rows scoring at least the caption's threshold (weighted by
+        copies under ``diagonal``); per row, the columns scoring at least each of its queries' thresholds; minus the
+        positives among them (a positive is never a competitor)."""
+        first, stop, captions = self.where(tile)
+        at_least = scores >= self.to_image.threshold[captions][None, :]
+        weights = None if self.weights is None else self.weights[first:stop]
+        if weights is None:
+            self.to_image.rank[captions] += at_least.sum(0, dtype=torch.int32)
+        else:
+            for value in torch.unique(weights[weights > 0]).tolist():
+                rows = weights == value
+                hits = at_least.sum(0, dtype=torch.int32) if bool(rows.all()) else at_least[rows].sum(0, dtype=torch.int32)
+                self.to_image.rank[captions] += hits.long() * value
+        del at_least
+        block = tile % self.tiling.blocks
+        for queries, rows, bounds in self.slots:
+            queries, local = queries[bounds[block] : bounds[block + 1]], rows[bounds[block] : bounds[block + 1]] - first
+            if not len(queries):
+                continue
+            threshold = torch.full((stop - first,), float("inf"), device=scores.device)
+            threshold[local] = self.to_text.threshold[queries]
+            self.to_text.rank[queries] += (scores >= threshold[:, None]).sum(1, dtype=torch.int32)[local]
+        for name in ("to_image", "to_text"):
+            entries, rows, cols = self._local(tile, name)
+            queries = getattr(self, name)
+            owner = queries.owner[entries]
+            reached = scores[rows, cols] >= queries.threshold[owner]
+            step = torch.ones_like(owner) if name == "to_text" or self.weights is None else self.weights[queries.rows[entries]]
+            queries.rank.index_add_(0, owner[reached], -step[reached])
+
+
+def _blocked_ranks(
+    images: torch.Tensor, texts: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, convention: str,
+    block_bytes: int, max_rows: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks, text->image ranks), each tile of S computed once (module docstring)."""
+    to_image, to_text, query_row = _positives(index, groups, convention, len(images))
+    tile_bytes = min(block_bytes, TILE_BYTES)
+    tiling = _tiling(index, len(images), tile_bytes, max_rows)
+    weights = torch.bincount(index, minlength=len(images)) if convention == "diagonal" else None
+    sweep = _Sweep(images, texts, tiling, to_image, to_text, query_row, weights)
+
+    # 1. the tiles that hold positives, in order; a tile is ready to count once every threshold of its rows and
+    #    columns is final (its last positive tile has been seen)
+    positive = sorted(set(sweep.entries["to_image"][0].tolist()) | set(sweep.entries["to_text"][0].tolist()))
+    step_of = {tile: step for step, tile in enumerate(positive)}
+    ready = _ready_steps(sweep, step_of)
+    counted: set[int] = set()
+    held: dict[int, torch.Tensor] = {}
+    for step, tile in enumerate(positive):
+        scores = sweep.scores(tile)
+        sweep.raise_thresholds(tile, scores)
+        if ready[tile] <= step:
+            sweep.count(tile, scores)
+            counted.add(tile)
+        elif 4 * (sum(s.numel() for s in held.values()) + scores.numel()) <= block_bytes - tile_bytes:
+            held[tile] = scores  # counted when ready; beyond the budget a tile is computed again in the sweep below
+        for waiting in [t for t in held if ready[t] <= step]:
+            sweep.count(waiting, held.pop(waiting))
+            counted.add(waiting)
+    # 2. every other tile, slab by slab (each slab's captions scaled once)
+    slab_texts, slab_of = None, None
+    for tile in sweep.tile_ids():
+        if tile in counted:
+            continue
+        slab = tile // tiling.blocks
+        if slab != slab_of:
+            slab_texts, slab_of = sweep.texts.rows(sweep.where(tile)[2]), slab
+        sweep.count(tile, sweep.scores(tile, slab_texts))
+    return to_text.rank, to_image.rank
+
+
+def _ready_steps(sweep: _Sweep, step_of: dict[int, int]) -> dict[int, int]:
+    """For each tile, the step of the positive sweep after which its rows' and columns' thresholds are final
+    (-1: no positive of them anywhere... never the case for a caption; an image without captions has no query)."""
+    tiling = sweep.tiling
+    steps = torch.tensor([step_of.get(t, -1) for t in sweep.tile_ids()] or [0], dtype=torch.long)
+    blocks, slabs = tiling.blocks, len(tiling.slab_starts) - 1
+    slab_ready = torch.full((slabs,), -1, dtype=torch.long)
+    block_ready = torch.full((blocks,), -1, dtype=torch.long)
+    for name, ready in (("to_image", slab_ready), ("to_text", block_ready)):
+        tiles, order, _ = sweep.entries[name]
+        queries = getattr(sweep, name)
+        last = torch.full((queries.count,), -1, dtype=torch.long)
+        last.scatter_reduce_(0, queries.owner[order].cpu(), steps[tiles.cpu()], "amax")
+        if name == "to_image":  # a caption query is its slab's column
+            slab = torch.searchsorted(torch.tensor(tiling.slab_starts), tiling.position.cpu(), right=True) - 1
+            ready.scatter_reduce_(0, slab, last, "amax")
+        else:  # an image->text query sits on its row's block
+            rows = queries.rows.new_empty(queries.count)
+            rows[queries.owner] = queries.rows
+            block = torch.searchsorted(torch.tensor(tiling.block_starts), rows.cpu(), right=True) - 1
+            ready.scatter_reduce_(0, block, last, "amax")
+    return {t: int(max(slab_ready[t // blocks], block_ready[t % blocks])) for t in sweep.tile_ids()}
+
+
 def retrieval_recall(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -257,34 +464,32 @@ def retrieval_recall(
     ks: Sequence[int] = (1, 5, 10),
     *,
     convention: str = "any",
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     text_groups: torch.Tensor | Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Recall@K in percent, keys ``i2t_R@{k}`` and ``t2i_R@{k}``; see the module docstring.
 
     ``text_groups`` (long [N_txt], e.g. :func:`caption_groups` of the caption strings): captions with one id are
     the same text, so an identical caption of another image is a correct answer; None: every caption distinct.
+    ``block_bytes``: the memory for tiles of the similarity matrix, the one being counted (at most ``TILE_BYTES``)
+    and those kept until their thresholds are final (the result does not depend on it);
+    ``chunk_size``: at most that many images per tile (None: as the budget gives).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; expected one of {CONVENTIONS}")
     ks = tuple(ks)
     if not ks or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty list of integers >= 1, got {list(ks)}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if block_bytes < 1:
+        raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
     images, texts, index = _check_pairs(image_features, text_features, text_to_image)
     ks = tuple(int(k) for k in ks)
-
-    if text_groups is not None:
-        groups = _as_groups(text_groups, len(texts), texts.device)
-        i2t, t2i = _grouped_ranks(images, texts, index, groups, convention, chunk_size)
-    elif convention == "any":
-        i2t, has_caption = _ranks_of_best_positive(images, texts, _own_captions(index), chunk_size)
-        i2t = i2t[has_caption]  # no caption, no correct answer: excluded
-        t2i = _ranks_of_targets(texts, images, index, chunk_size)
+    if text_groups is None:
+        groups = torch.arange(len(texts), device=images.device)  # every caption its own string
     else:
-        paired = images[index]  # row j: the image of caption j
-        diagonal = torch.arange(len(texts), device=texts.device)
-        i2t = _ranks_of_targets(paired, texts, diagonal, chunk_size)
-        t2i = _ranks_of_targets(texts, paired, diagonal, chunk_size, key_groups=index)
+        groups = _as_groups(text_groups, len(texts), images.device)
+    i2t, t2i = _blocked_ranks(images, texts, index, groups, convention, block_bytes, chunk_size)
     return {**_recall(i2t, ks, "i2t"), **_recall(t2i, ks, "t2i")}
