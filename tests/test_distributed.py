@@ -22,6 +22,7 @@ def results_of(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.report  # the launched run writes report.html; so must the single-process one it is compared with
 @pytest.mark.parametrize("gather", ["true"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, world_clip_dir, gather):
     args = quick_args(world_clip_dir, f"train.gather_features={gather}")

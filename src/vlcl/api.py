@@ -22,8 +22,9 @@ import copy
 import json
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,6 @@ def run(
     before anything is written; bad input raises an exception whose message is the command line's one line.
     ``progress=False`` keeps the console quiet.
     """
-    from rich.console import Console
-
-    from vlcl.engine import distributed
-    from vlcl.engine.faults import fault_point
-    from vlcl.engine.loop import create_runner
-
     if resume:
         if run_dir is None:
             raise TypeError("run(resume=True) needs run_dir=, the run to continue")
@@ -155,6 +150,41 @@ def run(
         _note(rundir.recover_on_main(path))
         rundir.check_writable_parent(path)
         rundir.check_available(path, resume=False, overwrite=overwrite, python=True)  # before loading anything
+    return execute_run(cfg, path, resume=resume, overwrite=overwrite, root_moved=root_moved, progress=progress).results
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`execute_run` gives back: the results, the report page (None: not written, or not the main
+    process) and whether this is the main process (the only one that writes, under torchrun)."""
+
+    results: dict[str, Any]
+    report: Path | None
+    is_main: bool
+
+
+def execute_run(
+    cfg: RunConfig,
+    path: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    root_moved: bool = False,
+    progress: bool = True,
+    on_failure: Callable[[BaseException, str | None], None] | None = None,
+) -> RunOutcome:
+    """Everything ``vlcl run`` and :func:`run` do once the config and the run directory are known and checked as
+    free: the remaining checks (method, model, data, batch size, the data's fingerprint on resume) before anything is
+    written, the run directory's files, the run, then ``report.html`` (a failure there is one warning line: the
+    results are already on disk). On failure the previous run of an ``overwrite`` is put back when the new one made
+    no progress; ``on_failure(exception, note)`` is called before the exception goes on (the command line turns a
+    signal into its message there)."""
+    from rich.console import Console
+
+    from vlcl.engine import distributed
+    from vlcl.engine.faults import fault_point
+    from vlcl.engine.loop import create_runner
+
     rundir.check_config(cfg)
     info = distributed.init_distributed(cfg.device)
     console = Console(stderr=True, quiet=not (progress and info.is_main))
@@ -167,12 +197,22 @@ def run(
             rundir.write_run_files(path, runner.data_fingerprint, cfg, resume=resume, root_moved=root_moved)
             fault_point("run_files_written")
             runner.on_checkpoint = lambda: rundir.discard_replaced(path)
-        distributed.barrier()
-        console.print(f"[bold]vlcl run[/] method={cfg.method.name} benchmark={cfg.data.benchmark} -> {path}")
-        return runner.run()
-    except BaseException:
-        _note(rundir.restore_if_no_progress(path) if info.is_main else None)
+        distributed.barrier()  # the other processes start once the run directory is ready
+        where = f" ({info.world} processes)" if info.enabled else ""
+        console.print(f"[bold]vlcl run[/] method={cfg.method.name} benchmark={cfg.data.benchmark}{where} -> {path}")
+        results = runner.run()
+    except BaseException as exc:
+        restored = rundir.restore_if_no_progress(path) if info.is_main else None
+        _note(restored)
+        if on_failure is not None:
+            on_failure(exc, restored)
         raise
+    if not info.is_main:
+        return RunOutcome(results, None, False)
+    from vlcl.report.html import REPORT_NAME, auto_report, run_groups
+
+    report = auto_report(path / REPORT_NAME, run_groups([(str(path), path, results)]), lambda line: print(line, file=sys.stderr))
+    return RunOutcome(results, report, True)
 
 
 def _note(note: str | None) -> None:

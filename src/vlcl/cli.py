@@ -41,27 +41,6 @@ def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config_path, overrides
 
 
-def _resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, bool]:
-    """The saved config of ``run_dir``, and whether the overrides move its data root (the only change allowed)."""
-    from vlcl.engine import rundir
-
-    return rundir.resume_config(run_dir, overrides)
-
-
-def _check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> None:
-    """A resumed run reads the data it started on: same fingerprint, wherever the data root now is."""
-    from vlcl.engine import rundir
-
-    rundir.check_data_fingerprint(run_dir, fingerprint, config, root_moved)
-
-
-def _validate_names(config: RunConfig) -> None:
-    """Fail on an unknown method/option/benchmark before any file is written."""
-    from vlcl.engine import rundir
-
-    rundir.check_config(config)
-
-
 def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     """The config, the run directory and whether the data root moved (``--resume`` only)."""
     from vlcl.engine import rundir
@@ -82,7 +61,7 @@ def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     _recover(run_dir)
     if not run_dir.is_dir():
         raise CliError(f"{run_dir}: run directory to resume not found")
-    config, root_moved = _resume_config(run_dir, overrides)
+    config, root_moved = rundir.resume_config(run_dir, overrides)
     return config, run_dir, root_moved
 
 
@@ -98,54 +77,27 @@ def _say(note: str | None) -> None:
         print(f"vlcl: {note}", file=sys.stderr)
 
 
-def _write_run_files(run_dir: Path, runner, config: RunConfig, *, resume: bool, root_moved: bool) -> None:
-    from vlcl.engine import rundir
-
-    rundir.write_run_files(run_dir, runner.data_fingerprint, config, resume=resume, root_moved=root_moved)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from vlcl.engine import distributed, rundir
-    from vlcl.engine.faults import fault_point
-    from vlcl.engine.loop import create_runner
+    from vlcl.api import execute_run
     from vlcl.report import render_console
 
     config, run_dir, root_moved = _run_paths(args)
-    resume = bool(args.resume)
-    _validate_names(config)
-    info = distributed.init_distributed(config.device)
-    console = Console(stderr=True, quiet=not info.is_main)
-    runner = create_runner(config, run_dir, console).prepare(resume=resume)  # every check; nothing written yet
-    if resume:
-        _check_data_fingerprint(run_dir, runner.data_fingerprint, config, root_moved)
-    try:
-        if info.is_main:
-            rundir.prepare(run_dir, resume=resume, overwrite=args.overwrite)
-            _write_run_files(run_dir, runner, config, resume=resume, root_moved=root_moved)
-            fault_point("run_files_written")
-            runner.on_checkpoint = lambda: rundir.discard_replaced(run_dir)
-        distributed.barrier()  # the other processes start once the run directory is ready
-        where = f" ({info.world} processes)" if info.enabled else ""
-        console.print(f"[bold]vlcl run[/] method={config.method.name} benchmark={config.data.benchmark}{where} -> {run_dir}")
-        results = runner.run()
-    except BaseException as exc:
-        restored = rundir.restore_if_no_progress(run_dir) if info.is_main else None
-        _say(restored)
+
+    def interrupted(exc: BaseException, restored: str | None) -> None:
         if isinstance(exc, Interrupted):
             if restored:
                 raise CliError(f"interrupted by {exc.name}; the previous run is kept", exc.code) from None
             raise CliError(f"interrupted by {exc.name}; the last complete checkpoint is kept: vlcl run --resume {run_dir}", exc.code) from None
-        raise
-    if not info.is_main:
-        return 0
-    from vlcl.report.html import REPORT_NAME, auto_report, run_groups
 
-    # the page with plots (docs/report.md); results.json is already written, so a failure here is one warning line
-    # on stderr and the run still succeeds (exit 0): `vlcl report RUN_DIR -o RUN_DIR/report.html` writes it again
-    report = auto_report(run_dir / REPORT_NAME, run_groups([(str(run_dir), run_dir, results)]), lambda line: print(line, file=sys.stderr))
+    outcome = execute_run(
+        config, run_dir, resume=bool(args.resume), overwrite=args.overwrite, root_moved=root_moved, on_failure=interrupted
+    )
+    if not outcome.is_main:
+        return 0
     out = Console()
-    render_console(results, Console(width=max(out.width, 160)))
-    print(f"results: {run_dir / 'results.json'}, report: {report if report else 'not written (see the warning above)'}")
+    render_console(outcome.results, Console(width=max(out.width, 160)))
+    report = outcome.report if outcome.report else "not written (see the warning above)"
+    print(f"results: {run_dir / 'results.json'}, report: {report}")
     return 0
 
 
