@@ -33,7 +33,7 @@ def tiny(model_dir: Path, *extra: str) -> list[str]:
 
 
 METHOD_ARGS = {
-    "finetune": [],
+    "finetune": ["checkpoint.keep=null"],  # every stage kept: test_stage_selection loads them all
     "lora": ["method.name=lora", "method.rank=4"],
     "cclip": ["method.name=cclip", "method.rank=4"],
     "moe_adapters": ["method.name=moe_adapters", "method.num_experts=4", "method.ddas_iterations=30",
@@ -119,6 +119,13 @@ def test_stage_selection(runs, tmp_path, world_clip_dir):
     assert all(torch.equal(a, b) for a, b in zip(pretrained.model.state_dict().values(), load_clip(str(world_clip_dir)).model.state_dict().values()))
     texts = ["a red circle", "two blue squares"]
     assert not torch.equal(vlcl.load_run(run_dir, 0).encode_texts(texts), newest.encode_texts(texts))
+
+    pruned = tmp_path / "pruned"  # the default checkpoint.keep=1: only the newest stage is on disk
+    shutil.copytree(run_dir, pruned)
+    shutil.rmtree(pruned / "checkpoints" / "stage_00")
+    assert vlcl.load_run(pruned).stages == ["pretrained", "counting"]
+    with pytest.raises(vlcl.RunDirError, match="'sketch' was evaluated but its checkpoint was not kept"):
+        vlcl.load_run(pruned, "sketch")
 
     stopped = tmp_path / "stopped"  # a run stopped in task 2: its newest complete stage is the first
     shutil.copytree(run_dir, stopped)

@@ -90,3 +90,13 @@ def test_incomplete_checkpoint_is_refused(tmp_path, tiny_clip_dir):
 
 def test_no_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_only_the_newest_stage_checkpoints_are_kept(tmp_path, world_clip_dir):
+    from test_run import quick_args
+    from vlcl.cli import main
+
+    for keep, expected in (("1", ["stage_01"]), ("2", ["stage_00", "stage_01"]), ("null", ["stage_00", "stage_01"])):
+        run_dir = tmp_path / f"keep-{keep}"
+        assert main(["run", *quick_args(world_clip_dir, f"checkpoint.keep={keep}"), "-o", str(run_dir)]) == 0
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest.json", *expected], keep

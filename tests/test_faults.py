@@ -53,6 +53,7 @@ def assert_checkpoints_sound(checkpoints: Path) -> None:
         ("cclip", "step_checkpoint_write:2"),  # inside the second in-stage checkpoint write
         ("cclip", "stage_checkpoint_write:1"),  # inside the first task's checkpoint write
         ("cclip", "stage_checkpoint_pointer:1"),  # task checkpoint complete, pointer not yet moved
+        ("cclip", "stage_checkpoint_prune:1"),  # task 2's checkpoint complete, task 1's half deleted (checkpoint.keep=1)
         ("cclip", "evaluation:2"),  # second task trained, not yet evaluated
         ("zscl", "step:20"),  # in the second task, with ZSCL's running weight average in flight
         ("mulki", "step:11"),  # MulKI: two teachers, prototypes and a running average in flight

@@ -602,7 +602,7 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
     records = _records(newest)
     names = {int(r["index"]): str(r["name"]) for r in records}
     loadable = {i: names[i] for i in sorted(names) if i == -1 or i in complete}
-    index = _stage_index(path, stage, loadable)
+    index = _stage_index(path, stage, loadable, names)
     record = next(r for r in records if int(r["index"]) == index)
     try:
         cls = method_class(config.method.name)
@@ -665,7 +665,7 @@ def _rebuild_method(path: Path, config: RunConfig, bundle: Any, checkpoint: Path
     return method
 
 
-def _stage_index(run_dir: Path, stage: int | str | None, loadable: dict[int, str]) -> int:
+def _stage_index(run_dir: Path, stage: int | str | None, loadable: dict[int, str], recorded: dict[int, str]) -> int:
     choices = ", ".join(f"{i} ({name})" for i, name in loadable.items())
     if stage is None:
         return max(loadable)
@@ -677,4 +677,9 @@ def _stage_index(run_dir: Path, stage: int | str | None, loadable: dict[int, str
             return found[0]
     elif stage in loadable:
         return stage
+    if stage in recorded or stage in recorded.values():
+        raise RunDirError(
+            f"{run_dir}: stage {stage!r} was evaluated but its checkpoint was not kept (checkpoint.keep keeps the newest; "
+            f"run with checkpoint.keep=null to keep every stage); stages that can be loaded: {choices}"
+        )
     raise RunDirError(f"{run_dir}: no complete stage {stage!r}; stages that can be loaded: {choices}")

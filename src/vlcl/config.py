@@ -233,6 +233,13 @@ class MethodConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class CheckpointConfig(_Section):
+    keep: int | None = Field(1, ge=1)
+    """Complete stage checkpoints kept in ``checkpoints/``: the newest ``keep`` (1: the one ``--resume`` needs);
+    ``None`` keeps every stage (to load earlier stages with ``vlcl.load_run`` or ``CLIPModel.from_pretrained``).
+    Older ones are removed once a newer one is complete."""
+
+
 class RunConfig(_Section):
     seed: int = 0
     name: str | None = None
@@ -248,6 +255,7 @@ class RunConfig(_Section):
     eval: EvalConfig = EvalConfig()
     method: MethodConfig = MethodConfig()
     logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @property
     def run_name(self) -> str:

@@ -249,9 +249,11 @@ def write_stage_checkpoint(
     model: ClipBundle | Callable[[Path], None],
     method_state: dict[str, Any],
     progress: dict[str, Any],
+    keep: int | None = None,
 ) -> Path:
-    """Write ``stage_XX`` atomically and point ``latest.json`` at it. ``model`` is a CLIP bundle (saved as a
-    plain Hugging Face directory) or a function that writes the model into the directory it is given."""
+    """Write ``stage_XX`` atomically and point ``latest.json`` at it, then keep only the newest ``keep`` stage
+    checkpoints (None: all). ``model`` is a CLIP bundle (saved as a plain Hugging Face directory) or a function that
+    writes the model into the directory it is given."""
 
     def fill(tmp: Path) -> None:
         if callable(model):
@@ -268,7 +270,22 @@ def write_stage_checkpoint(
     fault_point("stage_checkpoint_pointer")
     atomic_write_json(checkpoints_dir / LATEST, {"stage": stage_index, "path": final.name})
     remove_step_checkpoints(checkpoints_dir)
+    if keep is not None:
+        prune_stage_checkpoints(checkpoints_dir, keep)
     return final
+
+
+def prune_stage_checkpoints(checkpoints_dir: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` ``stage_XX`` directories. Each is first renamed to a hidden name, so that
+    a crash while deleting leaves no half-deleted checkpoint under a visible name (hidden leftovers are removed
+    with the next checkpoint)."""
+    stages = sorted((p for p in checkpoints_dir.glob("stage_*") if p.is_dir() and p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+    for old in stages[: max(0, len(stages) - keep)]:
+        hidden = checkpoints_dir / f".{old.name}.removed"
+        os.replace(old, hidden)
+        fault_point("stage_checkpoint_prune")
+        shutil.rmtree(hidden, ignore_errors=True)
+    _fsync_dir(checkpoints_dir)
 
 
 def _write_directory(checkpoints_dir: Path, name: str, fill: Callable[[Path], None]) -> Path:

@@ -36,6 +36,7 @@ from vlcl.engine.checkpoint import (
     read_pointer,
     read_stage_checkpoint,
     read_step_checkpoint,
+    remove_step_checkpoints,
     write_stage_checkpoint,
     write_step_checkpoint,
 )
@@ -396,6 +397,7 @@ class ContinualRunner:
                     lambda directory: self.models.save(method.evaluation_model(), directory),
                     method.state_dict(),
                     progress,
+                    keep=self.config.checkpoint.keep,
                 )
                 self.base = path.name
                 self.on_checkpoint()
@@ -404,6 +406,8 @@ class ContinualRunner:
         if not main:
             return {}
         results = self._write(benchmark, stages, records, started)
+        if self.checkpoints.is_dir():  # what a crash inside a checkpoint write or prune left behind (hidden)
+            remove_step_checkpoints(self.checkpoints)
         self.logbook.end(global_step=_steps_done(records), summary=results["summary"])
         return results
 
