@@ -323,7 +323,7 @@ def compare_over_a_corrupt_results_file(ctx):
     (method / "config.yaml").write_text(Path(ctx.finished_run / "config.yaml").read_text())
     (method / "results.json").write_text("{")
     ctx.protected.append(out)
-    return ["compare", *quick_args(ctx.clip), "--methods", "finetune", "-o", str(out)]
+    return ["compare", *quick_args(ctx.clip, "checkpoint.keep=null"), "--methods", "finetune", "-o", str(out)]  # the finished run's config
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -1114,8 +1114,8 @@ def feature_checkpoint_maps_corrupt(ctx):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, world_clip_dir):
-    run = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["run", *quick_args(world_clip_dir), "-o", str(run)]) == 0
+    run = tmp_path_factory.mktemp("finished") / "run"  # every stage kept: some cases fall back to the first one
+    assert main(["run", *quick_args(world_clip_dir, "checkpoint.keep=null"), "-o", str(run)]) == 0
     return run
 
 

@@ -135,6 +135,7 @@ def run_engine(tmp_path, label, method="cmcl", tasks=2, **options):
     """A feature-mode run through the engine (the same ContinualRunner as every benchmark); the runner after it."""
     config = feature_config(tmp_path, method, **options)
     config.data.features = config.data.features[:tasks]
+    config.checkpoint.keep = None  # every stage kept: the tests read the first task's checkpoint
     runner = create_runner(config, tmp_path / label).prepare()
     runner.run()
     return runner

@@ -57,7 +57,7 @@ def test_trains_only_the_current_router_and_unfrozen_experts(tiny_clip_dir):
 @pytest.fixture(scope="module")
 def caption_run(tmp_path_factory, world_clip_dir):
     run_dir = tmp_path_factory.mktemp("moe") / "run"
-    options = ["method.num_experts=4", "method.ddas_reference_iterations=50", "method.reference_images=64"]
+    options = ["method.num_experts=4", "method.ddas_reference_iterations=50", "method.reference_images=64", "checkpoint.keep=null"]
     assert main(["run", *quick_args(world_clip_dir, "method.name=moe_adapters", *options), "-o", str(run_dir)]) == 0
     return run_dir
 
