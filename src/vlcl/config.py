@@ -187,7 +187,11 @@ class EvalConfig(_Section):
     batch_size: int = Field(256, ge=1)
     ks: list[int] = [1, 5, 10]
     recall_convention: Literal["any", "diagonal"] = "any"
-    chunk_size: int = Field(1024, ge=1)
+    retrieval_memory_mb: int = Field(256, ge=1)
+    """Memory for the similarity tiles of retrieval recall (``vlcl.metrics.retrieval_recall``'s ``block_bytes``, in
+    MiB); the numbers do not depend on it."""
+    chunk_size: int | None = Field(None, ge=1)
+    """At most this many images per similarity tile (None: as the memory gives); the numbers do not depend on it."""
 
     @field_validator("ks")
     @classmethod

@@ -127,6 +127,7 @@ class Evaluator:
             ks=tuple(self.config.ks),
             convention=self.config.recall_convention,
             chunk_size=self.config.chunk_size,
+            block_bytes=self.config.retrieval_memory_mb << 20,
             text_groups=self._text_groups[dataset.name],
         )
         recall["mean_R@1"] = mean_recall_at_1(recall)
