@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(images: int, captions: int, dim: int, repeats: int, reference: bool, block_mb: int) -> dict:
+def measure(images: int, captions: int, dim: int, repeats: int, reference: bool, block_mb: int, slabs: list[int]) -> dict:
     import torch
 
     from vlcl.metrics.retrieval import retrieval_recall
@@ -64,7 +64,7 @@ def measure(images: int, captions: int, dim: int, repeats: int, reference: bool,
     # recall first: the peak resident memory read after it is its own (the whole-matrix floor would raise it)
     recall_times = timed(lambda: retrieval_recall(image_features, text_features, index, text_groups=groups, block_bytes=block_mb << 20))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    floors = {f"slabs of {s:,} scores": statistics.median(timed(product(s))) for s in (2**21, 2**26)}
+    floors = {f"slabs of {s:,} scores": statistics.median(timed(product(s))) for s in slabs}
     if images * captions <= 2**28:
         floors["whole matrix"] = statistics.median(timed(lambda: image_features @ text_features.t()))
     floor_name = min(floors, key=floors.get)
@@ -91,18 +91,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block-mb", type=int, default=256, help="retrieval_recall's block_bytes, in MiB")
     parser.add_argument("--reference", action="store_true", help="also time the pre-issue-18 computation (<= 20k images)")
+    parser.add_argument("--floor-slabs", type=int, nargs="+", default=[2**21, 2**26],
+                        help="slab sizes (scores) the raw product is timed at; the fastest is the floor")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one size in this process
     args = parser.parse_args()
     if args.one:
         images, captions = map(int, args.one.split("x"))
-        print(json.dumps(measure(images, captions, args.dim, args.repeats, args.reference and images <= 20000, args.block_mb)))
+        print(json.dumps(measure(images, captions, args.dim, args.repeats, args.reference and images <= 20000, args.block_mb, args.floor_slabs)))
         return
     print(f"{'images':>8} {'captions':>9} {'product s':>10} {'recall s':>9} {'recall/product':>15} "
           f"{'reference/product':>18} {'peak RSS MB':>12} {'features MB':>12}  floor")
     for images in args.images:
         captions = args.captions or images * args.captions_per_image
         command = [sys.executable, __file__, "--one", f"{images}x{captions}", "--dim", str(args.dim),
-                   "--repeats", str(args.repeats if images < 100000 else 1), "--block-mb", str(args.block_mb)]
+                   "--repeats", str(args.repeats if images < 100000 else 1), "--block-mb", str(args.block_mb),
+                   "--floor-slabs", *map(str, args.floor_slabs)]
         if args.reference:
             command.append("--reference")
         out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
