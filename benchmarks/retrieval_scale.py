@@ -100,7 +100,7 @@ def main() -> None:
         print(json.dumps(measure(images, captions, args.dim, args.repeats, args.reference and images <= 20000, args.block_mb, args.floor_slabs)))
         return
     print(f"{'images':>8} {'captions':>9} {'product s':>10} {'recall s':>9} {'recall/product':>15} "
-          f"{'reference/product':>18} {'peak RSS MB':>12} {'features MB':>12}  floor")
+          f"{'reference/product':>18} {'RSS before MB':>13} {'peak RSS MB':>12} {'features MB':>12}  floor")
     for images in args.images:
         captions = args.captions or images * args.captions_per_image
         command = [sys.executable, __file__, "--one", f"{images}x{captions}", "--dim", str(args.dim),
@@ -111,7 +111,7 @@ def main() -> None:
         out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         reference = f"{out['reference_s'] / out['product_s']:.2f}" if "reference_s" in out else "-"
         print(f"{images:>8} {captions:>9} {out['product_s']:>10.2f} {out['recall_s']:>9.2f} "
-              f"{out['recall_s'] / out['product_s']:>15.2f} {reference:>18} {out['peak_rss_mb']:>12.0f} "
+              f"{out['recall_s'] / out['product_s']:>15.2f} {reference:>18} {out['rss_before_mb']:>13.0f} {out['peak_rss_mb']:>12.0f} "
               f"{out['features_mb']:>12.0f}  {out['product_kind']} ({out['threads']} threads)", flush=True)
 
 

@@ -118,9 +118,11 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
 
     Checked a few million values at a time, so that a large gallery needs no full-size mask."""
     rows = tensor.reshape(len(tensor), -1) if tensor.ndim else tensor.reshape(1, 1)
-    if rows.is_floating_point() and bool(torch.isfinite(rows.sum(dtype=torch.float64))):
-        return  # a NaN or an inf anywhere makes the sum NaN or inf; a finite sum means every value is finite
-    step = max(1, (1 << 22) // max(1, rows.shape[1]))
+    step = max(1, (1 << 22) // max(1, rows.shape[1]))  # a few million values at a time: no full-size copy
+    if rows.is_floating_point() and all(
+        bool(torch.isfinite(rows[i : i + step].sum(dtype=torch.float64))) for i in range(0, len(rows), step)
+    ):
+        return  # a NaN or an inf makes its block's sum NaN or inf; finite sums mean every value is finite
     if all(bool(torch.isfinite(rows[i : i + step]).all()) for i in range(0, len(rows), step)):
         return
     bad_rows = sum(int((~torch.isfinite(rows[i : i + step])).any(1).sum()) for i in range(0, len(rows), step))
