@@ -438,8 +438,9 @@ def _blocked_ranks(
 
 
 def _ready_steps(sweep: _Sweep, step_of: dict[int, int]) -> dict[int, int]:
-    """For each tile, the step of the positive sweep after which its rows' and columns' thresholds are final
-    (-1: no positive of them anywhere... never the case for a caption; an image without captions has no query)."""
+    """For each tile, the step of the positive sweep after which the thresholds of its rows' queries and of its
+    columns are final: the last step that saw one of their positives (-1 when none has a query, e.g. a block of
+    images without captions)."""
     tiling = sweep.tiling
     steps = torch.tensor([step_of.get(t, -1) for t in sweep.tile_ids()] or [0], dtype=torch.long)
     blocks, slabs = tiling.blocks, len(tiling.slab_starts) - 1
