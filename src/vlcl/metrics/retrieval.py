@@ -439,8 +439,8 @@ def _blocked_ranks(
 
 def _ready_steps(sweep: _Sweep, step_of: dict[int, int]) -> dict[int, int]:
     """For each tile, the step of the positive sweep after which the thresholds of its rows' queries and of its
-    columns are final: the last step that saw one of their positives (-1 when none has a query, e.g. a block of
-    images without captions)."""
+    columns are final: the last step that saw one of their positives (a block of images without captions, which
+    has no queries, adds no step of its own)."""
     tiling = sweep.tiling
     steps = torch.tensor([step_of.get(t, -1) for t in sweep.tile_ids()] or [0], dtype=torch.long)
     blocks, slabs = tiling.blocks, len(tiling.slab_starts) - 1
