@@ -233,15 +233,6 @@ def register_method(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} has no name: set the class attribute name = '...'")
     registry.list_methods()  # discovery first: a clash with a method of vlcl or of a plugin is found now
-    taken = registry._REGISTRY.get(cls.name)
-    if taken is not None and taken is not cls:
-        if (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__):
-            registry._REGISTRY[cls.name] = cls  # the same definition, run again
-            return cls
-        raise ValueError(
-            f"method name '{cls.name}' is taken by {taken.__module__}.{taken.__qualname__}; "
-            f"give {cls.__name__} another name"
-        )
     return _register(cls)
 
 

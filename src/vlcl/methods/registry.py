@@ -17,10 +17,15 @@ class UnknownMethodError(ValueError):
 
 
 def register_method(cls: type[Method]) -> type[Method]:
+    """Register ``cls`` under its ``name``. A name taken by another class is refused, naming that class; the same
+    definition executed again (same module and qualified name: a re-run notebook cell) replaces it."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name '{cls.name}' registered twice")
+    taken = _REGISTRY.get(cls.name)
+    if taken is not None and taken is not cls and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(
+            f"method name '{cls.name}' is taken by {taken.__module__}.{taken.__qualname__}; give {cls.__name__} another name"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -30,6 +30,7 @@ from vlcl.report.tables import (
     COMPARISON_COLUMNS,
     comparison_values,
     format_mean_std,
+    lookup,
     mean_std,
     run_label,
     seeded_comparison,
@@ -153,7 +154,7 @@ def _column(name: str) -> int:
 def _plasticity(results: dict[str, Any]) -> float | None:
     summary = results["summary"]
     section = summary.get("classification" if results.get("task_metric") == "top1" else "retrieval")
-    value = plots._get(section, results.get("task_metric", "mean_R@1"), "plasticity")
+    value = lookup(section, results.get("task_metric", "mean_R@1"), "plasticity")
     return plots._number(value)
 
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from vlcl.report.tables import lookup
+
 DPI = 80
 """Pixels per inch of the PNGs: a 7-inch-wide plot is 560 pixels, sharp enough on a page and quick to draw."""
 
@@ -109,14 +111,6 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _get(node: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def task_metric_label(results: dict[str, Any]) -> str:
     return "top-1 (%)" if results.get("task_metric") == "top1" else "mean R@1 (%)"
 
@@ -138,13 +132,13 @@ def stage_table(results: dict[str, Any]) -> StageTable:
     return StageTable(
         rows=[s["name"] for s in stages],
         tasks=list(results["tasks"]),
-        values=[[_number(_get(s["metrics"], kind, t, key)) for t in results["tasks"]] for s in stages],
+        values=[[_number(lookup(s["metrics"], kind, t, key)) for t in results["tasks"]] for s in stages],
         trained=[set(s.get("trained_on") or []) for s in stages],
     )
 
 
 def _series(results: dict[str, Any], *keys: str) -> list[float | None]:
-    return [_number(_get(stage["metrics"], *keys)) for stage in results["stages"]]
+    return [_number(lookup(stage["metrics"], *keys)) for stage in results["stages"]]
 
 
 def _present(values: list[float | None]) -> bool:
@@ -281,7 +275,7 @@ def alignment_sets(results: dict[str, Any]) -> list[str]:
     """The sets with alignment diagnostics in any stage, in order of first appearance."""
     names: list[str] = []
     for stage in results["stages"]:
-        for name, values in (_get(stage["metrics"], "alignment") or {}).items():
+        for name, values in (lookup(stage["metrics"], "alignment") or {}).items():
             if name not in names and isinstance(values, dict) and any(_number(values.get(k)) is not None for k, _ in ALIGNMENT_KEYS):
                 names.append(name)
     return names

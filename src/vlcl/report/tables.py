@@ -84,8 +84,8 @@ def markdown_report(results: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _value(summary: dict[str, Any], *path: str) -> float | None:
-    node: Any = summary
+def lookup(node: Any, *path: str) -> Any:
+    """``node[path[0]][path[1]]...``, or None where a key is missing (results files of older or other runs)."""
     for key in path:
         if not isinstance(node, dict) or key not in node:
             return None
@@ -143,9 +143,9 @@ def comparison_values(results: dict[str, Any]) -> list[float | None]:
     """One run's leaderboard numbers, in the order of COMPARISON_COLUMNS (None where undefined)."""
     s = results["summary"]
     return [
-        _value(s, "retrieval", "mean_R@1", key) if "retrieval" in s else _value(s, "classification", "top1", key)
+        lookup(s, "retrieval", "mean_R@1", key) if "retrieval" in s else lookup(s, "classification", "top1", key)
         for key in ("last", "avg", "transfer", "bwt", "forgetting")
-    ] + [s.get("zeroshot_mean_pd"), _value(s, "heldout_mean_R@1", "base", "final"), _value(s, "task_agnostic", "last")]
+    ] + [s.get("zeroshot_mean_pd"), lookup(s, "heldout_mean_R@1", "base", "final"), lookup(s, "task_agnostic", "last")]
 
 
 def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
