@@ -50,7 +50,7 @@ def test_compare_jobs_runs_methods_in_parallel_with_the_same_results(tmp_path, w
     argv = ["compare", *quick_args(world_clip_dir, "train.max_steps_per_task=3"), "--methods", methods, "-o", str(parallel), "--jobs", "2"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "3 methods, 2 at a time" in err and "lwf: done" in err
+    assert "3 runs" in err and "2 runs at a time" in err and "lwf: done" in err
     for name in methods.split(","):  # threads=1 in both: the same numbers, whichever process ran them
         assert metrics_of(parallel / name) == metrics_of(serial / name)
         assert (parallel / name / "compare.log").is_file()

@@ -116,7 +116,11 @@ def _same_config(run_dir: Path, config: RunConfig) -> None:
         raise CompareError(f"{run_dir}: exists with a different config ({', '.join(differing)}); remove it or use another directory")
 
 
-def run_method(config: RunConfig, run_dir: Path, console: Console, name: str | None = None) -> dict[str, Any]:
+def run_method(
+    config: RunConfig, run_dir: Path, console: Console, name: str | None = None, shared_eval: Path | None = None
+) -> dict[str, Any]:
+    """One run of the comparison: kept when it finished earlier, resumed when it stopped, else started;
+    ``shared_eval`` holds the pre-trained rows its runs share (vlcl.engine.shared_eval)."""
     name = name or run_dir.name
     resuming = run_dir.exists() and (run_dir / "config.yaml").is_file()
     if resuming:
@@ -125,7 +129,7 @@ def run_method(config: RunConfig, run_dir: Path, console: Console, name: str | N
         if finished is not None:
             console.print(f"[bold]{name}[/]: finished earlier, kept")
             return finished
-    runner = create_runner(config, run_dir, console).prepare(resume=resuming)  # every check before the directory is made
+    runner = create_runner(config, run_dir, console, shared_eval).prepare(resume=resuming)  # every check before the directory is made
     if resuming:
         console.print(f"[bold]{name}[/]: resuming")
     else:
@@ -328,7 +332,7 @@ def tuning_files(out_dir: Path, tunings: list[MethodTuning], tuning: Tuning, com
             "fixed": t.spec.overrides,
             "grid": t.grid,
             "note": t.note,
-            "points": [{k: v for k, v in p.items() if k != "config"} for p in t.points],
+            "points": [{k: v for k, v in p.items() if k not in ("config", "seconds")} for p in t.points],
             "chosen": None if index is None else t.points[index]["values"],
             "chosen_run": None if index is None else t.points[index]["run"],
             "chosen_score": None if index is None else t.points[index]["score"],
@@ -441,12 +445,43 @@ def leaderboard_files(
 # -- running ---------------------------------------------------------------------------------------------
 
 
-def _run_in_worker(config: RunConfig, run_dir: Path, threads: int, name: str) -> dict[str, Any]:
+SHARED_EVAL_DIR = ".shared"
+"""The comparison's pre-trained rows, shared by its runs (vlcl.engine.shared_eval)."""
+
+TIMELINE = "timeline.jsonl"
+"""When each run of the comparison started and finished (benchmarks/compare_profile.py reads it)."""
+
+
+class Timeline:
+    """``<out_dir>/timeline.jsonl``: one JSON object per line, appended - a ``session`` line when a comparison
+    command starts (jobs, threads per run), then one ``run`` line per run as it ends (phase, status, start and
+    end in seconds since the epoch), and an ``end`` line when the command ends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, **record: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+
+def _attempt(run: Callable[[], dict[str, Any]]) -> tuple[float, float, dict[str, Any] | None, BaseException | None]:
+    """(start, end, results, error) of one run; an Exception is returned, not raised (it is one run's failure)."""
+    started = time.time()
+    try:
+        results, error = run(), None
+    except Exception as exc:  # noqa: BLE001 - the caller records and reports it
+        results, error = None, exc
+    return started, time.time(), results, error
+
+
+def _run_in_worker(config: RunConfig, run_dir: Path, threads: int, name: str, shared_eval: Path | None):
     """One run in a worker process: its own thread count, its console in ``<run_dir>/compare.log``."""
     torch.set_num_threads(config.threads or threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "compare.log", "a", encoding="utf-8") as log:
-        return run_method(config, run_dir, Console(file=log, width=120, force_terminal=False), name)
+        console = Console(file=log, width=120, force_terminal=False)
+        return _attempt(lambda: run_method(config, run_dir, console, name, shared_eval))
 
 
 def worker_threads(jobs: int) -> int:
@@ -456,32 +491,65 @@ def worker_threads(jobs: int) -> int:
 
 @dataclass
 class Work:
-    """One run: its key (what ``done`` is told), config, directory and display name."""
+    """One run: its key (what ``done`` is told), config, directory, display name, phase (``tuning`` or
+    ``final``) and priority (higher starts first among the runs ready at once)."""
 
     key: Any
     config: RunConfig
     run_dir: Path
     name: str
+    phase: str = "final"
+    priority: float = 0.0
 
 
-def _run_all(jobs: int, work: list[Work], console: Console, done: Callable[[Any, Callable[[], dict[str, Any]]], None], what: str) -> None:
-    """Every run of ``work``: one after the other in this process, or ``jobs`` at a time in worker processes."""
-    if not work:
+Done = Callable[[Work, Callable[[], dict[str, Any]]], list[Work]]
+"""Told each finished run and a callable that returns its results or raises its failure; returns the runs that
+its end made ready (a method's final runs, once its tuning is done)."""
+
+
+def _run_queue(jobs: int, ready: list[Work], console: Console, done: Done, timeline: Timeline, shared_eval: Path | None) -> None:
+    """Run ``ready`` and whatever ``done`` adds: one after the other in this process, or ``jobs`` at a time in
+    worker processes. A free worker takes the ready run of highest priority (then the earliest ready), so a
+    method's final runs start while other methods still tune, with no idle worker at a phase boundary."""
+    ready = list(ready)
+
+    def take() -> Work:
+        best = max(range(len(ready)), key=lambda i: (ready[i].priority, -i))
+        return ready.pop(best)
+
+    def finish(item: Work, attempt: tuple[float | None, float, dict[str, Any] | None, BaseException | None]) -> None:
+        started, ended, results, error = attempt
+        timeline.write(event="run", run=item.name, phase=item.phase, status="failed" if error else "done", started=started, ended=ended)
+
+        def outcome() -> dict[str, Any]:
+            if error is not None:
+                raise error
+            return results  # type: ignore[return-value]
+
+        ready.extend(done(item, outcome))
+
+    if jobs == 1:
+        while ready:
+            item = take()
+            finish(item, _attempt(lambda: run_method(item.config, item.run_dir, console, item.name, shared_eval)))
         return
-    if jobs == 1 or len(work) == 1:
-        for item in work:
-            done(item.key, lambda item=item: run_method(item.config, item.run_dir, console, item.name))
-        return
-    jobs = min(jobs, len(work))
     threads = worker_threads(jobs)
-    console.print(f"{len(work)} {what}, {jobs} at a time, {threads} thread(s) each; logs: <run>/compare.log")
+    console.print(f"{jobs} runs at a time, {threads} thread(s) each; logs: <run>/compare.log")
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        pending = {pool.submit(_run_in_worker, w.config, w.run_dir, threads, w.name): w.key for w in work}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        running: dict[Any, Work] = {}
+        while ready or running:
+            while ready and len(running) < jobs:  # never more submitted than workers: priorities hold
+                item = take()
+                running[pool.submit(_run_in_worker, item.config, item.run_dir, threads, item.name, shared_eval)] = item
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                done(pending.pop(future), future.result)
+                item = running.pop(future)
+                try:
+                    attempt = future.result()
+                except Exception as exc:  # noqa: BLE001 - the worker itself failed (e.g. killed): one run's failure
+                    attempt = (None, time.time(), None, exc)
+                finish(item, attempt)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -567,66 +635,84 @@ def compare(
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     started = time.perf_counter()
+    timeline = Timeline(out_dir / TIMELINE)
+    timeline.write(event="session", started=time.time(), jobs=jobs, threads=worker_threads(jobs) if jobs > 1 else torch.get_num_threads())
+    tuning_of = {p["run"]: t for t in tunings for p in t.points}
+    finals: dict[str, list[Work]] = {}
+    """Each method's final runs (chosen values, test data, every seed), made once its values are known."""
+    results: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+
+    def final_runs(spec: MethodSpec, values: dict[str, Any], estimate: float) -> list[Work]:
+        """``spec``'s final runs; ``estimate`` (its tuning runs' mean seconds) orders them: longest first, so that
+        no long run is left alone at the end."""
+        tuned_values = [f"{k}={yaml_value(v)}" for k, v in values.items()]
+        finals[spec.label] = []
+        for seed_index, seed_override in enumerate(seed_overrides):
+            config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides + tuned_values + seed_override)
+            where = f"{spec.label}/seed-{seeds[seed_index]}" if seeded else spec.label
+            finals[spec.label].append(Work((spec.label, seed_index), config, out_dir / where, where, "final", estimate))
+        return finals[spec.label]
+
+    def tuned(item: Work, outcome: Callable[[], dict[str, Any]]) -> list[Work]:
+        """Score one grid point; when it is its method's last, the method's final runs are ready."""
+        point, method_tuning = next(p for p in tuning_of[item.key].points if p["run"] == item.key), tuning_of[item.key]
+        try:
+            run = outcome()
+            point["score"], point["objective"] = tuning_score(run, tuning.objective)
+            point["seconds"] = run["timings"]["wall_seconds_this_session"]
+            point["status"] = "done"
+        except Exception as exc:  # noqa: BLE001 - one point's failure must not stop the others
+            point["status"] = f"failed: {type(exc).__name__}: {exc}"
+            console.print(f"[red]{item.name}[/]: failed: {exc}")
+        else:
+            console.print(f"[bold]{item.name}[/]: validation {point['objective']} {point['score']:.2f} ({time.perf_counter() - started:.0f} s in)")
+        tuning_files(out_dir, tunings, tuning, command, tune_seed)
+        if any(p["status"] == "pending" for p in method_tuning.points):
+            return []
+        if not any(p["status"] == "pending" for t in tunings for p in t.points):
+            console.print(f"tuning done ({time.perf_counter() - started:.0f} s): {out_dir / 'tuning.md'}")
+        values = method_tuning.chosen()
+        if values is None:
+            failures.append(f"{method_tuning.spec.label}: tuning: every grid point failed ({method_tuning.points[0]['status']})")
+            return []
+        seconds = [p["seconds"] for p in method_tuning.points if "seconds" in p]
+        return final_runs(method_tuning.spec, values, sum(seconds) / len(seconds))
+
+    def finished(item: Work, outcome: Callable[[], dict[str, Any]]) -> list[Work]:
+        """Record one final run's results and rewrite the leaderboard."""
+        try:
+            results[item.key] = (item.name, outcome())
+        except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
+            failures.append(f"{item.name}: {type(exc).__name__}: {exc}")
+            console.print(f"[red]{item.name}[/]: failed: {exc}")
+            return []
+        wall = results[item.key][1]["timings"]["wall_seconds_this_session"]
+        console.print(f"[bold]{item.name}[/]: done (run wall time {wall:.0f} s; {time.perf_counter() - started:.0f} s into the comparison)")
+        board = []
+        for spec in specs:
+            done_runs = [results[(spec.label, i)] for i in range(len(seed_overrides)) if (spec.label, i) in results]
+            if done_runs:
+                board.append((spec, done_runs))
+        chosen = {t.spec.label: t.chosen() for t in tunings} if tuning is not None else None
+        leaderboard_files(out_dir, board, command, seeded, chosen)
+        return []
 
     if tunings:
         tuning_files(out_dir, tunings, tuning, command, tune_seed)
-        by_run = {p["run"]: p for t in tunings for p in t.points}
-
-        def tuned(run: str, outcome: Callable[[], dict[str, Any]]) -> None:
-            point = by_run[run]
-            try:
-                results = outcome()
-                point["score"], point["objective"] = tuning_score(results, tuning.objective)
-                point["status"] = "done"
-            except Exception as exc:  # noqa: BLE001 - one point's failure must not stop the others
-                point["status"] = f"failed: {type(exc).__name__}: {exc}"
-                console.print(f"[red]{run}[/]: failed: {exc}")
-            else:
-                console.print(f"[bold]{run}[/]: validation {point['objective']} {point['score']:.2f} ({time.perf_counter() - started:.0f} s in)")
-            tuning_files(out_dir, tunings, tuning, command, tune_seed)
-
-        grid_work = [Work(p["run"], p["config"], out_dir / p["run"], p["run"]) for t in tunings for p in t.points]
-        _run_all(jobs, grid_work, console, tuned, "tuning runs")
-        for t in tunings:
-            if t.points and t.chosen() is None:
-                failures.append(f"{t.spec.label}: tuning: every grid point failed ({t.points[0]['status']})")
-        console.print(f"tuning done ({time.perf_counter() - started:.0f} s): {out_dir / 'tuning.md'}")
-
-    # 2. the final runs: chosen values, test data, every seed
-    chosen = {t.spec.label: t.chosen() for t in tunings}
-    untuned = {t.spec.label for t in tunings if t.points and chosen[t.spec.label] is None}  # every grid point failed
-    final: list[Work] = []
-    for seed_index, seed_override in enumerate(seed_overrides):
-        for spec in specs:
-            if spec.label in untuned:
-                continue
-            tuned_values = [f"{k}={yaml_value(v)}" for k, v in (chosen.get(spec.label) or {}).items()]
-            config = load_config(config_path, overrides + [f"method.name={spec.name}"] + spec.overrides + tuned_values + seed_override)
-            where = f"{spec.label}/seed-{seeds[seed_index]}" if seeded else spec.label
-            final.append(Work((spec.label, seed_index), config, out_dir / where, where))
-    results: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
-
-    def done(key: tuple[str, int], outcome: Callable[[], dict[str, Any]]) -> None:
-        """Record one run's results (``outcome()`` runs it or returns/raises what its worker did)."""
-        where = next(w.name for w in final if w.key == key)
-        try:
-            results[key] = (where, outcome())
-        except Exception as exc:  # noqa: BLE001 - one method's failure must not stop the others
-            failures.append(f"{where}: {type(exc).__name__}: {exc}")
-            console.print(f"[red]{where}[/]: failed: {exc}")
-            return
-        wall = results[key][1]["timings"]["wall_seconds_this_session"]
-        console.print(f"[bold]{where}[/]: done (run wall time {wall:.0f} s; {time.perf_counter() - started:.0f} s into the comparison)")
-        board = []
-        for spec in specs:
-            finished = [results[(spec.label, i)] for i in range(len(seed_overrides)) if (spec.label, i) in results]
-            if finished:
-                board.append((spec, finished))
-        leaderboard_files(out_dir, board, command, seeded, chosen if tuning is not None else None)
-
-    _run_all(jobs, final, console, done, "runs (methods x seeds)" if seeded else "methods")
+    ready = [Work(p["run"], p["config"], out_dir / p["run"], p["run"], "tuning", math.inf) for t in tunings for p in t.points]
+    for spec in specs:  # methods that are not tuned: their final runs are ready now
+        method_tuning = next((t for t in tunings if t.spec.label == spec.label), None)
+        if method_tuning is None or not method_tuning.points:
+            ready += final_runs(spec, {}, 0.0)
+    final_count = len(specs) * len(seed_overrides)
+    console.print(f"{len(tuning_of)} tuning runs, then {final_count} final runs" if tuning_of else f"{final_count} runs")
+    _run_queue(jobs, ready, console, lambda item, outcome: (tuned if item.phase == "tuning" else finished)(item, outcome),
+               timeline, out_dir / SHARED_EVAL_DIR)
+    timeline.write(event="end", ended=time.time(), failures=len(failures))
     _report(out_dir, specs, results, console)
     if failures:
-        total, unit = (len(final) + len(untuned), "runs") if seeded else (len(specs), "methods")
+        failed_tuning = sum(1 for t in tunings if t.points and t.spec.label not in finals)
+        total, unit = (sum(len(w) for w in finals.values()) + failed_tuning, "runs") if seeded else (len(specs), "methods")
         raise CompareError(f"{len(failures)} of {total} {unit} failed (the others are in the leaderboard): " + "; ".join(failures))
-    return [results[w.key][1] for w in final]
+    order = {spec.label: i for i, spec in enumerate(specs)}
+    return [results[key][1] for key in sorted(results, key=lambda key: (key[1], order[key[0]]))]

@@ -95,3 +95,14 @@ def benchmark_fingerprint(benchmark: Benchmark, root: str | None = None) -> str:
     for data in [*benchmark.heldout_retrieval, *benchmark.zeroshot]:
         _update_set(digest, data, root_text)
     return digest.hexdigest()
+
+
+def evaluation_fingerprint(benchmark: Benchmark, root: str | None = None) -> str:
+    """Hex SHA-256 of what an evaluation reads (every task's test set, the held-out and zero-shot sets), as
+    :func:`benchmark_fingerprint` identifies data; training data plays no part."""
+    digest = hashlib.sha256()
+    root_text = str(root) if root else ""
+    _update(digest, benchmark.name, "evaluation")
+    for data in [*(task.test for task in benchmark.tasks), *benchmark.heldout_retrieval, *benchmark.zeroshot]:
+        _update_set(digest, data, root_text)
+    return digest.hexdigest()

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from vlcl.config import RunConfig, TrainConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages, benchmark_model_kind
-from vlcl.data.fingerprint import benchmark_fingerprint
+from vlcl.data.fingerprint import benchmark_fingerprint, evaluation_fingerprint
 from vlcl.data.images import concat_images
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
@@ -45,6 +45,7 @@ from vlcl.engine.faults import fault_point
 from vlcl.engine.kinds import ModelKind, models_of_kind
 from vlcl.engine.logbook import TENSORBOARD_MISSING, NullLogbook, open_logbook, tensorboard_available
 from vlcl.engine.results import assemble_results, stages_on_disk, write_results
+from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models.coverage import coverage
@@ -60,9 +61,14 @@ class StageRecord:
     metrics: dict[str, Any]
     train: dict[str, Any]
     eval_seconds: float
+    shared: bool = False
+    """The metrics were read from a comparison's shared pre-trained row (vlcl.engine.shared_eval), not evaluated."""
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        record = dict(self.__dict__)
+        if not self.shared:
+            del record["shared"]
+        return record
 
 
 class RunInputError(ValueError):
@@ -165,8 +171,10 @@ def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
 class ContinualRunner:
     """Runs one method through one benchmark into ``run_dir``."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, console: Console | None = None):
+    def __init__(self, config: RunConfig, run_dir: Path, console: Console | None = None, shared_eval: Path | None = None):
         self.config = config
+        self.shared_eval = shared_eval
+        """A directory of pre-trained rows shared by the runs of a comparison (vlcl.engine.shared_eval), or None."""
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
         self.checkpoints = self.run_dir / "checkpoints"
@@ -331,6 +339,24 @@ class ContinualRunner:
             metrics = evaluator.evaluate(method.evaluation_model(), lambda name: bar.update(task, advance=1, info=name), hooks=method)
         return metrics, round(time.perf_counter() - started, 3)
 
+    def _pretrained_evaluation(self, evaluator: Evaluator | PairEvaluator, method: Method, benchmark: Benchmark) -> tuple[dict[str, Any], float, bool]:
+        """The ``pretrained`` row as (metrics, seconds, whether they were read): read from :attr:`shared_eval` when
+        another run of the comparison stored it, else evaluated (and stored there for the others)."""
+        share = self.shared_eval is not None and distributed.current().world == 1 and not changes_evaluation(method)
+        if not share:
+            return *self._evaluate(evaluator, method, "pretrained"), False
+        started = time.perf_counter()
+        sections = config_to_dict(self.config)
+        settings = {"eval": sections["eval"], "model": sections["model"], "device": str(self._device()), "evaluator": type(evaluator).__name__}
+        key = pretrained_key(method.evaluation_model(), evaluation_fingerprint(benchmark, self.config.data.root), settings)
+        metrics = read_shared(self.shared_eval, key)
+        if metrics is not None:
+            self.console.print(f"pretrained row: stored by an earlier run of the comparison (key {key[:12]}), not evaluated again")
+            return metrics, round(time.perf_counter() - started, 3), True
+        metrics, _ = self._evaluate(evaluator, method, "pretrained")
+        store_shared(self.shared_eval, key, metrics, str(self.run_dir))
+        return metrics, round(time.perf_counter() - started, 3), False  # the key's hashing included
+
     def run(self) -> dict[str, Any]:
         """Train and evaluate every remaining stage, writing checkpoints and results; :meth:`prepare` first."""
         started = time.perf_counter()
@@ -378,8 +404,8 @@ class ContinualRunner:
         stages = method.stages(benchmark.task_names)
         self._log_session(benchmark, stages, records, next_stage)
         if not records:
-            metrics, seconds = self._evaluate(evaluator, method, "pretrained")
-            records.append(StageRecord(-1, "pretrained", [], metrics, {}, seconds))
+            metrics, seconds, shared = self._pretrained_evaluation(evaluator, method, benchmark)
+            records.append(StageRecord(-1, "pretrained", [], metrics, {}, seconds, shared))
             self.logbook.evaluation(stage=-1, stage_name="pretrained", global_step=0, metrics=metrics, seconds=seconds)
         for stage in stages[next_stage:]:
             record = self._run_stage(method, bundle, benchmark, evaluator, stage, records)
@@ -481,9 +507,9 @@ def _steps_done(records: list[StageRecord]) -> int:
     return sum(int(r.train.get("steps", 0)) for r in records)
 
 
-def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None) -> ContinualRunner:
+def create_runner(config: RunConfig, run_dir: Path, console: Console | None = None, shared_eval: Path | None = None) -> ContinualRunner:
     """The runner of a config: one engine for every benchmark and kind of model."""
-    return ContinualRunner(config, run_dir, console)
+    return ContinualRunner(config, run_dir, console, shared_eval)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,0 +1,163 @@
+"""Where the time of a whole ``vlcl compare`` goes: wall time, compute by part, idle workers, per method.
+
+Usage:
+    vlcl compare --methods ... --tune --seeds 0,1,2 --jobs 2 -o runs/cmp
+    python benchmarks/compare_profile.py runs/cmp [--log compare.out]
+
+Reads the comparison directory: ``timeline.jsonl`` (when each run started and ended, written by ``vlcl
+compare``) and every run's results.json (its training, evaluation and pre-trained-row seconds). A
+comparison made before ``timeline.jsonl`` existed is read from the command's printed output instead
+(``--log``: the "(N s in)" and "N s into the comparison" lines, each run's start taken as its end minus
+its wall time).
+
+Prints:
+- the wall time and the worker-seconds it offered (jobs x wall), how many of them ran a run, and how many
+  were idle (at the end, when fewer runs than workers were left, and elsewhere);
+- process-seconds of tuning and final runs, split into training, evaluation (the pre-trained row apart)
+  and the rest (loading, building data, checkpoints), each as a share of the whole;
+- pre-trained rows read from the comparison's shared store (vlcl.engine.shared_eval), and what
+  evaluating them would have cost at the mean of those that were evaluated;
+- per method: tuning and final process-seconds, and the mean final run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def run_parts(results: dict) -> dict[str, float]:
+    """A run's process-seconds: wall, training, evaluation, of it the pre-trained row, and whether that was read."""
+    timings = results["timings"]
+    first = results["stages"][0] if results["stages"] and results["stages"][0]["name"] == "pretrained" else {}
+    return {
+        "wall": timings["wall_seconds_this_session"],
+        "train": timings["train_seconds"],
+        "eval": timings["eval_seconds"],
+        "pretrained": first.get("eval_seconds", 0.0),
+        "shared": 1.0 if first.get("shared") else 0.0,
+    }
+
+
+def find_runs(root: Path) -> dict[str, dict[str, float]]:
+    """Every finished run under the comparison directory by its name there (``tuning/m/point``, ``m/seed-0``)."""
+    runs = {}
+    for path in sorted(root.rglob("results.json")):
+        results = json.loads(path.read_text())
+        if results.get("summary", {}).get("complete"):
+            runs[str(path.parent.relative_to(root))] = run_parts(results)
+    return runs
+
+
+def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tuple[str, float, float]], int]:
+    """(sessions as (start, end), runs as (name, start, end), jobs) from ``timeline.jsonl``; a session without
+    its end line (killed) ends with its last run. A torn last line is skipped."""
+    lines = (root / "timeline.jsonl").read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                raise SystemExit(f"{root / 'timeline.jsonl'}:{number}: not a JSON object") from None
+    sessions, runs, jobs = [], [], 1
+    for record in records:
+        if record["event"] == "session":
+            sessions.append([record["started"], record["started"]])
+            jobs = max(jobs, record["jobs"])
+        elif record["event"] == "run" and record["started"] is not None:
+            runs.append((record["run"], record["started"], record["ended"]))
+            sessions[-1][1] = max(sessions[-1][1], record["ended"])
+        elif record["event"] == "end":
+            sessions[-1][1] = record["ended"]
+    return [tuple(s) for s in sessions], runs, jobs
+
+
+LOG_LINE = re.compile(r"^(?P<run>\S+): (?:validation .*\((?P<tuned>\d+) s in\)|done \(run wall time \d+ s; (?P<final>\d+) s into)")
+
+
+def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
+    """The same from a comparison's printed output: one session from 0 to the last run's end."""
+    intervals = []
+    for line in log.read_text().splitlines():
+        found = LOG_LINE.match(line)
+        if found and found["run"] in runs:
+            ended = float(found["tuned"] or found["final"])
+            intervals.append((found["run"], ended - runs[found["run"]]["wall"], ended))
+    end = max(e for _, _, e in intervals)
+    return [(0.0, end)], intervals, jobs
+
+
+def idle_seconds(sessions, intervals, jobs: int) -> tuple[float, float]:
+    """Worker-seconds without a run: in all, and at the end of each session (after its last run started, when
+    no run was waiting any more)."""
+    idle = tail = 0.0
+    for start, end in sessions:
+        inside = [(max(s, start), min(e, end)) for _, s, e in intervals if e > start and s < end]
+        events = sorted({start, end, *[t for pair in inside for t in pair]})
+        last_start = max((s for s, _ in inside), default=start)
+        for a, b in zip(events, events[1:]):
+            running = sum(1 for s, e in inside if s <= a and e >= b)
+            free = max(0, jobs - running) * (b - a)
+            idle += free
+            tail += free if a >= last_start else 0.0
+    return idle, tail
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("compare_dir", type=Path)
+    parser.add_argument("--log", type=Path, help="the command's printed output, for a comparison without timeline.jsonl")
+    parser.add_argument("--jobs", type=int, default=2, help="with --log: the comparison's --jobs")
+    args = parser.parse_args()
+    runs = find_runs(args.compare_dir)
+    if args.log:
+        sessions, intervals, jobs = log_intervals(args.log, runs, args.jobs)
+    else:
+        sessions, intervals, jobs = timeline_intervals(args.compare_dir)
+    wall = sum(end - start for start, end in sessions)
+    idle, tail = idle_seconds(sessions, intervals, jobs)
+    offered = jobs * wall
+
+    print(f"{args.compare_dir}: {len(runs)} finished runs, {len(sessions)} session(s), --jobs {jobs}")
+    print(f"wall time {wall:,.0f} s ({wall / 3600:.2f} h); worker-seconds offered {offered:,.0f}")
+    print(f"  running a run {offered - idle:,.0f} ({(offered - idle) / offered:.1%}); idle {idle:,.0f} ({idle / offered:.1%}), "
+          f"of which {tail:,.0f} at the end")
+
+    parts = defaultdict(float)
+    per_method = defaultdict(lambda: defaultdict(float))
+    evaluated_rows = []
+    for name, run in runs.items():
+        phase = "tuning" if name.startswith("tuning/") else "final"
+        method = name.split("/")[1] if phase == "tuning" else name.split("/")[0]
+        parts[f"{phase} training"] += run["train"]
+        parts[f"{phase} evaluation, pre-trained row"] += run["pretrained"]
+        parts[f"{phase} evaluation, after tasks"] += run["eval"] - run["pretrained"]
+        parts[f"{phase} the rest"] += run["wall"] - run["train"] - run["eval"]
+        per_method[method][phase] += run["wall"]
+        per_method[method]["finals"] += phase == "final"
+        per_method[method]["shared"] += run["shared"]
+        if not run["shared"]:
+            evaluated_rows.append(run["pretrained"])
+    total = sum(parts.values())
+    print(f"\nprocess-seconds of the runs: {total:,.0f}")
+    for part in sorted(parts, key=lambda p: (not p.startswith("tuning"), p)):
+        print(f"  {part:40s} {parts[part]:10,.0f} {parts[part] / total:7.1%}")
+    shared = sum(r["shared"] for r in runs.values())
+    if evaluated_rows:
+        saved = shared * statistics.mean(evaluated_rows)
+        print(f"\npre-trained rows: {len(evaluated_rows)} evaluated (mean {statistics.mean(evaluated_rows):.1f} s), {shared:.0f} read "
+              f"from the shared store, saving about {saved:,.0f} s ({saved / (total + saved):.1%})")
+
+    print(f"\n{'method':16s} {'tuning s':>10s} {'final s':>10s} {'per final run':>14s} {'rows read':>9s}")
+    for method, seconds in sorted(per_method.items(), key=lambda item: -(item[1]["tuning"] + item[1]["final"])):
+        mean = seconds["final"] / seconds["finals"] if seconds["finals"] else 0.0
+        print(f"{method:16s} {seconds['tuning']:10,.0f} {seconds['final']:10,.0f} {mean:14,.0f} {seconds['shared']:9.0f}")
+
+
+if __name__ == "__main__":
+    main()
