@@ -11,6 +11,10 @@ each). Small models use threads poorly, so on 2 cores the eleven-method
 embedded comparison ran 1.43x sooner with ``--jobs 2``; very short runs can
 be slower (benchmarks/RESULTS.md). A method that fails does not stop the
 others: the failures are listed at the end and the command exits non-zero.
+Tuning and final runs share one queue (:func:`_run_queue`); the runs share
+one evaluation of the pre-trained row (``.shared/``, vlcl.engine.shared_eval);
+``timeline.jsonl`` records every run's start and end
+(benchmarks/compare_profile.py).
 
 Methods are given as ``name`` or ``name[key=value;key=value]`` with overrides
 that apply to that method only, e.g. ``finetune,cclip[train.lr=5e-4]``.
