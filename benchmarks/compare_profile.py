@@ -8,7 +8,8 @@ Reads the comparison directory: ``timeline.jsonl`` (when each run started and en
 compare``) and every run's results.json (its training, evaluation and pre-trained-row seconds). A
 comparison made before ``timeline.jsonl`` existed is read from the command's printed output instead
 (``--log``: the "(N s in)" and "N s into the comparison" lines, each run's start taken as its end minus
-its wall time).
+its wall time; that wall time leaves out the run's preparation - building its data, loading the model -
+which then counts as idle).
 
 Prints:
 - the wall time and the worker-seconds it offered (jobs x wall), how many of them ran a run, and how many
@@ -119,6 +120,11 @@ def main() -> None:
         sessions, intervals, jobs = log_intervals(args.log, runs, args.jobs)
     else:
         sessions, intervals, jobs = timeline_intervals(args.compare_dir)
+        spans = defaultdict(float)
+        for name, started, ended in intervals:
+            spans[name] += ended - started
+        for name, run in runs.items():  # a run's whole process time, its preparation (data, model) included
+            run["wall"] = max(run["wall"], spans.get(name, 0.0))
     wall = sum(end - start for start, end in sessions)
     idle, tail = idle_seconds(sessions, intervals, jobs)
     offered = jobs * wall

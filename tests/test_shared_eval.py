@@ -1,13 +1,18 @@
 """The pre-trained row a comparison's runs share (vlcl.engine.shared_eval)."""
 
 import copy
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import torch
 
 from vlcl.cli import main
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.methods import create_method
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_key_follows_every_weight_the_data_and_the_settings():
@@ -44,7 +49,7 @@ def test_an_unreadable_stored_row_is_evaluated_again(tmp_path):
     assert read_shared(tmp_path, "k1") is None
 
 
-def test_a_comparison_evaluates_the_pretrained_row_once_with_the_same_numbers(tmp_path, world_clip_dir, capsys):
+def test_a_comparison_evaluates_the_pretrained_row_once_with_the_same_numbers(tmp_path, world_clip_dir, capsys, monkeypatch):
     from test_run import quick_args
 
     args = quick_args(world_clip_dir, "train.max_steps_per_task=2")
@@ -68,3 +73,15 @@ def test_a_comparison_evaluates_the_pretrained_row_once_with_the_same_numbers(tm
     assert [r["event"] for r in timeline] == ["session", "run", "run", "run", "end"]
     assert {r["run"] for r in timeline if r["event"] == "run"} == {"zeroshot", "finetune", "lora"}
     assert all(r["status"] == "done" and r["ended"] >= r["started"] for r in timeline if r["event"] == "run")
+
+    # benchmarks/compare_profile.py reads the timeline and the runs' results
+    spec = importlib.util.spec_from_file_location("compare_profile", ROOT / "benchmarks" / "compare_profile.py")
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["compare_profile.py", str(out)])
+    profile.main()
+    printed = capsys.readouterr().out
+    assert "3 finished runs, 1 session(s), --jobs 1" in printed
+    assert "1 evaluated" in printed and "2 read from the shared store" in printed
+    assert "final training" in printed and "lora" in printed
