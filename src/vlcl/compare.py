@@ -642,6 +642,7 @@ def compare(
     timeline = Timeline(out_dir / TIMELINE)
     timeline.write(event="session", started=time.time(), jobs=jobs, threads=worker_threads(jobs) if jobs > 1 else torch.get_num_threads())
     tuning_of = {p["run"]: t for t in tunings for p in t.points}
+    points = {p["run"]: p for t in tunings for p in t.points}
     finals: dict[str, list[Work]] = {}
     """Each method's final runs (chosen values, test data, every seed), made once its values are known."""
     results: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
@@ -659,7 +660,7 @@ def compare(
 
     def tuned(item: Work, outcome: Callable[[], dict[str, Any]]) -> list[Work]:
         """Score one grid point; when it is its method's last, the method's final runs are ready."""
-        point, method_tuning = next(p for p in tuning_of[item.key].points if p["run"] == item.key), tuning_of[item.key]
+        point, method_tuning = points[item.key], tuning_of[item.key]
         try:
             run = outcome()
             point["score"], point["objective"] = tuning_score(run, tuning.objective)
