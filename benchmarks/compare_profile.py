@@ -14,10 +14,13 @@ which then counts as idle).
 Prints:
 - the wall time and the worker-seconds it offered (jobs x wall), how many of them ran a run, and how many
   were idle (at the end, when fewer runs than workers were left, and elsewhere);
-- process-seconds of tuning and final runs, split into training, evaluation (the pre-trained row apart)
-  and the rest (loading, building data, checkpoints), each as a share of the whole;
+- process-seconds of tuning and final runs, split into training (the optimiser steps), evaluation (the
+  pre-trained row apart) and the rest: the methods' work between tasks (teacher caches, Fisher
+  information, projection bases, merging), checkpoints and results, and, read from a timeline, each run's
+  preparation (building its data, loading the model); each as a share of the whole;
 - pre-trained rows read from the comparison's shared store (vlcl.engine.shared_eval), and what
   evaluating them would have cost at the mean of those that were evaluated;
+- optimiser steps and samples of the tuning and final runs, and the training seconds per step;
 - per method: tuning and final process-seconds, and the mean final run.
 """
 
@@ -41,6 +44,8 @@ def run_parts(results: dict) -> dict[str, float]:
         "eval": timings["eval_seconds"],
         "pretrained": first.get("eval_seconds", 0.0),
         "shared": 1.0 if first.get("shared") else 0.0,
+        "steps": sum(stage["train"].get("steps", 0) for stage in results["stages"]),
+        "samples": sum(stage["train"].get("samples", 0) for stage in results["stages"]),
     }
 
 
@@ -143,13 +148,19 @@ def main() -> None:
         parts[f"{phase} training"] += run["train"]
         parts[f"{phase} evaluation, pre-trained row"] += run["pretrained"]
         parts[f"{phase} evaluation, after tasks"] += run["eval"] - run["pretrained"]
-        parts[f"{phase} the rest"] += run["wall"] - run["train"] - run["eval"]
+        parts[f"{phase} between tasks, preparation"] += run["wall"] - run["train"] - run["eval"]
         per_method[method][phase] += run["wall"]
         per_method[method]["finals"] += phase == "final"
         per_method[method]["shared"] += run["shared"]
         if not run["shared"]:
             evaluated_rows.append(run["pretrained"])
     total = sum(parts.values())
+    for phase in ("tuning", "final"):
+        chosen = [run for name, run in runs.items() if name.startswith("tuning/") == (phase == "tuning")]
+        steps, samples = sum(r["steps"] for r in chosen), sum(r["samples"] for r in chosen)
+        seconds = parts[f"{phase} training"]
+        if steps:
+            print(f"{phase} runs: {len(chosen)}, {steps:,.0f} optimiser steps ({samples:,.0f} samples), {seconds / steps * 1000:.0f} ms a step")
     print(f"\nprocess-seconds of the runs: {total:,.0f}")
     for part in sorted(parts, key=lambda p: (not p.startswith("tuning"), p)):
         print(f"  {part:40s} {parts[part]:10,.0f} {parts[part] / total:7.1%}")
