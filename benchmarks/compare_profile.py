@@ -1,8 +1,12 @@
 """Where the time of a whole ``vlcl compare`` goes: wall time, compute by part, idle workers, per method.
 
 Usage:
-    vlcl compare --methods ... --tune --seeds 0,1,2 --jobs 2 -o runs/cmp
-    python benchmarks/compare_profile.py runs/cmp [--log compare.out]
+    python benchmarks/compare_profile.py runs/cmp [--log compare.out]      # a comparison made before
+    python benchmarks/compare_profile.py runs/cmp -- --methods ALL --tune --seeds 0,1,2 --jobs 2
+                                                   # run `vlcl compare -o runs/cmp ARGS` first, then read it
+
+The whole comparison of every method, as benchmarks/RESULTS.md measures it, is ``--methods`` with every
+name of ``vlcl methods`` (``ALL`` stands for them).
 
 Reads the comparison directory: ``timeline.jsonl`` (when each run started and ended, written by ``vlcl
 compare``) and every run's results.json (its training, evaluation and pre-trained-row seconds). A
@@ -30,6 +34,8 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -114,12 +120,26 @@ def idle_seconds(sessions, intervals, jobs: int) -> tuple[float, float]:
     return idle, tail
 
 
+def run_compare(out: Path, compare_args: list[str]) -> None:
+    """``vlcl compare -o out compare_args`` (``ALL`` after ``--methods``: every registered method)."""
+    from vlcl.methods import list_methods
+
+    compare_args = [",".join(list_methods()) if a == "ALL" else a for a in compare_args]
+    command = [sys.executable, "-m", "vlcl", "compare", "-o", str(out), *compare_args]
+    print("$ " + " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("compare_dir", type=Path)
     parser.add_argument("--log", type=Path, help="the command's printed output, for a comparison without timeline.jsonl")
     parser.add_argument("--jobs", type=int, default=2, help="with --log: the comparison's --jobs")
+    parser.add_argument("compare_args", nargs=argparse.REMAINDER, help="after --: run vlcl compare with these first")
     args = parser.parse_args()
+    if args.compare_args:
+        run_compare(args.compare_dir, [a for a in args.compare_args if a != "--"])
     runs = find_runs(args.compare_dir)
     if args.log:
         sessions, intervals, jobs = log_intervals(args.log, runs, args.jobs)
