@@ -31,7 +31,9 @@ Prints:
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -89,13 +91,14 @@ def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tupl
     return [tuple(s) for s in sessions], runs, jobs
 
 
-LOG_LINE = re.compile(r"^(?P<run>\S+): (?:validation .*\((?P<tuned>\d+) s in\)|done \(run wall time \d+ s; (?P<final>\d+) s into)")
+LOG_LINE = re.compile(r"^(?P<run>\S+): (?:validation .*\((?P<tuned>\d+)\s+s\s+in\)|done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(?P<final>\d+)\s+s\s+into)")
 
 
 def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
     """The same from a comparison's printed output: one session from 0 to the last run's end."""
     intervals = []
-    for line in log.read_text().splitlines():
+    text = re.sub(r"\n(?!\S+: )", " ", log.read_text())  # the console wraps long lines: join them again
+    for line in text.splitlines():
         found = LOG_LINE.match(line)
         if found and found["run"] in runs:
             ended = float(found["tuned"] or found["final"])
@@ -120,6 +123,42 @@ def idle_seconds(sessions, intervals, jobs: int) -> tuple[float, float]:
     return idle, tail
 
 
+def simulate(runs: dict[str, dict[str, float]], order: list[str], methods: list[str], jobs: int, queue: bool) -> float:
+    """The wall time of these runs, at their measured process-seconds, on ``jobs`` workers that never wait
+    between runs. ``queue``: as ``vlcl compare`` schedules now - grid points first, in ``order``; a method's
+    final runs once its last grid point ends, the method with the longest mean grid point first. Otherwise as
+    it did before: every grid point, then (after the last) every final run, seed by seed, method by method."""
+    grid = defaultdict(list)
+    finals = defaultdict(list)
+    for name in order:
+        if name.startswith("tuning/"):
+            grid[name.split("/")[1]].append(name)
+        else:
+            finals[name.split("/")[0]].append(name)
+    waiting = {m: len(points) for m, points in grid.items()}
+    mean_point = {m: statistics.mean(runs[n]["wall"] for n in points) for m, points in grid.items()}
+    ready = [(math.inf, n) for n in order if n.startswith("tuning/")]
+    if queue:
+        ready += [(0.0, n) for m in methods if m not in grid for n in finals[m]]
+    else:  # seed-major, after every grid point
+        seed_of = lambda name: int(name.split("/seed-")[1]) if "/seed-" in name else 0  # noqa: E731
+        later = sorted(((-1.0, n) for m in methods for n in finals[m]), key=lambda item: seed_of(item[1]))
+    now, running = 0.0, []
+    while ready or running or (not queue and later):
+        if not queue and not ready and not running:
+            ready, later = later, []
+        while ready and len(running) < jobs:
+            best = max(range(len(ready)), key=lambda i: (ready[i][0], -i))
+            heapq.heappush(running, (now + runs[ready[best][1]]["wall"], ready.pop(best)[1]))
+        now, name = heapq.heappop(running)
+        if queue and name.startswith("tuning/"):
+            method = name.split("/")[1]
+            waiting[method] -= 1
+            if not waiting[method]:
+                ready += [(mean_point[method], n) for n in finals[method]]
+    return now
+
+
 def run_compare(out: Path, compare_args: list[str]) -> None:
     """``vlcl compare -o out compare_args`` (``ALL`` after ``--methods``: every registered method)."""
     from vlcl.methods import list_methods
@@ -136,10 +175,11 @@ def main() -> None:
     parser.add_argument("compare_dir", type=Path)
     parser.add_argument("--log", type=Path, help="the command's printed output, for a comparison without timeline.jsonl")
     parser.add_argument("--jobs", type=int, default=2, help="with --log: the comparison's --jobs")
-    parser.add_argument("compare_args", nargs=argparse.REMAINDER, help="after --: run vlcl compare with these first")
-    args = parser.parse_args()
-    if args.compare_args:
-        run_compare(args.compare_dir, [a for a in args.compare_args if a != "--"])
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    if argv[split + 1 :]:  # after --: run vlcl compare with these arguments first
+        run_compare(args.compare_dir, argv[split + 1 :])
     runs = find_runs(args.compare_dir)
     if args.log:
         sessions, intervals, jobs = log_intervals(args.log, runs, args.jobs)
@@ -189,6 +229,15 @@ def main() -> None:
         saved = shared * statistics.mean(evaluated_rows)
         print(f"\npre-trained rows: {len(evaluated_rows)} evaluated (mean {statistics.mean(evaluated_rows):.1f} s), {shared:.0f} read "
               f"from the shared store, saving about {saved:,.0f} s ({saved / (total + saved):.1%})")
+
+    order = [name for name, _, _ in sorted(intervals, key=lambda i: i[1]) if name in runs]
+    tuning_file = args.compare_dir / "tuning.json"
+    methods = list(json.loads(tuning_file.read_text())["methods"]) if tuning_file.is_file() else list(dict.fromkeys(
+        n.split("/")[1] if n.startswith("tuning/") else n.split("/")[0] for n in order))
+    if len(order) == len(runs):
+        before, now = (simulate(runs, order, methods, jobs, queue) for queue in (False, True))
+        print(f"\nthe same runs, simulated on {jobs} workers at their process-seconds: {before:,.0f} s in the order of the "
+              f"old two-phase schedule, {now:,.0f} s in vlcl compare's queue ({before / now:.3f}x)")
 
     print(f"\n{'method':16s} {'tuning s':>10s} {'final s':>10s} {'per final run':>14s} {'rows read':>9s}")
     for method, seconds in sorted(per_method.items(), key=lambda item: -(item[1]["tuning"] + item[1]["final"])):
