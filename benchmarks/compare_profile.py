@@ -40,9 +40,10 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 
-def run_parts(results: dict) -> dict[str, float]:
+def run_parts(results: dict) -> dict[str, Any]:
     """A run's process-seconds: wall, training, evaluation, of it the pre-trained row, and whether that was read."""
     timings = results["timings"]
     first = results["stages"][0] if results["stages"] and results["stages"][0]["name"] == "pretrained" else {}
@@ -52,6 +53,7 @@ def run_parts(results: dict) -> dict[str, float]:
         "eval": timings["eval_seconds"],
         "pretrained": first.get("eval_seconds", 0.0),
         "shared": 1.0 if first.get("shared") else 0.0,
+        "method": results["config"]["method"]["name"],
         "steps": sum(stage["train"].get("steps", 0) for stage in results["stages"]),
         "samples": sum(stage["train"].get("samples", 0) for stage in results["stages"]),
     }
@@ -159,6 +161,28 @@ def simulate(runs: dict[str, dict[str, float]], order: list[str], methods: list[
     return now
 
 
+def method_of(name: str) -> str:
+    return name.split("/")[1] if name.startswith("tuning/") else name.split("/")[0]
+
+
+def print_sharing_estimate(runs: dict[str, dict[str, float]]) -> None:
+    """For a comparison made before its runs shared the pre-trained row: the seconds its runs spent on that row,
+    and what one evaluation per phase (the proxy's validation data, the test data) for every method that does
+    not change the evaluation would have left (assuming, as holds for the shipped methods, that no method
+    changes the evaluation model before its first task)."""
+    from vlcl.engine.shared_eval import changes_evaluation
+    from vlcl.methods import create_method
+
+    saved = 0.0
+    for phase in (True, False):
+        rows = [r["pretrained"] for n, r in runs.items() if n.startswith("tuning/") == phase
+                and not changes_evaluation(create_method(r["method"], {}))]
+        saved += sum(rows) - (max(rows) if rows else 0.0)
+    total = sum(r["wall"] for r in runs.values())
+    print(f"\npre-trained rows: {sum(r['pretrained'] for r in runs.values()):,.0f} s in all; evaluated once per phase and "
+          f"shared, they would have saved about {saved:,.0f} s ({saved / total:.1%})")
+
+
 def run_compare(out: Path, compare_args: list[str]) -> None:
     """``vlcl compare -o out compare_args`` (``ALL`` after ``--methods``: every registered method)."""
     from vlcl.methods import list_methods
@@ -204,7 +228,7 @@ def main() -> None:
     evaluated_rows = []
     for name, run in runs.items():
         phase = "tuning" if name.startswith("tuning/") else "final"
-        method = name.split("/")[1] if phase == "tuning" else name.split("/")[0]
+        method = method_of(name)
         parts[f"{phase} training"] += run["train"]
         parts[f"{phase} evaluation, pre-trained row"] += run["pretrained"]
         parts[f"{phase} evaluation, after tasks"] += run["eval"] - run["pretrained"]
@@ -225,7 +249,9 @@ def main() -> None:
     for part in sorted(parts, key=lambda p: (not p.startswith("tuning"), p)):
         print(f"  {part:40s} {parts[part]:10,.0f} {parts[part] / total:7.1%}")
     shared = sum(r["shared"] for r in runs.values())
-    if evaluated_rows:
+    if not shared:  # made before the rows were shared: what sharing would have saved
+        print_sharing_estimate(runs)
+    elif evaluated_rows:
         saved = shared * statistics.mean(evaluated_rows)
         print(f"\npre-trained rows: {len(evaluated_rows)} evaluated (mean {statistics.mean(evaluated_rows):.1f} s), {shared:.0f} read "
               f"from the shared store, saving about {saved:,.0f} s ({saved / (total + saved):.1%})")
