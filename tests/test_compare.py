@@ -98,6 +98,7 @@ def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_d
             assert results["data"]["validation"]["fraction"] == 0.2 and results["config"]["seed"] == 0
             assert results["config"]["data"]["train_scale"] == 0.08
             assert point["score"] == tuning_score(results)[0] and point["objective"] == "Last"
+            assert not (out / point["run"] / "checkpoints").exists()  # scored: its checkpoints are removed
             scores.append((point["score"], -point["values"]["train.lr"]))
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
         assert entry["chosen"] == entry["points"][best]["values"]
