@@ -46,7 +46,8 @@ def _update_model(digest: Any, model: torch.nn.Module) -> None:
     for name, tensor in model.state_dict().items():
         data = tensor.detach().contiguous().cpu()
         digest.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        if data.numel():  # the bytes in place, not a copy of them
+            digest.update(data.reshape(-1).view(torch.uint8).numpy())
 
 
 def pretrained_key(model: torch.nn.Module, data_fingerprint: str, settings: dict[str, Any]) -> str:
