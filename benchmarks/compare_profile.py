@@ -93,7 +93,9 @@ def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tupl
     return [tuple(s) for s in sessions], runs, jobs
 
 
-LOG_LINE = re.compile(r"^(?P<run>\S+): (?:validation .*\((?P<tuned>\d+)\s+s\s+in\)|done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(?P<final>\d+)\s+s\s+into)")
+LOG_LINE = re.compile(r"^(\S+): (?:validation .*\((\d+)\s+s\s+in\)|done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(\d+)\s+s\s+into)")
+"""A grid point's or a final run's printed end: (run name, seconds in when a grid point ended, seconds in when a
+final run ended)."""
 
 
 def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
@@ -102,9 +104,9 @@ def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
     text = re.sub(r"\n(?!\S+: )", " ", log.read_text())  # the console wraps long lines: join them again
     for line in text.splitlines():
         found = LOG_LINE.match(line)
-        if found and found["run"] in runs:
-            ended = float(found["tuned"] or found["final"])
-            intervals.append((found["run"], ended - runs[found["run"]]["wall"], ended))
+        if found and found[1] in runs:
+            name, ended = found[1], float(found[2] or found[3])
+            intervals.append((name, ended - runs[name]["wall"], ended))
     end = max(e for _, _, e in intervals)
     return [(0.0, end)], intervals, jobs
 
