@@ -156,3 +156,37 @@ def test_failed_overwrite_run_restores_the_old_run_at_once(tmp_path, world_clip_
     err = capsys.readouterr().err
     assert "restored the previous run" in err and err.strip().splitlines()[-1].startswith("vlcl: error: non-finite loss")
     assert tree_digest(run_dir) == expected and not rundir.replaced_path(run_dir).exists()
+
+
+# -- a raise that Python drops ----------------------------------------------------------------------
+
+SWALLOWED = """
+import os, signal, sys, time
+import vlcl.cli
+from vlcl import entry
+
+class Finaliser:
+    def __del__(self):  # the signal's handler runs in here, where Python prints its raise and drops it
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):
+            pass
+
+def command(argv):
+    Finaliser()
+    {after}
+    return 0
+
+vlcl.cli.main = command
+sys.exit(entry.main([]))
+"""
+
+
+@pytest.mark.parametrize("after", ["pass", "time.sleep(0.2)"])
+def test_a_signal_whose_raise_python_dropped_still_ends_the_command(after):
+    """As SIGTERM during an import (the import lock's weakref callback): never 'Exception ignored' and exit 0."""
+    process = subprocess.run(
+        [sys.executable, "-c", SWALLOWED.format(after=after)], capture_output=True, text=True, timeout=60
+    )
+    assert process.returncode == 128 + signal.SIGTERM, process.stderr
+    assert "Exception ignored" not in process.stderr and "Traceback" not in process.stderr, process.stderr
+    assert process.stderr.strip().splitlines() == ["vlcl: error: interrupted by SIGTERM"]
