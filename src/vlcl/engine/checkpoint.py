@@ -71,6 +71,52 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it (``os.umask`` can only be read by setting it, which races with any
+    thread creating files meanwhile): Linux's /proc/self/status; elsewhere set-and-restore, once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    global _UMASK_FALLBACK
+    if _UMASK_FALLBACK is None:
+        _UMASK_FALLBACK = os.umask(0o022)
+        os.umask(_UMASK_FALLBACK)
+    return _UMASK_FALLBACK
+
+
+_UMASK_FALLBACK: int | None = None
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); ``mkstemp`` makes its files 0o600."""
+    return 0o666 & ~_process_umask()
+
+
+def directory_mode() -> int:
+    """The mode ``mkdir`` would give a new directory (0o777 less the umask); ``mkdtemp`` makes its 0o700."""
+    return 0o777 & ~_process_umask()
+
+
+def give_umask_modes(tree: Path) -> None:
+    """Every file and folder under ``tree`` gets the umask's mode: safetensors (ours and transformers') writes its
+    files private (0o600), as mkstemp does."""
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(directory_mode() if path.is_dir() else file_mode())
+
+
+def _os_error_of(exc: Exception, path: Path) -> OSError | None:
+    """The OSError inside a safetensors error (``... No space left on device (os error 28)``), naming ``path``;
+    None when it holds none (the library reports I/O failures as its own exception type, not as OSError)."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -88,6 +134,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -105,6 +152,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -295,8 +343,16 @@ def _write_directory(checkpoints_dir: Path, name: str, fill: Callable[[Path], No
     final = checkpoints_dir / name
     tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{name}."))
     try:
-        fill(tmp)
+        tmp.chmod(directory_mode())
+        try:
+            fill(tmp)
+        except Exception as exc:  # a full disk inside safetensors (ours or transformers' save_pretrained)
+            os_error = None if isinstance(exc, OSError) else _os_error_of(exc, final)
+            if os_error is None:
+                raise
+            raise os_error from None
         (tmp / COMPLETE).write_text("ok\n")
+        give_umask_modes(tmp)
         if final.exists():  # an older attempt that never became 'latest'
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -150,7 +150,14 @@ class Logbook(NullLogbook):
             return json.dumps(_finite(record), allow_nan=False) + "\n"
 
     def _write(self, event: str, fields: dict[str, Any]) -> None:
-        line = self._line(event, fields)
+        try:
+            self._append(self._line(event, fields))
+        except OSError as exc:  # a full disk: the error names log.jsonl (a bare write error names no file)
+            if exc.filename is not None or exc.strerror is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+
+    def _append(self, line: str) -> None:
         if self._held is not None:  # a resumed session's first record: open the file, its start and resume first
             held, self._held = self._held, None
             cut = False
