@@ -63,25 +63,55 @@ def find_runs(root: Path) -> dict[str, dict[str, float]]:
     """Every finished run under the comparison directory by its name there (``tuning/m/point``, ``m/seed-0``)."""
     runs = {}
     for path in sorted(root.rglob("results.json")):
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ProfileInputError(f"{path}: not a readable results file ({exc.__class__.__name__})") from None
         if results.get("summary", {}).get("complete"):
             runs[str(path.parent.relative_to(root))] = run_parts(results)
     return runs
 
 
+class ProfileInputError(Exception):
+    """A comparison directory this script cannot read: one line naming the file (and the line), exit 2."""
+
+
+TIMELINE_FIELDS = {"session": ("started", "jobs"), "run": ("run", "started", "ended"), "end": ("ended",)}
+
+
+def timeline_records(path: Path) -> list[dict]:
+    """The records of ``timeline.jsonl``, each checked; a torn last line (a writer killed mid-line) is skipped
+    with a note, anything else unreadable is a ProfileInputError naming the line."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ProfileInputError(f"{path}: cannot read it ({exc.strerror})") from None
+    records = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            if number == len(lines) and not raw.endswith(b"}"):
+                print(f"note: {path}:{number}: skipped a torn last line (the comparison was killed while writing it)",
+                      file=sys.stderr)
+                continue
+            what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "is not valid JSON"
+            raise ProfileInputError(f"{path}:{number}: {what}") from None
+        fields = TIMELINE_FIELDS.get(record.get("event")) if isinstance(record, dict) else None
+        if fields is None or any(field not in record for field in fields):
+            expected = ", ".join(f"{event!r} with {', '.join(f)}" for event, f in TIMELINE_FIELDS.items())
+            raise ProfileInputError(f"{path}:{number}: not a timeline record (expected an object: event {expected})")
+        if record["event"] != "session" and not any(r["event"] == "session" for r in records):
+            raise ProfileInputError(f"{path}:{number}: a {record['event']!r} record before any 'session' record")
+        records.append(record)
+    return records
+
+
 def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tuple[str, float, float]], int]:
     """(sessions as (start, end), runs as (name, start, end), jobs) from ``timeline.jsonl``; a session without
     its end line (killed) ends with its last run. A torn last line is skipped."""
-    lines = (root / "timeline.jsonl").read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise SystemExit(f"{root / 'timeline.jsonl'}:{number}: not a JSON object") from None
     sessions, runs, jobs = [], [], 1
-    for record in records:
+    for record in timeline_records(root / "timeline.jsonl"):
         if record["event"] == "session":
             sessions.append([record["started"], record["started"]])
             jobs = max(jobs, record["jobs"])
@@ -101,7 +131,11 @@ final run ended)."""
 def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
     """The same from a comparison's printed output: one session from 0 to the last run's end."""
     intervals = []
-    text = re.sub(r"\n(?!\S+: )", " ", log.read_text())  # the console wraps long lines: join them again
+    try:
+        printed = log.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ProfileInputError(f"{log}: cannot read it ({exc.strerror})") from None
+    text = re.sub(r"\n(?!\S+: )", " ", printed)  # the console wraps long lines: join them again
     for line in text.splitlines():
         found = LOG_LINE.match(line)
         if found and found[1] in runs:
@@ -197,6 +231,14 @@ def run_compare(out: Path, compare_args: list[str]) -> None:
 
 
 def main() -> None:
+    try:
+        profile()
+    except ProfileInputError as exc:
+        print(f"compare_profile: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def profile() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("compare_dir", type=Path)
     parser.add_argument("--log", type=Path, help="the command's printed output, for a comparison without timeline.jsonl")
