@@ -10,8 +10,9 @@ A method whose evaluation is more than that CLIPModel (its class's ``evaluation_
 MoE-Adapters' routes and adapters, RAIL's regression head) is refused in one line that says why and points to
 :func:`vlcl.load_run`, which rebuilds such a method. So are a path that is not a run, a stage that does not
 exist or whose checkpoint was not kept, and an output that exists and is not an empty directory or cannot be
-written. Nothing is written before every check has passed; the directory is filled under a temporary name next
-to the output and renamed into place, with the modes the umask allows.
+written. Nothing appears at the output before every check has passed: the directory is filled under a hidden
+temporary name next to it (its creation is the test that the output can be written; a failure removes it) and
+renamed into place, with the modes the umask allows.
 """
 
 from __future__ import annotations
