@@ -1,7 +1,8 @@
 """vlcl: continual learning of CLIP-style vision-language models.
 
-The Python API (docs/api.md) is importable from here: ``vlcl.run``, ``vlcl.load_run``, ``vlcl.register_method``,
-``vlcl.Method``, the metrics (``vlcl.retrieval_recall``...). It is loaded on first use (``vlcl.api``), so that
+The Python API (docs/api.md) is importable from here: ``vlcl.run``, ``vlcl.load_run``, ``vlcl.export_run``,
+``vlcl.register_method``, ``vlcl.Method``, the metrics (``vlcl.retrieval_recall``...). It is loaded on first use
+(``vlcl.api``, ``vlcl.export``), so that
 ``import vlcl`` imports neither torch nor transformers (the ``vlcl`` command installs its signal handlers first).
 """
 
@@ -30,7 +31,10 @@ _API = (
     "zeroshot_classifier",
 )
 
-__all__ = ["__version__", *_API]
+_EXPORT = ("ExportError", "export_run")
+"""From ``vlcl.export``: what ``vlcl export`` does (docs/api.md)."""
+
+__all__ = ["__version__", *_API, *_EXPORT]
 
 
 def __getattr__(name: str) -> Any:
@@ -38,8 +42,12 @@ def __getattr__(name: str) -> Any:
         from vlcl import api
 
         return getattr(api, name)
+    if name in _EXPORT:
+        import vlcl.export
+
+        return getattr(vlcl.export, name)
     raise AttributeError(f"module 'vlcl' has no attribute '{name}'")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_API) | set(_EXPORT))

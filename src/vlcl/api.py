@@ -552,6 +552,17 @@ def _device(config: RunConfig, device: str | torch.device | None) -> torch.devic
     return torch.device(wanted)
 
 
+def read_run_config(path: Path) -> RunConfig:
+    """The config of the run in ``path``; :class:`RunDirError` in one line when ``path`` is not a run directory."""
+    if not path.exists():
+        raise RunDirError(f"{path}: run directory not found")
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory, expected a vlcl run directory")
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{path}: not a vlcl run directory (no config.yaml)")
+    return build_config(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+
+
 def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str | torch.device | None = None) -> LoadedRun:
     """The model of the run in ``run_dir`` after ``stage``, as the run's evaluation scored it.
 
@@ -573,13 +584,7 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
     from vlcl.models.loading import load_clip
 
     path = Path(run_dir)
-    if not path.exists():
-        raise RunDirError(f"{path}: run directory not found")
-    if not path.is_dir():
-        raise RunDirError(f"{path}: not a directory, expected a vlcl run directory")
-    if not (path / "config.yaml").is_file():
-        raise RunDirError(f"{path}: not a vlcl run directory (no config.yaml)")
-    config = build_config(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+    config = read_run_config(path)
     if benchmark_model_kind(config.data.benchmark) != "clip":
         raise RunDirError(
             f"{path}: the run trained per-modality feature maps (data.benchmark={config.data.benchmark}), not a CLIP model; "

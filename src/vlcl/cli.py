@@ -1,4 +1,4 @@
-"""The ``vlcl`` command line: run, pretrain, methods, benchmarks.
+"""The ``vlcl`` command line: run, pretrain, compare, report, export, methods, benchmarks, data.
 
 Every user error ends as one line ``vlcl: error: ...`` on stderr and a
 non-zero exit status (2 for bad input, 1 for a failure during the run);
@@ -262,6 +262,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vlcl.export import export_run
+
+    loaded = export_run(args.run_dir, args.output, args.stage)
+    print(
+        f"exported {args.run_dir} after stage {loaded.stage} ({loaded.stage_name}, method {loaded.method_name}) to {args.output}: "
+        "CLIPModel, AutoTokenizer and CLIPImageProcessor .from_pretrained read it"
+    )
+    return 0
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from vlcl.data.check import prepare_text
 
@@ -329,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="X.html: a self-contained page, its plots also as PNGs in X_plots/; any other name: the Markdown (default: printed)",
     )
     report.set_defaults(func=cmd_report)
+    export = sub.add_parser(
+        "export", help="write the model a run scored after a stage as a plain Hugging Face CLIP directory (transformers alone loads it)"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--stage", metavar="N", help="a stage's index in results.json (-1: pretrained) or name (default: the last complete stage)")
+    export.add_argument("-o", "--output", required=True, metavar="DIR", help="a new (or empty) directory")
+    export.set_defaults(func=cmd_export)
     sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
     sub.add_parser("benchmarks", help="list registered benchmarks").set_defaults(func=cmd_benchmarks)
     for command in (run, cmp):

@@ -291,6 +291,37 @@ def check_state_format(recorded: Any, where: Path) -> None:
         )
 
 
+NOT_EVALUATED_FIELD = "vlcl_not_the_evaluated_model"
+"""The config.json key of a stage checkpoint's ``model/`` that is not the model the run evaluated; its value says
+why (``CLIPModel.from_pretrained`` keeps it as ``model.config.vlcl_not_the_evaluated_model``)."""
+NOT_EVALUATED_README = """# Not the evaluated model
+
+This folder is a plain Hugging Face CLIP that `CLIPModel.from_pretrained` loads, but it is NOT the model
+this run evaluated after stage {stage}. Method '{method}': its evaluation {reason}.
+Loaded alone, it does not score what results.json records for this stage.
+
+The evaluated model: `vlcl.load_run(RUN_DIR, stage={stage})` (RUN_DIR: the folder that holds `checkpoints/`;
+see docs/api.md) rebuilds the method from this checkpoint, as `vlcl run --resume` does. `vlcl export` refuses
+this run for the same reason.
+"""
+
+
+def write_model_note(model_dir: Path, stage_index: int, method: str, reason: str) -> None:
+    """Say in ``model_dir``'s own files that it is not the evaluated model: a README.md for whoever browses the
+    folder, and :data:`NOT_EVALUATED_FIELD` in its config.json for whoever loads it. Written inside the checkpoint's
+    temporary directory, which becomes visible whole."""
+    config = model_dir / "config.json"
+    if config.is_file():  # feature maps have none
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data[NOT_EVALUATED_FIELD] = (
+            f"method '{method}': its evaluation {reason}; vlcl.load_run(RUN_DIR, stage={stage_index}) gives the evaluated model"
+        )
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (model_dir / "README.md").write_text(
+        NOT_EVALUATED_README.format(stage=stage_index, method=method, reason=reason), encoding="utf-8"
+    )
+
+
 def write_stage_checkpoint(
     checkpoints_dir: Path,
     stage_index: int,
@@ -298,16 +329,20 @@ def write_stage_checkpoint(
     method_state: dict[str, Any],
     progress: dict[str, Any],
     keep: int | None = None,
+    model_note: tuple[str, str] | None = None,
 ) -> Path:
     """Write ``stage_XX`` atomically and point ``latest.json`` at it, then keep only the newest ``keep`` stage
     checkpoints (None: all). ``model`` is a CLIP bundle (saved as a plain Hugging Face directory) or a function that
-    writes the model into the directory it is given."""
+    writes the model into the directory it is given. ``model_note``: (method name, what its evaluation uses besides
+    the model) when the saved model is not the evaluated one (:func:`write_model_note`)."""
 
     def fill(tmp: Path) -> None:
         if callable(model):
             model(tmp / "model")
         else:
             save_clip(model, tmp / "model")
+        if model_note is not None:
+            write_model_note(tmp / "model", stage_index, *model_note)
         tensors, values = split_state(method_state)
         save_file(tensors, str(tmp / "method_state.safetensors"))
         atomic_write_json(tmp / "method_state.json", values)

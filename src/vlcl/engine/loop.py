@@ -424,6 +424,7 @@ class ContinualRunner:
                     method.state_dict(),
                     progress,
                     keep=self.config.checkpoint.keep,
+                    model_note=_model_note(method),
                 )
                 self.base = path.name
                 self.on_checkpoint()
@@ -500,6 +501,12 @@ class ContinualRunner:
         )
         write_results(self.run_dir, results)
         return results
+
+
+def _model_note(method: Method) -> tuple[str, str] | None:
+    """(name, reason) when the method's evaluation uses more than the model a stage checkpoint saves."""
+    reason = method.evaluation_beyond_model()
+    return (method.name, reason) if reason else None
 
 
 def _steps_done(records: list[StageRecord]) -> int:

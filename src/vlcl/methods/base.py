@@ -72,6 +72,10 @@ from vlcl.models.loading import ClipBundle
 from vlcl.models.maps import pair_loss
 
 
+EVALUATION_HOOKS = ("evaluation_route", "classification_logits")
+"""The hooks by which a method's evaluation can be more than its :meth:`Method.evaluation_model`."""
+
+
 class MethodOptions(BaseModel):
     """Options of a method, given as ``method.<key>=value``; unknown keys are errors."""
 
@@ -264,8 +268,22 @@ class Method:
 
     # -- evaluation and state ----------------------------------------------------------
     def evaluation_model(self) -> CLIPModel:
-        """The plain CLIPModel to evaluate and to save as this stage's checkpoint."""
+        """The plain CLIPModel to evaluate and to save as this stage's checkpoint. Parts that fold exactly into
+        CLIP weights are folded in here, so that the saved model scores what the evaluation scored (LoRA merges its
+        adapters at each task's end; WiSE-FT interpolates the weights in place)."""
         return self.model
+
+    @classmethod
+    def evaluation_beyond_model(cls) -> str | None:
+        """What this method's evaluation uses besides :meth:`evaluation_model`, as a clause that follows "its
+        evaluation" (e.g. "adds a regression head over the image features"), or None when that CLIPModel alone
+        scores what the evaluation scored. When it is not None, the stage checkpoint's ``model/`` says in its own
+        files (README.md, ``vlcl_not_the_evaluated_model`` in config.json) that it is not the evaluated model, and
+        ``vlcl export`` refuses the run with this reason, pointing to ``vlcl.load_run``. The default names the
+        evaluation hooks the class overrides (``evaluation_route``, ``classification_logits``); a method that
+        overrides one says here in its own words what it adds."""
+        hooks = [hook for hook in EVALUATION_HOOKS if getattr(cls, hook) is not getattr(Method, hook)]
+        return f"also calls the method's {' and '.join(hooks)}" if hooks else None
 
     def evaluation_route(self, set_name: str, images: np.ndarray) -> AbstractContextManager[dict[str, float] | None]:
         """Entered around the evaluation of each set, with its uint8 [N, H, W, 3] images. A method that decides

@@ -252,6 +252,14 @@ class MoEAdaptersMethod(Method):
         with self.adapters.routing(task):
             yield shares
 
+    @classmethod
+    def evaluation_beyond_model(cls) -> str:
+        # the experts' mixture depends on each token and DDAS on each set's images: no single CLIPModel equals it
+        return (
+            "runs every set through MoE adapters under one task's router or the frozen CLIP, picked per set by DDAS "
+            "autoencoders; adapters, routers and autoencoders are in the method state, model/ is the frozen CLIP they sit on"
+        )
+
     # -- state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {

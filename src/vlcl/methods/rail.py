@@ -181,6 +181,14 @@ class RAIL(Method):
         adapter = self.regression_logits(unit.cpu())[:, learned].to(zero_shot.device)
         return fuse_with_zero_shot(zero_shot, adapter, given.to(zero_shot.device), self.options.fusion_weight)
 
+    @classmethod
+    def evaluation_beyond_model(cls) -> str:
+        # the head scores classes, not image-text pairs: it has no place in a CLIPModel
+        return (
+            "scores classes with a ridge regression head over the frozen CLIP's image features, fused with zero-shot; "
+            "the head is in the method state, model/ is the frozen CLIP without it"
+        )
+
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"form": self.options.form, "class_keys": [list(k) for k in self.class_keys]}
