@@ -467,7 +467,7 @@ def comparison_markdown(runs: list[dict[str, Any]], names: list[str] | None = No
             labels[i] = label
         parts += [f"## {heading}", ""]
         parts += [markdown_table(header, rows), ""]
-        notes = table_footnotes(chosen, [row[0] for row in rows])
+        notes = table_footnotes(chosen, [labels[i] for i in indices])
         parts += [f"- {note}" for note in notes] + ([""] if notes else [])
     parts += [markdown_report(results, label) for results, label in zip(runs, labels)]
     return "\n".join(parts)
