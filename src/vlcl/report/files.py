@@ -141,8 +141,6 @@ def check_output(output: str | Path, runs: list["FoundRun"] = (), plot_dir: Path
         raise ReportError(f"{output}: cannot be written, {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ReportError(f"{output}: cannot be written, the folder {parent} is not writable")
-    if output.exists() and not os.access(output, os.W_OK) and not os.access(output.parent, os.W_OK):
-        raise ReportError(f"{output}: is not writable")
     for run in runs:
         results = run.path / "results.json" if run.path.is_dir() else run.path
         if output.resolve() == results.resolve():

@@ -31,7 +31,6 @@ from vlcl.report.tables import (
     WARNING_MARK,
     comparison_key,
     comparison_values,
-    completion,
     config_identity,
     final_per_class,
     format_mean_std,
