@@ -283,6 +283,12 @@ def _over_results(tmp):
     return ["-o", str(tmp / "run" / "results.json")]
 
 
+def _over_leaderboard(tmp):
+    write_run(tmp / "cmp" / "finetune", fake_results())
+    (tmp / "cmp" / "leaderboard.md").write_text("# Leaderboard\n")
+    return [str(tmp / "cmp"), "-o", str(tmp / "cmp" / "leaderboard.md")]
+
+
 def _read_only_plots(tmp):
     (tmp / "ro_plots").mkdir()
     os.chmod(tmp / "ro_plots", 0o500)
@@ -318,7 +324,8 @@ BAD_OUTPUTS = [
     pytest.param(_blocked_plots, r"blk_plots: exists and is not a directory; the plots of blk.html go there", id="plot-folder-is-a-file"),
     pytest.param(_parent_is_a_file(".html"), r"afile/r.html: cannot be written, .*afile is not a directory", id="html-parent-is-a-file"),
     pytest.param(_parent_is_a_file(".md"), r"afile/r.md: cannot be written, .*afile is not a directory", id="md-parent-is-a-file"),
-    pytest.param(_over_results, r"results.json: is the results file of the run .*run; -o takes a new file", id="over-the-results"),
+    pytest.param(_over_results, r"results.json: is a file of the run .*run that vlcl wrote; -o takes a new file", id="over-the-results"),
+    pytest.param(_over_leaderboard, r"cmp/leaderboard.md: is a file of the comparison .*cmp that vlcl wrote", id="over-a-leaderboard"),
     pytest.param(_read_only_plots, r"ro_plots: the plot folder of ro.html is not writable", id="plot-folder-read-only", marks=needs_permissions),
     pytest.param(_read_only_folder, r"ro/r.md: cannot be written, the folder .*ro is not writable", id="folder-read-only", marks=needs_permissions),
     pytest.param(_results_edit(lambda r: r.update(warnings={"kind": "loss_flat"})), r"results.json: 'warnings' is a dict, expected a list", id="warnings-not-a-list"),

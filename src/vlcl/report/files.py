@@ -127,10 +127,17 @@ def check_per_class(per_class: Any, where: str) -> None:
             raise ReportError(f"{at}.confusion is not a {n} x {n} matrix of counts (rows: true class, columns: predicted)")
 
 
+RUN_FILES = ("results.json", "config.yaml", "log.jsonl", "metrics.csv", "data_fingerprint.json")
+"""What ``vlcl run`` writes into a run directory besides its report: never overwritten by ``vlcl report -o``."""
+COMPARE_FILES = ("leaderboard.md", "leaderboard.csv", "timeline.jsonl")
+"""What ``vlcl compare`` writes into its directory besides its report."""
+
+
 def check_output(output: str | Path, runs: list["FoundRun"] = (), plot_dir: Path | None = None) -> None:
     """Refuse, before anything is computed or written, an ``-o`` that cannot be written as a whole: a directory, a
-    file inside something that is not a directory, an unwritable folder, a run's own results.json, or (HTML) a plot
-    folder that exists as something else or is not writable."""
+    file inside something that is not a directory, an unwritable folder, a file that a run or comparison of the
+    report wrote (:data:`RUN_FILES`, :data:`COMPARE_FILES`), or (HTML) a plot folder that exists as something else
+    or is not writable."""
     import os
 
     output = Path(output)
@@ -141,10 +148,14 @@ def check_output(output: str | Path, runs: list["FoundRun"] = (), plot_dir: Path
         raise ReportError(f"{output}: cannot be written, {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ReportError(f"{output}: cannot be written, the folder {parent} is not writable")
+    target = output.resolve()
     for run in runs:
-        results = run.path / "results.json" if run.path.is_dir() else run.path
-        if output.resolve() == results.resolve():
-            raise ReportError(f"{output}: is the results file of the run {run.name}; -o takes a new file (X.md or X.html)")
+        folder = run.path if run.path.is_dir() else run.path.parent
+        if any(target == (folder / name).resolve() for name in RUN_FILES):
+            raise ReportError(f"{output}: is a file of the run {run.name} that vlcl wrote; -o takes a new file (X.md or X.html)")
+        compare_dir = Path(run.group).parent if run.group else None
+        if compare_dir and any(target == (compare_dir / name).resolve() for name in COMPARE_FILES):
+            raise ReportError(f"{output}: is a file of the comparison {compare_dir} that vlcl wrote; -o takes a new file (X.md or X.html)")
     if plot_dir is not None and plot_dir.exists():
         if not plot_dir.is_dir():
             raise ReportError(f"{plot_dir}: exists and is not a directory; the plots of {output.name} go there (remove it or choose another -o)")
