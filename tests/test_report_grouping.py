@@ -107,6 +107,17 @@ def test_an_incomplete_run_is_marked_in_the_html_report_and_its_plots(tmp_path, 
     assert report_plots.stage_table(incomplete_results()).rows == ["pretrained", "a", "b (not run)"]  # the heatmap's rows
 
 
+def test_an_unfinished_run_is_never_averaged_with_a_finished_one(tmp_path):
+    stopped = write_run(tmp_path / "stopped", incomplete_results())
+    done = write_run(tmp_path / "done", fake_results())  # the same config and seed, finished
+    again = write_run(tmp_path / "again", fake_results(shift=1.0))  # the same seed again: another row, not a second seed
+    out = tmp_path / "r.html"
+    assert main(["report", str(stopped), str(done), str(again), "-o", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr><td>([^<]+)</td><td class=num>(\d)</td>", page)
+    assert rows == [(f"finetune lr=0.001 [{stopped}] {MARK}", "1"), (f"finetune lr=0.001 [{done}]", "1"), (f"finetune lr=0.001 [{again}]", "1")]
+
+
 # -- 2. one table per benchmark and task metric -----------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from vlcl.report.tables import (
     final_per_class,
     format_mean_std,
     incomplete_mark,
+    is_complete,
     lookup,
     lowest_classes,
     mean_std,
@@ -67,13 +68,27 @@ class MethodRuns:
     runs: list[FoundRun]
 
 
+def _seed(run: FoundRun) -> Any:
+    config = run.results.get("config")
+    return config.get("seed") if isinstance(config, dict) else None
+
+
 def group_runs(runs: list[FoundRun]) -> list[MethodRuns]:
-    """Runs grouped as seeds of one method, in the order of their first run."""
-    groups: dict[Any, MethodRuns] = {}
+    """Runs grouped as seeds of one method, in the order of their first run. Runs given directly are seeds of one
+    method when their configs are equal but for the seed, they are all finished or all not, and their seeds differ
+    (a second run at the same seed is another row, never averaged in)."""
+    groups: list[tuple[Any, MethodRuns]] = []
     for run in runs:
-        key = ("dir", run.group) if run.group else ("config", comparison_key(run.results), config_identity(run.results))
-        groups.setdefault(key, MethodRuns(run_label(run.results), [])).runs.append(run)
-    return list(groups.values())
+        if run.group:
+            key = ("dir", run.group)
+        else:
+            key = ("config", comparison_key(run.results), config_identity(run.results), is_complete(run.results))
+        same = next((g for k, g in groups if k == key and (run.group or all(_seed(r) != _seed(run) for r in g.runs))), None)
+        if same is None:
+            same = MethodRuns(run_label(run.results), [])
+            groups.append((key, same))
+        same.runs.append(run)
+    return [g for _, g in groups]
 
 
 @dataclass
