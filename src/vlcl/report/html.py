@@ -222,8 +222,8 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str 
         "~: within the seeds' spread of the best, |mean - best mean| &lt;= std + best std.</p>",
     ]
     if any(incomplete_mark(run.results) for g in groups for run in g.runs):
-        parts.append('<p class="warn">(incomplete: k of n stages): the run stopped early; its Last, Avg and PD are after stage k, '
-                     "not the run's end.</p>")
+        parts.append('<p class="warn">(incomplete: k of n stages): the run stopped early; its numbers (Last, PD, final R@1) are those '
+                     "after stage k, not the run's end.</p>")
     warned = [label for label, group in zip(labels, groups) if any(run_warnings(run.results) for run in group.runs)]
     if warned:
         parts.append(f'<p class="warn">{_e(WARNING_MARK)}: the run has warnings (listed under Warnings at the top of the page): '

@@ -352,7 +352,8 @@ def bars_png(points: list[Point], xlabel: str) -> bytes | None:
     without values."""
     if not points:
         return None
-    figure, (ax,) = _frame(4.6, 0.3 * len(points) + 0.25, left=_text_width([p.label for p in points], 8) + TICK + 0.08, right=0.2,
+    # 5% over the measured width: long labels (an incomplete run's) were clipped by a character
+    figure, (ax,) = _frame(4.6, 0.3 * len(points) + 0.25, left=1.05 * _text_width([p.label for p in points], 8) + TICK + 0.12, right=0.2,
                            bottom=TICK + 2 * _line(8) + 0.1, top=0.1)
     y = list(range(len(points)))
     values = [p.x for p in points]

@@ -380,7 +380,7 @@ def table_footnotes(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
     """Under a leaderboard table: what the incomplete marks mean, and each warned run's warnings."""
     notes = []
     if any(incomplete_mark(r) for r in runs):
-        notes.append("(incomplete: k of n stages): the run stopped early; its Last, Avg and PD are after stage k, not the run's end.")
+        notes.append("(incomplete: k of n stages): the run stopped early; its numbers (Last, PD, final R@1) are those after stage k, not the run's end.")
     for label, results in zip(labels, runs):
         lines = warning_lines(results)
         if lines:
