@@ -115,7 +115,7 @@ def test_an_unfinished_run_is_never_averaged_with_a_finished_one(tmp_path):
     assert main(["report", str(stopped), str(done), str(again), "-o", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     rows = re.findall(r"<tr><td>([^<]+)</td><td class=num>(\d)</td>", page)
-    assert rows == [(f"finetune lr=0.001 [{stopped}] {MARK}", "1"), (f"finetune lr=0.001 [{done}]", "1"), (f"finetune lr=0.001 [{again}]", "1")]
+    assert rows == [(f"finetune lr=0.001 [stopped] {MARK}", "1"), ("finetune lr=0.001 [done]", "1"), ("finetune lr=0.001 [again]", "1")]
 
 
 # -- 2. one table per benchmark and task metric -----------------------------------------------------------------
@@ -190,7 +190,8 @@ def test_labels_show_what_differs_and_fall_back_to_the_directory():
     assert run_labels([one, two], seeds_apart=False) == ["finetune lr=0.001 train.epochs=1", "finetune lr=0.001 train.epochs=10"]
     same = fake_results()
     same["config"]["logging"] = {"tensorboard": True}  # does not change the numbers: not a difference
-    assert run_labels([one, same], ["runs/x", "runs/y"]) == ["finetune lr=0.001 [runs/x]", "finetune lr=0.001 [runs/y]"]
+    assert run_labels([one, same], ["runs/x", "runs/y"]) == ["finetune lr=0.001 [x]", "finetune lr=0.001 [y]"]
+    assert run_labels([one, same], ["a/x/seed-0", "b/x/seed-0"]) == ["finetune lr=0.001 [a/x/seed-0]", "finetune lr=0.001 [b/x/seed-0]"]
 
 
 # -- 4. warnings ------------------------------------------------------------------------------------------------

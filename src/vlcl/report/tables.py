@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +311,17 @@ def run_labels(runs: list[dict[str, Any]], names: list[str] | None = None, *, se
     differing = [k for k in keys if not in_base(k) and (seeds_apart or k != "seed") and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
     labels = [" ".join([run_label(r)] + [f"{k}={_short_value(f.get(k))}" for k in differing]) for r, f in zip(runs, flats)]
     if names and len(set(labels)) < len(labels):
+        short = [directory_name(n) for n in names]
+        names = short if len(set(short)) == len(short) else names  # runs/a/x and runs/b/x: the whole paths
         labels = [f"{label} [{name}]" if labels.count(label) > 1 else label for label, name in zip(labels, names)]
     return labels
+
+
+def directory_name(name: str) -> str:
+    """``runs/x`` -> ``x``, ``runs/x/seed-1`` -> ``x/seed-1``, ``runs/x/results.json`` -> ``x``: a run's short name."""
+    path = Path(name)
+    path = path.parent if path.name == "results.json" else path
+    return f"{path.parent.name}/{path.name}" if re.match(r"^seed-\d+$", path.name) and path.parent.name else path.name or name
 
 
 COMPARISON_COLUMNS: tuple[tuple[str, bool], ...] = (
