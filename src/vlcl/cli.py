@@ -190,7 +190,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Markdown (printed, or ``-o X.md``) or a self-contained HTML page with plots (``-o X.html``, PNGs beside it in
     ``X_plots/``) of run directories and comparison directories (each standing for its finished runs). An ``-o``
-    that cannot be written whole is refused in one line before anything is read or written."""
+    that cannot be written whole is refused in one line before anything is written."""
     from vlcl.report import comparison_markdown
     from vlcl.report.files import ReportError, check_output, find_runs
 
