@@ -166,7 +166,8 @@ def test_markdown_stays_and_a_comparison_directory_expands(tmp_path, capsys):
     cmp = seeded_compare_dir(tmp_path)
     assert main(["report", str(cmp), "-o", str(tmp_path / "board.md")]) == 0
     text = (tmp_path / "board.md").read_text()
-    assert text.count("| finetune lr=0.001 |") == 2 and text.count("### ") == 4 and "<" not in text
+    assert "| finetune lr=0.001 seed=0 |" in text and "| finetune lr=0.001 seed=1 |" in text  # one row per run: the seed tells them apart
+    assert text.count("### ") == 4 and "<" not in text
     capsys.readouterr()
     assert main(["report", str(cmp / "lwf" / "seed-1")]) == 0
     assert "| a | 66.0 | 15.0 | 78.4 | 84.0 |" in capsys.readouterr().out

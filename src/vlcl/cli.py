@@ -189,12 +189,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Markdown (printed, or ``-o X.md``) or a self-contained HTML page with plots (``-o X.html``, PNGs beside it in
-    ``X_plots/``) of run directories and comparison directories (each standing for its finished runs)."""
-    from vlcl.report import comparison_markdown, markdown_report
-    from vlcl.report.files import ReportError, find_runs
+    ``X_plots/``) of run directories and comparison directories (each standing for its finished runs). An ``-o``
+    that cannot be written whole is refused in one line before anything is written."""
+    from vlcl.report import comparison_markdown
+    from vlcl.report.files import ReportError, check_output, find_runs
 
-    if args.output and Path(args.output).is_dir():
-        raise CliError(f"{args.output}: is a directory; -o takes the Markdown file to write (X.md) or the HTML page (X.html)")
+    if args.output:
+        check_output(args.output)
     if args.output and Path(args.output).suffix.lower() in (".html", ".htm"):
         from vlcl.report.html import report_paths
 
@@ -204,21 +205,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     found, notes = find_runs(args.run_dirs)
     for note in notes:
         print(f"vlcl: {note}", file=sys.stderr)
-    runs = []
-    for run in found:
-        try:
-            markdown_report(run.results)
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise ReportError(f"{run.name}: results.json lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
-        runs.append(run.results)
-    text = comparison_markdown(runs)
+    try:
+        text = comparison_markdown([run.results for run in found], [run.name for run in found])
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        bad = next((run for run in found if _unreportable(comparison_markdown, run.results)), None)
+        where = f"{bad.name}: results.json" if bad else "the runs' results"
+        raise ReportError(f"{where} lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
     if args.output:
         from vlcl.engine.checkpoint import atomic_write_text
 
+        check_output(args.output, found)
         atomic_write_text(args.output, text)
     else:
         print(text)
     return 0
+
+
+def _unreportable(render: Any, results: dict) -> bool:
+    """Whether ``render([results])`` fails on a malformed results dict (to name the run that does)."""
+    try:
+        render([results])
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+        return True
+    return False
 
 
 def cmd_methods(args: argparse.Namespace) -> int:

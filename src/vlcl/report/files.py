@@ -69,6 +69,98 @@ def check_stage_metrics(results: dict[str, Any], path: str | Path) -> None:
             values = metrics.get(kind, {}).get(name) if isinstance(metrics.get(kind), dict) else None
             if not isinstance(values, dict) or key not in values or not (values[key] is None or _is_number(values[key])):
                 raise ReportError(f"{where} has no number at metrics.{kind}.{name}.{key}")
+        if "per_class" in stage:
+            check_per_class(stage["per_class"], where)
+    check_warnings(results, path)
+
+
+WARNING_FIELDS: dict[str, tuple[type, ...]] = {"kind": (str,), "message": (str,), "stage": (int, type(None)), "set": (str, type(None))}
+"""The fields of one entry of results.json's ``warnings`` and their types (``stage``/``set``: null when the warning
+is about the whole run)."""
+
+
+def check_warnings(results: dict[str, Any], path: str | Path) -> None:
+    """``warnings``, where present: a list of ``{"kind", "message", "stage", "set"}`` (:data:`WARNING_FIELDS`); a
+    report must not drop a warning it cannot read, so a malformed one is a :class:`ReportError` naming it."""
+    if "warnings" not in results:
+        return
+    warnings = results["warnings"]
+    if not isinstance(warnings, list):
+        raise ReportError(f"{path}: 'warnings' is a {type(warnings).__name__}, expected a list of {{kind, message, stage, set}}")
+    for i, warning in enumerate(warnings):
+        if not isinstance(warning, dict):
+            raise ReportError(f"{path}: warnings[{i}] is a {type(warning).__name__}, expected an object {{kind, message, stage, set}}")
+        for field, kinds in WARNING_FIELDS.items():
+            value = warning.get(field)
+            if (field in ("kind", "message") and field not in warning) or not isinstance(value, kinds) or isinstance(value, bool):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise ReportError(f"{path}: warnings[{i}].{field} is {json_kind(value) if field in warning else 'missing'}, expected {expected}")
+
+
+def json_kind(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def check_per_class(per_class: Any, where: str) -> None:
+    """``per_class`` of a stage: ``{set: {"classes": [str], "support": [int], "top1": [number|null], "confusion":
+    [[int]] (optional, classes x classes)}}``, lengths agreeing; else a :class:`ReportError` naming the set."""
+    if not isinstance(per_class, dict):
+        raise ReportError(f"{where}: 'per_class' is {json_kind(per_class)}, expected an object by set")
+    for name, entry in per_class.items():
+        at = f"{where}: per_class.{name}"
+        if not isinstance(entry, dict):
+            raise ReportError(f"{at} is {json_kind(entry)}, expected an object with classes, support, top1")
+        classes = entry.get("classes")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise ReportError(f"{at}.classes is not a non-empty list of class names")
+        n = len(classes)
+        for field, ok in (("support", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                          ("top1", lambda v: v is None or _is_number(v))):
+            values = entry.get(field)
+            if not isinstance(values, list) or len(values) != n or not all(ok(v) for v in values):
+                raise ReportError(f"{at}.{field} is not a list of {n} {'counts' if field == 'support' else 'numbers'} (one per class)")
+        confusion = entry.get("confusion")
+        if confusion is not None and (
+            not isinstance(confusion, list) or len(confusion) != n
+            or not all(isinstance(row, list) and len(row) == n and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row) for row in confusion)
+        ):
+            raise ReportError(f"{at}.confusion is not a {n} x {n} matrix of counts (rows: true class, columns: predicted)")
+
+
+RUN_FILES = ("results.json", "config.yaml", "log.jsonl", "metrics.csv", "data_fingerprint.json")
+"""What ``vlcl run`` writes into a run directory besides its report: never overwritten by ``vlcl report -o``."""
+COMPARE_FILES = ("leaderboard.md", "leaderboard.csv", "timeline.jsonl")
+"""What ``vlcl compare`` writes into its directory besides its report."""
+
+
+def check_output(output: str | Path, runs: list["FoundRun"] = (), plot_dir: Path | None = None) -> None:
+    """Refuse, before anything is computed or written, an ``-o`` that cannot be written as a whole: a directory, a
+    file inside something that is not a directory, an unwritable folder, a file that a run or comparison of the
+    report wrote (:data:`RUN_FILES`, :data:`COMPARE_FILES`), or (HTML) a plot folder that exists as something else
+    or is not writable."""
+    import os
+
+    output = Path(output)
+    if output.is_dir():
+        raise ReportError(f"{output}: is a directory; -o takes the Markdown file to write (X.md) or the HTML page (X.html)")
+    parent = next((p for p in [output.parent, *output.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ReportError(f"{output}: cannot be written, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ReportError(f"{output}: cannot be written, the folder {parent} is not writable")
+    target = output.resolve()
+    for run in runs:
+        folder = run.path if run.path.is_dir() else run.path.parent
+        if any(target == (folder / name).resolve() for name in RUN_FILES):
+            raise ReportError(f"{output}: is a file of the run {run.name} that vlcl wrote; -o takes a new file (X.md or X.html)")
+        compare_dir = Path(run.group).parent if run.group else None
+        if compare_dir and any(target == (compare_dir / name).resolve() for name in COMPARE_FILES):
+            raise ReportError(f"{output}: is a file of the comparison {compare_dir} that vlcl wrote; -o takes a new file (X.md or X.html)")
+    if plot_dir is not None and plot_dir.exists():
+        if not plot_dir.is_dir():
+            raise ReportError(f"{plot_dir}: exists and is not a directory; the plots of {output.name} go there (remove it or choose another -o)")
+        if not os.access(plot_dir, os.W_OK | os.X_OK):
+            raise ReportError(f"{plot_dir}: the plot folder of {output.name} is not writable")
 
 
 @dataclass

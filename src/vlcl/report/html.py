@@ -25,17 +25,28 @@ from pathlib import Path
 from typing import Any
 
 from vlcl.report import plots
-from vlcl.report.files import FoundRun, ReportError, find_runs
+from vlcl.report.files import FoundRun, ReportError, check_output, find_runs
 from vlcl.report.tables import (
     COMPARISON_COLUMNS,
+    WARNING_MARK,
+    comparison_key,
     comparison_values,
+    config_identity,
+    final_per_class,
     format_mean_std,
+    incomplete_mark,
+    is_complete,
     lookup,
+    lowest_classes,
     mean_std,
     run_label,
+    run_labels,
+    run_warnings,
     seeded_comparison,
     stage_rows,
     summary_rows,
+    table_groups,
+    warning_lines,
 )
 
 REPORT_NAME = "report.html"
@@ -50,20 +61,34 @@ def plot_dir_for(page: str | Path) -> Path:
 
 @dataclass
 class MethodRuns:
-    """The runs of one method (its seeds): a comparison's method directory, or runs given directly that share a
-    run label (:func:`vlcl.report.tables.run_label`) and benchmark."""
+    """The runs of one method (its seeds): a comparison's method directory, or runs given directly whose configs
+    are equal but for the seed (:func:`vlcl.report.tables.config_identity`)."""
 
     label: str
     runs: list[FoundRun]
 
 
+def _seed(run: FoundRun) -> Any:
+    config = run.results.get("config")
+    return config.get("seed") if isinstance(config, dict) else None
+
+
 def group_runs(runs: list[FoundRun]) -> list[MethodRuns]:
-    """Runs grouped as seeds of one method, in the order of their first run."""
-    groups: dict[Any, MethodRuns] = {}
+    """Runs grouped as seeds of one method, in the order of their first run. Runs given directly are seeds of one
+    method when their configs are equal but for the seed, they are all finished or all not, and their seeds differ
+    (a second run at the same seed is another row, never averaged in)."""
+    groups: list[tuple[Any, MethodRuns]] = []
     for run in runs:
-        key = ("dir", run.group) if run.group else ("label", run.results["benchmark"], run_label(run.results))
-        groups.setdefault(key, MethodRuns(run_label(run.results), [])).runs.append(run)
-    return list(groups.values())
+        if run.group:
+            key = ("dir", run.group)
+        else:
+            key = ("config", comparison_key(run.results), config_identity(run.results), is_complete(run.results))
+        same = next((g for k, g in groups if k == key and (run.group or all(_seed(r) != _seed(run) for r in g.runs))), None)
+        if same is None:
+            same = MethodRuns(run_label(run.results), [])
+            groups.append((key, same))
+        same.runs.append(run)
+    return [g for _, g in groups]
 
 
 @dataclass
@@ -135,6 +160,7 @@ th{background:#f1f1f1}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .plots{display:flex;flex-wrap:wrap;gap:14px 22px;align-items:flex-start;margin:.6em 0}
 figure{margin:0;max-width:calc(50% - 11px)}@media (max-width:900px){figure{max-width:100%}}figure img{max-width:100%;height:auto;border:1px solid #eee;display:block}
 figcaption{font-size:.82em;color:#555;max-width:600px;margin-top:3px}.file{color:#888}
+.warnbox{border:2px solid #a33;background:#fff4f4;border-radius:4px;padding:.2em .9em;margin:.8em 0}.warnbox h2{color:#a33;border:0;margin-top:.3em}
 .meta,.note,.missing{font-size:.88em;color:#555}.missing{font-style:italic}.warn{color:#a33;font-weight:bold}
 details{border:1px solid #ddd;border-radius:4px;padding:.3em .8em;margin:.6em 0}summary{cursor:pointer;padding:.2em 0}
 pre{background:#f7f7f7;padding:.6em;font-size:.8em;overflow-x:auto;max-height:28em}code{font-size:.92em}
@@ -158,15 +184,23 @@ def _plasticity(results: dict[str, Any]) -> float | None:
     return plots._number(value)
 
 
-def _leaderboard_section(groups: list[MethodRuns], sink: Plots) -> str:
-    names, rows = seeded_comparison([[run.results for run in group.runs] for group in groups])
-    labels = [row["label"] for row in rows]
-    benchmarks = {group.runs[0].results["benchmark"] for group in groups}
-    if len(set(labels)) < len(labels) or len(benchmarks) > 1:  # keep rows apart: the method directory or the benchmark
-        labels = [
-            f"{row['label']} ({group.runs[0].results['benchmark']})" if len(benchmarks) > 1 else f"{row['label']} [{Path(group.runs[0].name).parts[0]}]"
-            for row, group in zip(rows, groups)
-        ]
+def _group_name(group: MethodRuns) -> str:
+    """How a label names a method where two would collide: its comparison's method directory, or the run's name."""
+    first = group.runs[0]
+    return Path(first.name).parts[0] if first.group else first.name
+
+
+def _group_label(label: str, group: MethodRuns) -> str:
+    """A leaderboard label with the incomplete mark of the method's first unfinished run and the warning mark."""
+    mark = next((incomplete_mark(run.results) for run in group.runs if incomplete_mark(run.results)), "")
+    warned = any(run_warnings(run.results) for run in group.runs)
+    return label + (f" {mark}" if mark else "") + (f" {WARNING_MARK}" if warned else "")
+
+
+def _leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str = "Leaderboard", anchor: str = "leaderboard",
+                         plot_prefix: str = "leaderboard") -> str:
+    names, rows = seeded_comparison([[run.results for run in group.runs] for group in groups], [_group_name(g) for g in groups])
+    labels = [_group_label(row["label"], group) for row, group in zip(rows, groups)]
     body = []
     for label, row, group in zip(labels, rows, groups):
         cells = []
@@ -178,7 +212,7 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots) -> str:
     metrics = {r.results.get("task_metric", "mean_R@1") for g in groups for r in g.runs}
     metric = "top-1" if metrics == {"top1"} else "mean R@1" if metrics == {"mean_R@1"} else "the task metric"
     parts = [
-        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        f'<section id="{_e(anchor)}"><h2>{_e(heading)}</h2>',
         f'<p class="meta">{len(groups)} method(s), {sum(len(g.runs) for g in groups)} run(s). Last, Avg, Transfer, BWT, '
         f"forgetting: {_e(metric)} (%) of the stage x task matrix; zero-shot PD: pre-trained minus final zero-shot top-1, "
         "mean over the zero-shot sets.</p>",
@@ -187,6 +221,13 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots) -> str:
         "<strong>Bold</strong>: the column's best mean (highest; lowest for forgetting and zero-shot PD). "
         "~: within the seeds' spread of the best, |mean - best mean| &lt;= std + best std.</p>",
     ]
+    if any(incomplete_mark(run.results) for g in groups for run in g.runs):
+        parts.append('<p class="warn">(incomplete: k of n stages): the run stopped early; its numbers (Last, PD, final R@1) are those '
+                     "after stage k, not the run's end.</p>")
+    warned = [label for label, group in zip(labels, groups) if any(run_warnings(run.results) for run in group.runs)]
+    if warned:
+        parts.append(f'<p class="warn">{_e(WARNING_MARK)}: the run has warnings (listed under Warnings at the top of the page): '
+                     f"{_e('; '.join(warned))}.</p>")
     forgetting, last, pd = _column("forgetting"), _column("Last"), _column("zero-shot PD (mean)")
     scatter, left_out = [], []
     for i, (label, row, group) in enumerate(zip(labels, rows, groups)):
@@ -198,15 +239,15 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots) -> str:
         scatter.append(plots.Point(label, x_mean, x_std, y[0], y[1], colour=i))
     left = f" Left out (no plasticity or forgetting, e.g. joint training): {', '.join(left_out)}." if left_out and scatter else ""
     figures = [sink.figure(
-        "leaderboard_plasticity_forgetting", "Plasticity against forgetting",
+        f"{plot_prefix}_plasticity_forgetting", "Plasticity against forgetting",
         plots.tradeoff_png(scatter, f"forgetting ({metric}, %, lower is better)", f"plasticity ({metric}, %: mean of the diagonal)"),
         f"Plasticity (each task right after learning it) against forgetting (best minus final), one point per method, "
         f"error bars: std over seeds.{left}",
         "no method has both plasticity and forgetting (they need one stage per task)",
     )]
     for index, name, title, axis, what in (
-        (last, "leaderboard_last", "Last", f"Last ({metric}, %)", "Mean of the final row of the stage x task matrix"),
-        (pd, "leaderboard_zeroshot_pd", "Zero-shot PD", "zero-shot PD (mean, %, lower is better)",
+        (last, f"{plot_prefix}_last", "Last", f"Last ({metric}, %)", "Mean of the final row of the stage x task matrix"),
+        (pd, f"{plot_prefix}_zeroshot_pd", "Zero-shot PD", "zero-shot PD (mean, %, lower is better)",
          "Pre-trained minus final zero-shot top-1, mean over the zero-shot sets"),
     ):
         bars = [
@@ -295,31 +336,37 @@ def _run_slug(run: FoundRun) -> str:
     return _slug(f"{folder.parent.name}_{folder.name}" if re.match(r"^seed-\d+$", folder.name) else folder.name)
 
 
-def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | None, open_: bool, anchor: str) -> str:
+def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | None, open_: bool, anchor: str, label: str | None = None) -> str:
     results = run.results
     stages_done = len(results["stages"]) - 1
     stages_total = len(results.get("stage_names") or []) or stages_done
     complete = bool(results["summary"].get("complete"))
     seed = results.get("config", {}).get("seed") if isinstance(results.get("config"), dict) else None
-    headline = f"{run_label(results)} on {results['benchmark']}" + (f", seed {seed}" if seed is not None else "")
+    mark = incomplete_mark(results)
+    headline = f"{label or run_label(results)} on {results['benchmark']}" + (f", seed {seed}" if seed is not None else "") + (f" {mark}" if mark else "")
     parts = [
         f'<details id="{_e(anchor)}"{" open" if open_ else ""}><summary><h3>{_e(headline)}</h3> <span class="meta">{_e(run.name)}</span></summary>',
         f'<p class="meta">Run directory: <code>{_e(run.path)}</code>. {stages_done} of {stages_total} stage(s) evaluated after training'
         + ("" if complete else ' - <span class="warn">incomplete run</span>') + ".</p>",
     ]
+    warnings = warning_lines(results)
+    if warnings:
+        parts.append(f'<div class="warnbox"><strong>Warnings ({len(warnings)})</strong><ul>'
+                     + "".join(f"<li>{_e(line)}</li>" for line in warnings) + "</ul></div>")
     metric = plots.task_metric_label(results)
+    titled = (lambda title: f"{title} {mark}") if mark else (lambda title: title)
     if draw:
         slug = _run_slug(run)
         figures = [
-            sink.figure(f"{slug}_heatmap", "Stage x task", plots.heatmap_png(results),
+            sink.figure(f"{slug}_heatmap", titled("Stage x task"), plots.heatmap_png(results),
                         f"{metric} of every task's test split (columns) after each stage (rows; pretrained: before any "
                         "training); outlined: the stage that trained the task.", "the run has no tasks"),
-            sink.figure(f"{slug}_tasks", "Per-task curves", plots.task_curves_png(results),
+            sink.figure(f"{slug}_tasks", titled("Per-task curves"), plots.task_curves_png(results),
                         f"{metric} of each task over the stages; star: the stage that trained it.", "the run has no task numbers"),
-            sink.figure(f"{slug}_zeroshot", "Zero-shot retention", plots.retention_png(results),
+            sink.figure(f"{slug}_zeroshot", titled("Zero-shot retention"), plots.retention_png(results),
                         "Zero-shot top-1 of each zero-shot set (solid) and mean R@1 of each held-out retrieval set (dashed) over the stages.",
                         "the run has no zero-shot or held-out evaluation sets"),
-            sink.figure(f"{slug}_alignment", "Alignment", plots.alignment_png(results),
+            sink.figure(f"{slug}_alignment", titled("Alignment"), plots.alignment_png(results),
                         "Mean cosine of matched image-text pairs and the modality gap (distance between the image and text "
                         "embedding centroids) of each set over the stages.",
                         "the run's results hold no alignment diagnostics (metrics.alignment)"),
@@ -334,12 +381,64 @@ def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | No
         f'<p class="meta">{_e(metric)}; held-out sets: mean R@1; zero-shot sets: top-1. Rows: evaluation after each stage.</p>',
         _table(header, rows),
         _table(["summary", "value"], [list(r) for r in summary_rows(results)]),
+        _per_class(results, sink, _run_slug(run) if draw else None, mark),
         "<h4>Timings</h4>", _timings(results),
         "<h4>Data problems skipped</h4>", _data_problems(results),
         "<h4>Config</h4>", _config(results),
         "</details>",
     ]
     return "\n".join(parts)
+
+
+def _per_class(results: dict[str, Any], sink: Plots, slug: str | None, mark: str) -> str:
+    """Per-class top-1 of every set of the last evaluated stage (lowest first), and, where drawn (``slug``), each
+    set's confusion matrix up to :data:`vlcl.report.plots.MAX_CONFUSION_CLASSES` classes."""
+    stage, per_class = final_per_class(results)
+    if not per_class:
+        return ""
+    parts = [f"<h4>Per-class top-1 after {_e(stage)}{_e(' ' + mark) if mark else ''}</h4>"]
+    figures = []
+    for name, entry in per_class.items():
+        rows = [[c, str(n), "-" if v is None else f"{v:.1f}"] for c, n, v in lowest_classes(entry)]
+        parts.append(f'<p class="meta">{_e(name)}: {len(rows)} classes, lowest top-1 first.</p>'
+                     + _table(["class", "test images", "top-1 (%)"], rows))
+        if slug is None:
+            continue
+        classes, confusion = entry["classes"], entry.get("confusion")
+        why = ("the results hold no confusion matrix for this set" if not confusion
+               else f"{len(classes)} classes, more than the {plots.MAX_CONFUSION_CLASSES} a readable matrix has")
+        figures.append(sink.figure(
+            f"{slug}_confusion_{name}", f"Confusion matrix of {name}{' ' + mark if mark else ''}", plots.confusion_png(classes, confusion),
+            f"Test images of {name} after {stage}: rows the true class, columns the predicted one; colour: share of the true class (%).",
+            why,
+        ))
+    if figures:
+        parts.append('<div class="plots">' + "".join(figures) + "</div>")
+    return "\n".join(parts)
+
+
+def _warnings_section(groups: list[MethodRuns]) -> str:
+    """Every run's warnings at the top of the page (a warned number must not be read without them)."""
+    items = [(run.name, line) for group in groups for run in group.runs for line in warning_lines(run.results)]
+    if not items:
+        return ""
+    return ('<section id="warnings" class="warnbox"><h2>Warnings</h2><ul>'
+            + "".join(f"<li><strong>{_e(name)}</strong>: {_e(line)}</li>" for name, line in items) + "</ul></section>")
+
+
+def _method_labels(groups: list[MethodRuns]) -> list[str]:
+    """Each method's label, telling it apart from the other methods of its table (:func:`run_labels`)."""
+    labels = [""] * len(groups)
+    for _, indices in table_groups([comparison_key(g.runs[0].results) for g in groups]):
+        chosen = [groups[i] for i in indices]
+        for i, label in zip(indices, run_labels([g.runs[0].results for g in chosen], [_group_name(g) for g in chosen], seeds_apart=False)):
+            labels[i] = label
+    return labels
+
+
+def _tables(groups: list[MethodRuns]) -> list[tuple[str, list[MethodRuns]]]:
+    """The leaderboards: (heading, methods) per benchmark, task metric and task list (:func:`table_groups`)."""
+    return [(heading, [groups[i] for i in indices]) for heading, indices in table_groups([comparison_key(g.runs[0].results) for g in groups])]
 
 
 # -- the page -------------------------------------------------------------------------------------------------
@@ -377,16 +476,25 @@ def render_report(groups: list[MethodRuns], *, plot_folder: str, inputs: list[st
     for command in _compare_commands(inputs):
         parts.append(f"<p class=\"meta\">Comparison made with:</p><pre>{_e(command)}</pre>")
     parts += [f'<p class="note">{_e(note)}</p>' for note in notes]
+    parts.append(_warnings_section(groups))
     if across:
-        parts.append(_leaderboard(groups, sink))
+        tables = _tables(groups)
+        for k, (heading, members) in enumerate(tables):
+            single = len(tables) == 1
+            parts.append(_leaderboard(
+                members, sink, heading=f"Leaderboard: {heading}", anchor="leaderboard" if k == 0 else f"leaderboard-{k + 1}",
+                plot_prefix="leaderboard" if single else f"leaderboard_{_slug(heading.split(':')[0])}_{k + 1}",
+            ))
     parts.append('<section id="runs"><h2>Runs</h2>')
     if any(len(g.runs) > 1 for g in groups):
         parts.append('<p class="note">Methods run at several seeds: the plots are drawn for the first seed of each method; '
                      "every seed has its numbers, timings, data problems and config.</p>")
+    labels = _method_labels(groups)
     for g, group in enumerate(groups):
         for s, run in enumerate(group.runs):
             try:
-                parts.append(_run_section(run, sink, draw=s == 0, first_seed=group.runs[0].name, open_=g == s == 0, anchor=f"run-{g}-{s}"))
+                parts.append(_run_section(run, sink, draw=s == 0, first_seed=group.runs[0].name, open_=g == s == 0, anchor=f"run-{g}-{s}",
+                                          label=labels[g]))
             except ReportError:
                 raise
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
@@ -400,7 +508,7 @@ def _lacks(run: FoundRun, exc: BaseException) -> ReportError:
     return ReportError(f"{path}: lacks what a report needs ({type(exc).__name__}: {exc})")
 
 
-def _leaderboard(groups: list[MethodRuns], sink: Plots) -> str:
+def _leaderboard(groups: list[MethodRuns], sink: Plots, **section: str) -> str:
     for group in groups:  # what the leaderboard reads, run by run, so that a failure names the file
         for run in group.runs:
             try:
@@ -409,7 +517,7 @@ def _leaderboard(groups: list[MethodRuns], sink: Plots) -> str:
                 mean_std([run.results.get("timings", {}).get("train_seconds")])
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
                 raise _lacks(run, exc) from None
-    return _leaderboard_section(groups, sink)
+    return _leaderboard_section(groups, sink, **section)
 
 
 def write_html_report(
@@ -420,11 +528,10 @@ def write_html_report(
 
     started = time.perf_counter()
     output = Path(output)
-    if output.is_dir():
-        raise ReportError(f"{output}: is a directory; -o takes the HTML page to write")
     if not groups:
         raise ReportError("no runs to report")
     folder = plot_dir_for(output)
+    check_output(output, [run for group in groups for run in group.runs], folder)
     inputs = inputs if inputs is not None else [run.name for group in groups for run in group.runs]
     page, files = render_report(groups, plot_folder=folder.name, inputs=inputs, notes=list(notes), across=across)
     written = []

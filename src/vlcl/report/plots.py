@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vlcl.report.tables import lookup
+from vlcl.report.tables import lookup, stages_not_run
 
 DPI = 80
 """Pixels per inch of the PNGs: a 7-inch-wide plot is 560 pixels, sharp enough on a page and quick to draw."""
@@ -126,19 +126,26 @@ class StageTable:
     trained: list[set[str]]
 
 
+def stage_axis(results: dict[str, Any]) -> list[str]:
+    """The stages a plot runs over: every evaluated one, then an unfinished run's planned stages as ``b (not run)``,
+    so that a plot of an incomplete run shows where it stopped (its PNG stands alone on a slide)."""
+    return [s["name"] for s in results["stages"]] + [f"{name} (not run)" for name in stages_not_run(results)]
+
+
 def stage_table(results: dict[str, Any]) -> StageTable:
     kind, key = ("zeroshot", "top1") if results.get("task_metric") == "top1" else ("retrieval", "mean_R@1")
     stages = results["stages"]
+    missing = len(stages_not_run(results))
     return StageTable(
-        rows=[s["name"] for s in stages],
+        rows=stage_axis(results),
         tasks=list(results["tasks"]),
-        values=[[_number(lookup(s["metrics"], kind, t, key)) for t in results["tasks"]] for s in stages],
-        trained=[set(s.get("trained_on") or []) for s in stages],
+        values=[[_number(lookup(s["metrics"], kind, t, key)) for t in results["tasks"]] for s in stages] + [[None] * len(results["tasks"])] * missing,
+        trained=[set(s.get("trained_on") or []) for s in stages] + [set() for _ in range(missing)],
     )
 
 
 def _series(results: dict[str, Any], *keys: str) -> list[float | None]:
-    return [_number(lookup(stage["metrics"], *keys)) for stage in results["stages"]]
+    return [_number(lookup(stage["metrics"], *keys)) for stage in results["stages"]] + [None] * len(stages_not_run(results))
 
 
 def _present(values: list[float | None]) -> bool:
@@ -256,7 +263,7 @@ def retention_png(results: dict[str, Any]) -> bytes | None:
     lines = [line for line in lines if _present(line[2])]
     if not lines:
         return None
-    rows = [s["name"] for s in results["stages"]]
+    rows = stage_axis(results)
     figure, ax, rotated = _lines_figure(rows, [label for label, _, _ in lines])
     for i, (label, style, values) in enumerate(lines):
         ax.plot(range(len(rows)), [math.nan if v is None else v for v in values], style, marker="o", markersize=3, linewidth=1.4,
@@ -286,7 +293,7 @@ def alignment_png(results: dict[str, Any]) -> bytes | None:
     sets = alignment_sets(results)
     if not sets:
         return None
-    rows = [s["name"] for s in results["stages"]]
+    rows = stage_axis(results)
     size = (3.6, 2.3)
     left, bottom, rotated = _stage_margins(rows, size[0])
     figure, axes = _frame(*size, left=left, right=_legend_width(sets), bottom=bottom, top=_line(9) + 0.08, count=2, gap=left + 0.15)
@@ -345,7 +352,8 @@ def bars_png(points: list[Point], xlabel: str) -> bytes | None:
     without values."""
     if not points:
         return None
-    figure, (ax,) = _frame(4.6, 0.3 * len(points) + 0.25, left=_text_width([p.label for p in points], 8) + TICK + 0.08, right=0.2,
+    # 5% over the measured width: long labels (an incomplete run's) were clipped by a character
+    figure, (ax,) = _frame(4.6, 0.3 * len(points) + 0.25, left=1.05 * _text_width([p.label for p in points], 8) + TICK + 0.12, right=0.2,
                            bottom=TICK + 2 * _line(8) + 0.1, top=0.1)
     y = list(range(len(points)))
     values = [p.x for p in points]
@@ -364,4 +372,46 @@ def bars_png(points: list[Point], xlabel: str) -> bytes | None:
     ax.set_xlabel(xlabel, fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(True, axis="x", alpha=0.3)
+    return _png(figure)
+
+
+MAX_CONFUSION_CLASSES = 30
+"""The most classes a set may have for its confusion matrix to be drawn (more: unreadable cells; the page says so)."""
+
+
+def confusion_png(classes: list[str], confusion: list[list[int]] | None) -> bytes | None:
+    """The confusion matrix of one set (rows: true class, columns: predicted), coloured by the share of each true
+    class (row-normalised, %), cells annotated with counts up to 15 classes; None without a matrix or with more than
+    :data:`MAX_CONFUSION_CLASSES` classes."""
+    if not confusion or len(classes) > MAX_CONFUSION_CLASSES:
+        return None
+    import numpy as np
+
+    counts = np.array(confusion, dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(100 * counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    n = len(classes)
+    cell = 0.34 if n <= 15 else 0.2
+    size = 7 if n <= 15 else 5
+    below, reach, rotated = _xlabels(classes, cell, size)
+    left = max(_line(8) + _text_width(classes, size) + TICK + 0.06, reach - cell / 2 + 0.08)
+    colourbar_width = 0.12 + 0.14 + TICK + _text_width(["100"], 7) + _line(8) + 0.08
+    figure, (ax,) = _frame(cell * n, cell * n, left=left, right=colourbar_width, bottom=below + _line(8) + 0.1, top=0.1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    if n <= 15:
+        for r in range(n):
+            for c in range(n):
+                ax.text(c, r, f"{int(counts[r, c])}", ha="center", va="center", fontsize=size, color="white" if shares[r, c] > 60 else "black")
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(classes, rotation=ROTATION if rotated else 0, ha="right" if rotated else "center",
+                       rotation_mode="anchor" if rotated else "default", fontsize=size)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(classes, fontsize=size)
+    ax.set_xlabel("predicted class", fontsize=8)
+    ax.set_ylabel("true class", fontsize=8)
+    width, _ = figure.get_size_inches()
+    box = ax.get_position()
+    colourbar = figure.colorbar(image, cax=figure.add_axes((box.x1 + 0.12 / width, box.y0, 0.14 / width, box.height)))
+    colourbar.set_label("% of the true class", fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
     return _png(figure)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,10 +28,109 @@ def stage_rows(results: dict[str, Any], key: str = "mean_R@1") -> tuple[list[str
             cells = [m["retrieval"][t][key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
         cells += [m["zeroshot"][z]["top1"] for z in zs]
         rows.append([record["name"]] + [_fmt(c) for c in cells])
+    rows += [[f"{name} (not run)"] + ["-"] * (len(header) - 1) for name in stages_not_run(results)]
     return header, rows
 
 
+# -- complete or not ---------------------------------------------------------------------------------------
+
+
+def completion(results: dict[str, Any]) -> tuple[int, int]:
+    """(stages trained and evaluated, stages planned): ``stages`` holds the pre-trained evaluation and one record per
+    finished stage, ``stage_names`` every stage of the run (older results without it: the stages recorded)."""
+    done = max(len(results.get("stages") or []) - 1, 0)
+    names = results.get("stage_names")
+    return done, max(len(names), done) if isinstance(names, list) and names else done
+
+
+def is_complete(results: dict[str, Any]) -> bool:
+    """``summary.complete`` where recorded (vlcl run writes it), else whether every planned stage was evaluated."""
+    recorded = results.get("summary", {}).get("complete") if isinstance(results.get("summary"), dict) else None
+    if isinstance(recorded, bool):
+        return recorded
+    done, total = completion(results)
+    return done >= total
+
+
+def incomplete_mark(results: dict[str, Any]) -> str:
+    """``(incomplete: 1 of 2 stages)`` for a run that stopped early, ``""`` for a finished one: every place that shows
+    an unfinished run's numbers carries it, since its "Last" is the last stage it reached, not the run's end."""
+    if is_complete(results):
+        return ""
+    done, total = completion(results)
+    return f"(incomplete: {done} of {total} stages)"
+
+
+def stages_not_run(results: dict[str, Any]) -> list[str]:
+    """The planned stages of an unfinished run that have no evaluation, in order."""
+    names = results.get("stage_names")
+    if not isinstance(names, list) or is_complete(results):
+        return []
+    done, _ = completion(results)
+    return [str(n) for n in names[done:]]
+
+
+# -- warnings ----------------------------------------------------------------------------------------------
+
+
+def run_warnings(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """``results["warnings"]`` (absent in older results: none); :func:`vlcl.report.files.check_warnings` has
+    checked its form."""
+    warnings = results.get("warnings")
+    return list(warnings) if isinstance(warnings, list) else []
+
+
+def warning_text(warning: dict[str, Any], stage_names: list[str] | None = None) -> str:
+    """``loss_flat, stage 1 (b), set b: the loss ...``: kind, where (when known) and the message."""
+    where = []
+    stage = warning.get("stage")
+    if isinstance(stage, int) and not isinstance(stage, bool):
+        name = stage_names[stage] if stage_names and 0 <= stage < len(stage_names) else None
+        where.append(f"stage {stage}" + (f" ({name})" if name else ""))
+    if warning.get("set"):
+        where.append(f"set {warning['set']}")
+    return ", ".join([str(warning.get("kind", "warning")), *where]) + f": {warning.get('message', '')}"
+
+
+def warning_lines(results: dict[str, Any]) -> list[str]:
+    names = results.get("stage_names") if isinstance(results.get("stage_names"), list) else None
+    return [warning_text(w, names) for w in run_warnings(results)]
+
+
+WARNING_MARK = "!"
+"""Put after the label of a leaderboard row whose run has warnings (explained in a footnote under the table)."""
+
+
+# -- per-class top-1 ---------------------------------------------------------------------------------------
+
+
+def final_per_class(results: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(name of the last evaluated stage, its ``per_class`` by set); ``{}`` where the stage holds none."""
+    stage = results["stages"][-1]
+    per_class = stage.get("per_class") if isinstance(stage, dict) else None
+    return str(stage.get("name")), per_class if isinstance(per_class, dict) else {}
+
+
+def lowest_classes(entry: dict[str, Any]) -> list[tuple[str, int, float | None]]:
+    """(class, support, top-1) of one set, lowest top-1 first (classes without a number last, then by name order)."""
+    rows = list(zip(entry["classes"], entry["support"], entry["top1"]))
+    return sorted(rows, key=lambda r: (r[2] is None, r[2] if r[2] is not None else 0.0))
+
+
+MARKDOWN_PER_CLASS_ROWS = 10
+"""Classes per set in the Markdown report's per-class table (the lowest; the HTML page has them all)."""
+
+
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) of the summary; an unfinished run's rows say so (its "last"/"final" are where it stopped)."""
+    rows = _summary_rows(results)
+    mark = incomplete_mark(results)
+    if not mark:
+        return rows
+    return [(name.replace("final", "latest") + f" {mark}", value) for name, value in rows]
+
+
+def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     summary = results["summary"]
     rows = []
     for name, value in summary.get("retrieval", {}).get("mean_R@1", {}).items():
@@ -49,7 +151,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 def render_console(results: dict[str, Any], console: Console) -> None:
     header, rows = stage_rows(results)
     metric = "top-1 accuracy in each task's label space, %" if results.get("task_metric") == "top1" else "R@1 (mean of image->text and text->image, %)"
-    table = Table(title=f"{results['method']} on {results['benchmark']}: {metric}")
+    mark = incomplete_mark(results)
+    table = Table(title=f"{results['method']} on {results['benchmark']}{' ' + mark if mark else ''}: {metric}")
     for i, column in enumerate(header):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
@@ -61,6 +164,11 @@ def render_console(results: dict[str, Any], console: Console) -> None:
     for name, value in summary_rows(results):
         summary.add_row(name, value)
     console.print(summary)
+    if mark:
+        done, total = completion(results)
+        console.print(f"incomplete run: {done} of {total} stages trained; its numbers are those after the last stage it finished", markup=False)
+    for line in warning_lines(results):
+        console.print(f"warning: {line}", markup=False, style="bold red")
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -69,10 +177,31 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(results: dict[str, Any]) -> str:
+def per_class_markdown(results: dict[str, Any]) -> list[str]:
+    """The lowest classes of every set of the last evaluated stage (``per_class``), one table per set."""
+    stage, per_class = final_per_class(results)
+    parts = []
+    for name, entry in per_class.items():
+        rows = lowest_classes(entry)
+        shown = rows[:MARKDOWN_PER_CLASS_ROWS]
+        more = f"; {len(rows) - len(shown)} more in the HTML report" if len(rows) > len(shown) else ""
+        parts += [
+            "",
+            f"Per-class top-1 of {name} after {stage} (%, lowest first, {len(rows)} classes{more}):",
+            "",
+            markdown_table(["class", "test images", "top-1"], [[str(c), str(n), _fmt(v)] for c, n, v in shown]),
+        ]
+    return parts
+
+
+def markdown_report(results: dict[str, Any], label: str | None = None) -> str:
+    """One run's section: the stage x task matrix, the summary, warnings and the lowest per-class top-1.
+    ``label``: the run's name in a comparison (default: :func:`run_label`)."""
     header, rows = stage_rows(results)
+    mark = incomplete_mark(results)
+    warnings = warning_lines(results)
     parts = [
-        f"### {run_label(results)} on {results['benchmark']}",
+        f"### {label or run_label(results)} on {results['benchmark']}" + (f" {mark}" if mark else ""),
         "",
         ("top-1 accuracy (%, each task in its own label space)" if results.get("task_metric") == "top1" else "R@1 (mean of both directions, %)")
         + ", rows = evaluation after each stage:",
@@ -81,6 +210,12 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         markdown_table(["metric", "value"], [list(r) for r in summary_rows(results)]),
     ]
+    if mark:
+        done, total = completion(results)
+        parts += ["", f"**Incomplete run**: {done} of {total} stages trained; every number above is after the last stage it finished."]
+    if warnings:
+        parts += ["", f"**Warnings** ({len(warnings)}):", ""] + [f"- {line}" for line in warnings]
+    parts += per_class_markdown(results)
     return "\n".join(parts) + "\n"
 
 
@@ -126,6 +261,69 @@ def run_label(results: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+LABEL_IGNORED = ("name", "output_dir", "threads", "device", "logging.", "checkpoint.", "data.workers", "eval.batch_size",
+                 "eval.retrieval_memory_mb", "eval.chunk_size", "train.checkpoint_every_steps")
+"""Config keys (and prefixes) that do not change a run's numbers: never in a label, never keep seeds apart."""
+
+
+def _ignored(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in LABEL_IGNORED)
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.path": ..., "train.lr": ...}`` of a nested config dict."""
+    if not isinstance(config, dict):
+        return {}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short_value(value: Any) -> str:
+    """A config value as a label shows it: a path by its last part, a number as ``%g``."""
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return Path(value.rstrip("/\\")).name or value
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short_value(v) for v in value) + "]"
+    return str(value)
+
+
+def config_identity(results: dict[str, Any], *, without: tuple[str, ...] = ("seed",)) -> str:
+    """The run's config as text, less the keys that do not change its numbers and ``without`` (the seed: runs that
+    differ only there are seeds of one method)."""
+    flat = {k: v for k, v in _flat(results.get("config")).items() if not _ignored(k) and k not in without}
+    return json.dumps({"method": results.get("method"), "benchmark": results.get("benchmark"), **flat}, sort_keys=True, default=str)
+
+
+def run_labels(runs: list[dict[str, Any]], names: list[str] | None = None, *, seeds_apart: bool = True) -> list[str]:
+    """Labels that tell the runs of one table apart: :func:`run_label` (method, learning rate, options) plus every
+    other config value that differs between them (``model.path=clip-b``, ``seed=1``, ``train.epochs=10``; the
+    seed only with ``seeds_apart``), and where two labels still collide, the run's ``names`` entry in brackets."""
+    flats = [{k: v for k, v in _flat(r.get("config")).items() if not _ignored(k)} for r in runs]
+    keys = sorted({k for f in flats for k in f})
+    in_base = lambda k: k.startswith("method.") or k == "train.lr"  # noqa: E731 - shown by run_label already
+    differing = [k for k in keys if not in_base(k) and (seeds_apart or k != "seed") and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+    labels = [" ".join([run_label(r)] + [f"{k}={_short_value(f.get(k))}" for k in differing]) for r, f in zip(runs, flats)]
+    if names and len(set(labels)) < len(labels):
+        short = [directory_name(n) for n in names]
+        names = short if len(set(short)) == len(short) else names  # runs/a/x and runs/b/x: the whole paths
+        labels = [f"{label} [{name}]" if labels.count(label) > 1 else label for label, name in zip(labels, names)]
+    return labels
+
+
+def directory_name(name: str) -> str:
+    """``runs/x`` -> ``x``, ``runs/x/seed-1`` -> ``x/seed-1``, ``runs/x/results.json`` -> ``x``: a run's short name."""
+    path = Path(name)
+    path = path.parent if path.name == "results.json" else path
+    return f"{path.parent.name}/{path.name}" if re.match(r"^seed-\d+$", path.name) and path.parent.name else path.name or name
+
+
 COMPARISON_COLUMNS: tuple[tuple[str, bool], ...] = (
     ("Last", True),
     ("Avg", True),
@@ -148,10 +346,56 @@ def comparison_values(results: dict[str, Any]) -> list[float | None]:
     ] + [s.get("zeroshot_mean_pd"), lookup(s, "heldout_mean_R@1", "base", "final"), lookup(s, "task_agnostic", "last")]
 
 
-def comparison_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """One row per run: retrieval summary (mean R@1), mean zero-shot PD, base-world R@1 final."""
+def comparison_rows(runs: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """One row per run of one table (runs of one :func:`comparison_key`): retrieval summary (mean R@1), mean
+    zero-shot PD, base-world R@1 final. The label tells the runs apart (:func:`run_labels`), carries
+    :func:`incomplete_mark` and, for a run with warnings, :data:`WARNING_MARK`."""
     header = ["method"] + [name for name, _ in COMPARISON_COLUMNS]
-    return header, [[run_label(results)] + [_fmt(v) for v in comparison_values(results)] for results in runs]
+    labels = [row_label(label, results) for label, results in zip(run_labels(runs, names), runs)]
+    return header, [[label] + [_fmt(v) for v in comparison_values(results)] for label, results in zip(labels, runs)]
+
+
+def row_label(label: str, results: dict[str, Any]) -> str:
+    """A leaderboard row's label with the run's incomplete mark and its warning mark."""
+    mark = incomplete_mark(results)
+    return label + (f" {mark}" if mark else "") + (f" {WARNING_MARK}" if run_warnings(results) else "")
+
+
+def comparison_key(results: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """What must be equal for two runs' numbers to share a column: the benchmark, the task metric (mean R@1 or
+    top-1) and the task list."""
+    return str(results["benchmark"]), str(results.get("task_metric", "mean_R@1")), tuple(map(str, results["tasks"]))
+
+
+def metric_name(task_metric: str) -> str:
+    return {"top1": "top-1 accuracy (%, each task in its own label space)", "mean_R@1": "mean R@1 (%, image->text and text->image)"}.get(
+        task_metric, task_metric)
+
+
+def table_groups(keys: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[str, list[int]]]:
+    """The tables of a comparison: (heading, indices of its runs) per distinct :func:`comparison_key`, in the order of
+    the first run of each. The heading names the benchmark and the metric, and the tasks where two tables share
+    both."""
+    order: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
+    for i, key in enumerate(keys):
+        order.setdefault(key, []).append(i)
+    shared = {k[:2] for k in order if sum(o[:2] == k[:2] for o in order) > 1}
+    return [
+        (f"{benchmark}: {metric_name(metric)}" + (f", tasks {', '.join(tasks)}" if (benchmark, metric) in shared else ""), indices)
+        for (benchmark, metric, tasks), indices in order.items()
+    ]
+
+
+def table_footnotes(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Under a leaderboard table: what the incomplete marks mean, and each warned run's warnings."""
+    notes = []
+    if any(incomplete_mark(r) for r in runs):
+        notes.append("(incomplete: k of n stages): the run stopped early; its numbers (Last, PD, final R@1) are those after stage k, not the run's end.")
+    for label, results in zip(labels, runs):
+        lines = warning_lines(results)
+        if lines:
+            notes.append(f"{WARNING_MARK} {label}: " + "; ".join(lines))
+    return notes
 
 
 def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -193,18 +437,21 @@ def spread_marks(cells: list[tuple[float | None, float | None]], higher_is_bette
     return marks
 
 
-def seeded_comparison(groups: list[list[dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
+def seeded_comparison(groups: list[list[dict[str, Any]]], names: list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per method from its runs at several seeds: every column's mean, sample std and spread mark.
 
+    The groups are the methods of one table (one :func:`comparison_key`); their labels tell them apart
+    (:func:`run_labels` of their first runs, seeds not counted; ``names`` where two still collide).
     Returns the column names and, per group, ``{"label", "seeds", "cells": [(mean, std, mark), ...]}`` with
     the cells in the order of COMPARISON_COLUMNS (marks: :func:`spread_marks`, over the groups given).
     """
     stats = [[mean_std(list(column)) for column in zip(*(comparison_values(r) for r in runs))] for runs in groups]
     marks = [spread_marks([row[j] for row in stats], higher) for j, (_, higher) in enumerate(COMPARISON_COLUMNS)]
     rows = []
+    labels = run_labels([runs[0] for runs in groups], names, seeds_apart=False)
     for i, runs in enumerate(groups):
         cells = [(stats[i][j][0], stats[i][j][1], marks[j][i]) for j in range(len(COMPARISON_COLUMNS))]
-        rows.append({"label": run_label(runs[0]), "seeds": len(runs), "cells": cells})
+        rows.append({"label": labels[i], "seeds": len(runs), "cells": cells})
     return [name for name, _ in COMPARISON_COLUMNS], rows
 
 
@@ -216,9 +463,21 @@ def format_mean_std(mean: float | None, std: float | None, mark: str = "") -> st
     return f"**{text}**" if mark == "best" else f"{text} ~" if mark == "within" else text
 
 
-def comparison_markdown(runs: list[dict[str, Any]]) -> str:
-    """A leaderboard followed by every run's matrix and summary."""
-    header, rows = comparison_rows(runs)
-    parts = [markdown_table(header, rows), ""]
-    parts += [markdown_report(results) for results in runs]
+def comparison_markdown(runs: list[dict[str, Any]], names: list[str] | None = None) -> str:
+    """One leaderboard per benchmark and task metric (:func:`table_groups`: numbers that cannot be compared never
+    share a column), each followed by its footnotes, then every run's matrix and summary. ``names``: the runs'
+    directories, added to a label only where two would otherwise be equal."""
+    parts: list[str] = []
+    labels = [""] * len(runs)
+    groups = table_groups([comparison_key(r) for r in runs])
+    for heading, indices in groups:
+        chosen = [runs[i] for i in indices]
+        header, rows = comparison_rows(chosen, [names[i] for i in indices] if names else None)
+        for i, label in zip(indices, run_labels(chosen, [names[i] for i in indices] if names else None)):
+            labels[i] = label
+        parts += [f"## {heading}", ""]
+        parts += [markdown_table(header, rows), ""]
+        notes = table_footnotes(chosen, [labels[i] for i in indices])
+        parts += [f"- {note}" for note in notes] + ([""] if notes else [])
+    parts += [markdown_report(results, label) for results, label in zip(runs, labels)]
     return "\n".join(parts)
