@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import platform
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,15 @@ class StageRecord:
     eval_seconds: float
     shared: bool = False
     """The metrics were read from a comparison's shared pre-trained row (vlcl.engine.shared_eval), not evaluated."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """What the stage found wrong while it ran (results.json ``warnings``: kind, message, stage, set)."""
 
     def to_json(self) -> dict[str, Any]:
         record = dict(self.__dict__)
         if not self.shared:
             del record["shared"]
+        if not self.warnings:
+            del record["warnings"]
         return record
 
 
@@ -516,6 +521,7 @@ class ContinualRunner:
                 checkpoint=self._step_writer(stage, records),
                 resume=resume,
                 on_step=self.logbook.step_logger(stage.index, stage.name, _steps_done(records)),
+                on_warning=self._warning_reporter(stage, trained_on, _steps_done(records)),
             )
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
@@ -527,7 +533,26 @@ class ContinualRunner:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)
         else:  # the weights did not change: the previous evaluation holds exactly
             metrics, seconds = previous.metrics, 0.0
-        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds)
+        warnings = [_warning(w["kind"], w["message"], stage, trained_on) for w in train_stats.pop("warnings", [])]
+        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings)
+
+    def _warning_reporter(self, stage: Stage, trained_on: list[str], offset: int) -> Callable[[str, str, int], None]:
+        """What the training loop calls when it finds something wrong: one ``vlcl: warning:`` line on the console
+        (stderr, also when the progress display is off) and a ``warning`` record in log.jsonl."""
+
+        def report(kind: str, message: str, step: int) -> None:
+            if distributed.current().is_main:
+                line = f"vlcl: warning: {message}"
+                if self.console.quiet:
+                    print(line, file=sys.stderr, flush=True)
+                else:
+                    self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.logbook.warning(
+                stage=stage.index, stage_name=stage.name, step=step, global_step=offset + step, kind=kind, message=message,
+                set_name=_warning(kind, message, stage, trained_on)["set"],
+            )
+
+        return report
 
     def _step_writer(self, stage: Stage, records: list[StageRecord]):
         def write(step: int, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
@@ -549,6 +574,12 @@ class ContinualRunner:
         )
         write_results(self.run_dir, results)
         return results
+
+
+def _warning(kind: str, message: str, stage: Stage, trained_on: list[str]) -> dict[str, Any]:
+    """One entry of results.json ``warnings``: ``stage`` 1-based, ``set`` the task the stage trains (None for
+    several)."""
+    return {"kind": kind, "message": message, "stage": stage.index + 1, "set": trained_on[0] if len(trained_on) == 1 else None}
 
 
 def _steps_done(records: list[StageRecord]) -> int:
