@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from vlcl.config import ConfigError, RunConfig, load_config, parse_override
+from vlcl.config import ConfigError, DataConfig, RunConfig, load_config, parse_override
 from vlcl.entry import Interrupted, install_signal_handlers, restore_signal_handlers
 
 EXIT_BAD_INPUT = 2
@@ -247,28 +247,43 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from vlcl.data.check import check_benchmark
+    from vlcl.data.check import check_benchmark, coverage_fails, coverage_lines
 
     root = Path(args.data_root).expanduser()
     if not root.is_dir():
         raise CliError(f"{root}: data root not found")
+    if not 0 <= args.max_unknown_words <= 1:
+        raise CliError(f"--max-unknown-words must lie in [0, 1], got {args.max_unknown_words:g}")
+    tokenizer, context_length = None, 77
+    if args.model:  # the run's own loading and checks: a model that a run would refuse is refused here
+        from vlcl.models.loading import load_clip
+
+        bundle = load_clip(args.model)
+        tokenizer, context_length = bundle.tokenizer, bundle.context_length
     limit = None if args.max_image_pixels == 0 else args.max_image_pixels
     reports = check_benchmark(
-        args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers, max_image_pixels=limit
+        args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers, max_image_pixels=limit,
+        tokenizer=tokenizer, context_length=context_length,
     )
-    print(f"{args.benchmark} in {root} (image check: {args.image_check})")
+    model = f", tokenizer of {args.model}" if args.model else ""
+    print(f"{args.benchmark} in {root} (image check: {args.image_check}{model})")
     for report in reports:
         print(f"{report.name:12s} {report.status:10s} {report.role}")
         for line in report.lines:
             print(f"    {line}")
         for problem in report.problems:
             print(f"    problem: {problem}")
+        for line in coverage_lines(report, args.max_unknown_words):
+            print(f"    {line}")
     counts = {status: sum(r.status == status for r in reports) for status in ("found", "missing", "malformed")}
-    print(f"{counts['found']} found, {counts['missing']} missing, {counts['malformed']} malformed")
+    unread = [r.name for r in reports if coverage_fails(r, args.max_unknown_words)]
+    words = f", {len(unread)} the tokenizer cannot read" if args.model else ""
+    print(f"{counts['found']} found, {counts['missing']} missing, {counts['malformed']} malformed{words}")
     if counts["missing"] or counts["malformed"]:
         print(f"see `vlcl data prepare {args.benchmark}` for sources and layouts; data.on_bad_sample=skip runs past bad samples")
-        return EXIT_RUN_FAILED
-    return 0
+    if unread:
+        print(f"a run with this model stops on {', '.join(unread)}: use a model whose tokenizer reads their words")
+    return EXIT_RUN_FAILED if counts["missing"] or counts["malformed"] or unread else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -367,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
     data = sub.add_parser("data", help="real data sets of the named benchmarks: check a data root, how to prepare one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="per data set: found, missing or malformed, counts, first problems")
+    check = data_sub.add_parser(
+        "check", help="per data set: found, missing or malformed, counts, first problems; with --model, tokenizer coverage"
+    )
     check.add_argument("benchmark", choices=_named_benchmarks())
     check.add_argument("--data-root", required=True, metavar="DIR")
     check.add_argument("--image-check", choices=("none", "header", "full"), default="header", help="open image headers (default), decode fully, or skip")
@@ -376,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--max-image-pixels", type=int, default=89_478_485, metavar="N",
         help="images with more pixels are problems, as data.max_image_pixels (0: no limit; default %(default)s)",
+    )
+    check.add_argument("--model", metavar="PATH", help="also check each set's text against this model's tokenizer (as model.path)")
+    check.add_argument(
+        "--max-unknown-words", type=float, default=DataConfig.model_fields["max_unknown_words"].default, metavar="F",
+        help="with --model: the share of unknown words above which a run stops, as data.max_unknown_words (default %(default)s)",
     )
     check.set_defaults(func=cmd_data_check)
     prepare = data_sub.add_parser("prepare", help="where to get each data set and the layout vlcl expects")

@@ -27,18 +27,44 @@ class PluginError(ImportError):
     """A module or entry point that cannot be loaded: one line naming it."""
 
 
+class NotAPlugin(TypeError):
+    """Raised by an ``adopt`` function for an entry point whose object is not what the group holds; :func:`discover`
+    turns it into a :class:`PluginError` naming the entry point."""
+
+
+def described(obj: Any) -> str:
+    """What an entry point's object is, for a message: ``an int (42)``, ``class my_lab.Thing``."""
+    if isinstance(obj, type):
+        return f"class {obj.__module__}.{obj.__qualname__}"
+    shown = repr(obj)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    kind = type(obj).__name__
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} ({shown})"
+
+
 _DONE: set[tuple[str, str]] = set()
+_LOADING: set[tuple[str, str]] = set()
 
 
 def discover(package: str, group: str, adopt: Callable[[str, Any], None] | None = None) -> None:
     """Import every module of ``package`` and load every entry point of ``group`` (once per process).
 
     ``adopt(name, obj)`` is called with each entry point's name and loaded object, so that a class or a
-    function that did not register itself can be registered under the entry point's name.
+    function that did not register itself can be registered under the entry point's name; it raises
+    :class:`NotAPlugin` for an object that is nothing the group holds.
     """
-    if (package, group) in _DONE:
+    key = (package, group)
+    if key in _DONE or key in _LOADING:  # _LOADING: a plugin that lists methods while it is imported
         return
-    _DONE.add((package, group))
+    _LOADING.add(key)
+    try:
+        _load(package, group, adopt)
+    finally:
+        _LOADING.discard(key)
+    _DONE.add(key)  # only once everything loaded: a refused entry point is refused again, never skipped
+
+
+def _load(package: str, group: str, adopt: Callable[[str, Any], None] | None) -> None:
     module = importlib.import_module(package)
     for info in pkgutil.iter_modules(module.__path__):
         name = f"{package}.{info.name}"
@@ -52,7 +78,10 @@ def discover(package: str, group: str, adopt: Callable[[str, Any], None] | None 
         except Exception as exc:  # an installed package's code: name it, whatever it raised
             raise PluginError(f"entry point '{entry.name} = {entry.value}' ({group}): cannot be loaded ({exc.__class__.__name__}: {exc})") from None
         if adopt is not None:
-            adopt(entry.name, loaded)
+            try:
+                adopt(entry.name, loaded)
+            except NotAPlugin as exc:  # found, but not what the group holds: refused, not ignored
+                raise PluginError(f"entry point '{entry.name} = {entry.value}' ({group}): {exc}") from None
 
 
 def unknown_name(kind: str, name: str, choices: list[str], key: str) -> str:

@@ -1,4 +1,5 @@
-"""``vlcl data check`` (what a data root holds: found, missing or malformed, per data set) and ``vlcl data prepare`` (where to get each data set)."""
+"""``vlcl data check`` (what a data root holds: found, missing or malformed, per data set; with a model, how much of
+each set's text its tokenizer reads) and ``vlcl data prepare`` (where to get each data set)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from vlcl.data.formats import DataError, Sample
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlcl.data.named import DataRequest, data_root_dir, load_set, validate_data_config
 from vlcl.data.sources import MissingDataError, discover
+from vlcl.models.coverage import Coverage, coverage, indistinguishable_classes
 
 
 def _not_read_from_a_root(name: str) -> DataError:
@@ -30,6 +32,10 @@ class SetReport:
     status: Literal["found", "missing", "malformed"]
     lines: list[str]
     problems: list[str]
+    coverage: Coverage | None = None
+    """With a tokenizer: the unknown words of the set's captions and class prompts, as a run counts them."""
+    indistinguishable: list[list[str]] | None = None
+    """With a tokenizer: groups of class names whose prompts encode to the same tokens (a run refuses them)."""
 
 
 def _count(samples: list[Sample] | None, labels: bool) -> str:
@@ -51,6 +57,8 @@ def check_set(
     workers: int,
     show: int = 5,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    tokenizer=None,
+    context_length: int = 77,
 ) -> SetReport:
     try:
         loaded = load_set(
@@ -77,7 +85,30 @@ def check_set(
     if loaded.problems.count > show:
         problems.append(f"... and {loaded.problems.count - show} more")
     status = "malformed" if loaded.problems.count else "found"
-    return SetReport(spec.name, role, status, lines, problems)
+    report = SetReport(spec.name, role, status, lines, problems)
+    if tokenizer is not None:
+        report.coverage = coverage(tokenizer, set_texts(loaded))
+        if loaded.classnames is not None:
+            prompts = class_prompts(loaded)
+            groups = indistinguishable_classes(tokenizer, prompts, context_length)
+            report.indistinguishable = [[loaded.classnames[i] for i in group] for group in groups]
+    return report
+
+
+def class_prompts(loaded: LoadedSet) -> list[list[str]]:
+    """Per class, its prompts: every template filled with the class name (vlcl.data.sources)."""
+    return [[t.format(c) for t in loaded.templates] for c in loaded.classnames]
+
+
+def set_texts(loaded: LoadedSet) -> list[str]:
+    """Every text a run reads of the set, as :meth:`vlcl.data.benchmark.Benchmark.texts_by_set` gathers it for the
+    run's coverage check: training captions (a classification set's: each image's class in the first template)
+    and class prompts, then the test set's captions or class prompts."""
+    if loaded.classnames is None:
+        return [c for samples in (loaded.train or [], loaded.test) for s in samples for c in s.captions]
+    prompts = [p for ps in class_prompts(loaded) for p in ps]
+    texts = [loaded.templates[0].format(loaded.classnames[s.label]) for s in loaded.train or []]
+    return texts + (prompts if loaded.train is not None else []) + prompts
 
 
 def check_benchmark(
@@ -88,14 +119,20 @@ def check_benchmark(
     image_check: str = "header",
     workers: int = 4,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    tokenizer=None,
+    context_length: int = 77,
 ) -> list[SetReport]:
-    """Every data set of benchmark ``name`` under ``root``; ``folders``: every sub-folder, a data set if it has training data, else an evaluation set."""
+    """Every data set of benchmark ``name`` under ``root``; ``folders``: every sub-folder, a data set if it has training data, else an evaluation set.
+    With ``tokenizer`` (and the model's ``context_length``), also each set's tokenizer coverage."""
     selected = validate_data_config(DataRequest(name, root), one_kind=False)
     if selected is None:  # its data root is still checked first, as for a benchmark that reads one
         data_root_dir(root, name)
         raise _not_read_from_a_root(name)
     spec, sets, root = selected.spec, selected.sets, selected.root
-    checks = dict(seed=seed, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels)
+    checks = dict(
+        seed=seed, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels, tokenizer=tokenizer,
+        context_length=context_length,
+    )
     reports = []
     for set_name in spec.all_sets():
         if name == FOLDERS:
@@ -107,6 +144,26 @@ def check_benchmark(
             role = "task" if trained else "held-out retrieval" if set_name in spec.heldout else "zero-shot"
         reports.append(check_set(sets[set_name], root, role, want_train=trained, **checks))
     return reports
+
+
+def coverage_lines(report: SetReport, limit: float) -> list[str]:
+    """What ``vlcl data check --model`` says of one set's text: its share of unknown words against ``limit``
+    (``data.max_unknown_words``) and the classes the tokenizer cannot tell apart."""
+    lines = []
+    found = report.coverage
+    if found is not None:
+        examples = f" (e.g. {', '.join(repr(w) for w in found.examples)})" if found.examples else ""
+        verdict = f"above data.max_unknown_words={limit:g}: a run stops" if found.unknown_share > limit else "ok"
+        lines.append(
+            f"tokenizer: {found.unknown_share:.1%} of {found.words} caption and prompt words unknown{examples}; {verdict}"
+        )
+    for group in report.indistinguishable or []:
+        lines.append(f"tokenizer: classes {', '.join(repr(n) for n in group)} encode to the same tokens: a run stops")
+    return lines
+
+
+def coverage_fails(report: SetReport, limit: float) -> bool:
+    return bool(report.indistinguishable) or (report.coverage is not None and report.coverage.unknown_share > limit)
 
 
 def prepare_text(name: str) -> str:

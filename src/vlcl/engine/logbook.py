@@ -6,6 +6,7 @@ record so that a killed run keeps every record up to the kill. Records (docs/log
 * ``start``  - a session began (a fresh run, or ``--resume``);
 * ``resume`` - where a resumed session continues: stage and step within it;
 * ``step``   - one optimiser step: losses, the method's loss terms, every parameter group's learning rate;
+* ``warning`` - something found wrong while the run goes on (a training loss that has not moved): kind, message;
 * ``eval``   - one evaluation (the pre-trained model, after every stage): metrics.csv's scalars;
 * ``end``    - the run's summary; ``stop`` - the session ended on an error or a signal.
 
@@ -96,6 +97,9 @@ class NullLogbook:
 
     def step_logger(self, stage: int, stage_name: str, offset: int) -> StepLogger | None:
         return None
+
+    def warning(self, *, stage: int, stage_name: str, step: int, global_step: int, kind: str, message: str, set_name: str | None) -> None:
+        pass
 
     def evaluation(self, *, stage: int, stage_name: str, global_step: int, metrics: dict[str, Any], seconds: float) -> None:
         pass
@@ -199,6 +203,11 @@ class Logbook(NullLogbook):
 
         return log
 
+    def warning(self, *, stage: int, stage_name: str, step: int, global_step: int, kind: str, message: str, set_name: str | None) -> None:
+        """What the run found wrong at ``step`` of ``stage`` (results.json ``warnings`` holds it too)."""
+        self._write("warning", {"stage": stage, "stage_name": stage_name, "step": step, "global_step": global_step,
+                                "kind": kind, "set": set_name, "message": message})
+
     def evaluation(self, *, stage: int, stage_name: str, global_step: int, metrics: dict[str, Any], seconds: float) -> None:
         scalars = metric_scalars(metrics)
         self._write("eval", {"stage": stage, "stage_name": stage_name, "global_step": global_step, "seconds": seconds,
@@ -289,7 +298,7 @@ def next_session(path: Path) -> int:
 def _superseded(record: dict[str, Any], stage: int, step: int) -> bool:
     """Whether a record of an earlier session lies at or past a resume point (``stage``, ``step``)."""
     event = record.get("event")
-    if event == "step":
+    if event in ("step", "warning"):  # a warning belongs to the step that found it
         return (record.get("stage", -1), record.get("step", 0)) > (stage, step)
     if event == "eval":
         return record.get("stage", -1) >= stage  # a stage's evaluation follows all its steps

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import platform
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, TrainConfig, config_to_dict
-from vlcl.data.benchmark import Benchmark, CaptionedImages, benchmark_model_kind
+from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint, evaluation_fingerprint
 from vlcl.data.images import concat_images
 from vlcl.engine import distributed
@@ -48,7 +49,7 @@ from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.engine.train import planned_steps, progress_bar, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
-from vlcl.models.coverage import coverage
+from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
 from vlcl.seeds import stage_seed
 
@@ -63,11 +64,15 @@ class StageRecord:
     eval_seconds: float
     shared: bool = False
     """The metrics were read from a comparison's shared pre-trained row (vlcl.engine.shared_eval), not evaluated."""
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    """What the stage found wrong while it ran (results.json ``warnings``: kind, message, stage, set)."""
 
     def to_json(self) -> dict[str, Any]:
         record = dict(self.__dict__)
         if not self.shared:
             del record["shared"]
+        if not self.warnings:
+            del record["warnings"]
         return record
 
 
@@ -133,20 +138,68 @@ def _records(stages: Any, path: Path) -> list[StageRecord]:
 
 
 def check_tokenizer_coverage(benchmark: Benchmark, tokenizer, limit: float) -> None:
-    """Refuse data whose text the tokenizer cannot read (:mod:`vlcl.models.coverage`); record every set's share
-    of unknown words in the benchmark's data report (results.json ``data.unknown_words``)."""
-    shares = {}
-    for name, texts in benchmark.texts_by_set().items():
-        found = coverage(tokenizer, texts)
-        shares[name] = round(found.unknown_share, 6)
-        if found.unknown_share > limit:
-            examples = ", ".join(repr(w) for w in found.examples)
+    """Refuse data whose text the tokenizer cannot read (:mod:`vlcl.models.coverage`), naming every set above
+    ``limit``; record every set's share of unknown words in the benchmark's data report (results.json
+    ``data.unknown_words``)."""
+    found = {name: coverage(tokenizer, texts) for name, texts in benchmark.texts_by_set().items()}
+    failing = [
+        f"data set '{name}': {c.unknown_share:.1%} of its caption and prompt words are unknown to the model's tokenizer "
+        f"(e.g. {', '.join(repr(w) for w in c.examples)})"
+        for name, c in found.items()
+        if c.unknown_share > limit
+    ]
+    if failing:
+        raise RunInputError(
+            f"{'; '.join(failing)}, more than data.max_unknown_words={limit:g}; they would all encode as one "
+            "unknown token. Use a model whose tokenizer reads them, or --allow-unknown-words"
+        )
+    benchmark.data_report["unknown_words"] = {name: round(c.unknown_share, 6) for name, c in found.items()}
+
+
+def _class_sets(benchmark: Benchmark) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """Every classification set the run trains or scores as (role, name, class names, per class its prompts):
+    each classification task's training prompts (where they differ from its test set's), then every zero-shot
+    set (the tasks' test sets and the held-out ones)."""
+    tasks = {id(t.test) for t in benchmark.tasks}
+    sets = []
+    for task in benchmark.tasks:
+        prompts = getattr(task.train, "class_prompts", None)
+        test = task.test if isinstance(task.test, ClassificationSet) else None
+        if prompts is not None and (test is None or prompts != test.prompts()):
+            names = test.classnames if test is not None and len(test.classnames) == len(prompts) else [p[0] for p in prompts]
+            sets.append(("classification task", task.name, names, prompts))
+    for dataset in benchmark.zeroshot:
+        role = "classification task" if id(dataset) in tasks else "zero-shot set"
+        sets.append((role, dataset.name, dataset.classnames, dataset.prompts()))
+    return sets
+
+
+def _named(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_class_sets(benchmark: Benchmark, tokenizer, context_length: int) -> None:
+    """Refuse a classification set whose scores are fixed by construction: one with a single class (loss 0,
+    top-1 100%), or one with classes of different names whose prompts encode to the same token ids under every
+    template (the model cannot tell them apart: a name the tokenizer reads only as its unknown token, a name
+    cut off by the context length). Classes the data itself names alike are not refused
+    (:func:`vlcl.models.coverage.indistinguishable_classes`)."""
+    for role, name, classnames, prompts in _class_sets(benchmark):
+        if len(prompts) == 1:
             raise RunInputError(
-                f"data set '{name}': {found.unknown_share:.1%} of its caption and prompt words are unknown to the model's "
-                f"tokenizer (e.g. {examples}), more than data.max_unknown_words={limit:g}; they would all encode as one "
-                "unknown token. Use a model whose tokenizer reads them, or --allow-unknown-words"
+                f"{role} '{name}' has a single class ({classnames[0]!r}): its loss is 0 and its top-1 100% by "
+                "construction; a classification set needs at least two classes"
             )
-    benchmark.data_report["unknown_words"] = shares
+        groups = indistinguishable_classes(tokenizer, prompts, context_length)
+        if groups:
+            example = token_text(tokenizer, prompt_encodings(tokenizer, [prompts[groups[0][0]][:1]], context_length)[0][0])
+            described = "; ".join(f"classes {_named([classnames[i] for i in group])}" for group in groups)
+            raise RunInputError(
+                f"{role} '{name}': {described} encode to the same tokens under the model's tokenizer (e.g. "
+                f"{example!r}), so the model cannot tell them apart and their scores mean nothing. Use a model whose "
+                "tokenizer reads the class names, or name the classes with words it reads"
+            )
 
 
 def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
@@ -223,6 +276,7 @@ class ContinualRunner:
         bundle = self.models.bundle
         if bundle is not None:
             check_tokenizer_coverage(benchmark, bundle.tokenizer, cfg.data.max_unknown_words)
+            check_class_sets(benchmark, bundle.tokenizer, bundle.context_length)
         context = RunContext(
             task_names=benchmark.task_names,
             seed=cfg.seed,
@@ -468,6 +522,7 @@ class ContinualRunner:
                 checkpoint=self._step_writer(stage, records),
                 resume=resume,
                 on_step=self.logbook.step_logger(stage.index, stage.name, _steps_done(records)),
+                on_warning=self._warning_reporter(stage, trained_on, _steps_done(records)),
             )
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
@@ -479,7 +534,26 @@ class ContinualRunner:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)
         else:  # the weights did not change: the previous evaluation holds exactly
             metrics, seconds = previous.metrics, 0.0
-        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds)
+        warnings = [_warning(w["kind"], w["message"], stage, trained_on) for w in train_stats.pop("warnings", [])]
+        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings)
+
+    def _warning_reporter(self, stage: Stage, trained_on: list[str], offset: int) -> Callable[[str, str, int], None]:
+        """What the training loop calls when it finds something wrong: one ``vlcl: warning:`` line on the console
+        (stderr, also when the progress display is off) and a ``warning`` record in log.jsonl."""
+
+        def report(kind: str, message: str, step: int) -> None:
+            if distributed.current().is_main:
+                line = f"vlcl: warning: {message}"
+                if self.console.quiet:
+                    print(line, file=sys.stderr, flush=True)
+                else:
+                    self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.logbook.warning(
+                stage=stage.index, stage_name=stage.name, step=step, global_step=offset + step, kind=kind, message=message,
+                set_name=_warning(kind, message, stage, trained_on)["set"],
+            )
+
+        return report
 
     def _step_writer(self, stage: Stage, records: list[StageRecord]):
         def write(step: int, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
@@ -507,6 +581,12 @@ def _model_note(method: Method) -> tuple[str, str] | None:
     """(name, reason) when the method's evaluation uses more than the model a stage checkpoint saves."""
     reason = method.evaluation_beyond_model()
     return (method.name, reason) if reason else None
+
+
+def _warning(kind: str, message: str, stage: Stage, trained_on: list[str]) -> dict[str, Any]:
+    """One entry of results.json ``warnings``: ``stage`` 1-based, ``set`` the task the stage trains (None for
+    several)."""
+    return {"kind": kind, "message": message, "stage": stage.index + 1, "set": trained_on[0] if len(trained_on) == 1 else None}
 
 
 def _steps_done(records: list[StageRecord]) -> int:

@@ -87,6 +87,7 @@ def assemble_results(
         "matrices": matrices,
         **({"task_agnostic": agnostic} if agnostic else {}),
         "summary": summary,
+        "warnings": [w for r in records for w in r.get("warnings", [])],
         "stages": records,
         "timings": {
             "wall_seconds_this_session": wall_seconds,

@@ -4,6 +4,7 @@ shards under torchrun and in-stage checkpoints."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,41 @@ from vlcl.models.loading import ClipBundle
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+LOSS_FLAT_SHARE = 0.5
+"""The share of a task's optimiser steps after which its loss is checked for having moved."""
+LOSS_FLAT_TOLERANCE = 0.01
+"""The loss has not moved when every step's loss up to the check lies within this share of their mean (the spread,
+largest minus smallest, at most 1% of the mean). A loss fixed by construction (classes the model cannot tell apart:
+exactly ln C at every step; one caption for every image: exactly ln B) has a spread of 0. Two batches of a model
+that reads its data give different losses: on the test suite's tiny runs the batch-to-batch spread alone is several
+percent, so a loss that merely falls slowly, or wanders about a plateau, is not reported as flat."""
+LOSS_FLAT_MIN_STEPS = 4
+"""Fewer steps than this at the check (tasks of fewer than 7 steps) are too few to judge: not checked."""
+
+
+def loss_check_step(total: int) -> int | None:
+    """The step (1-based) after which a task of ``total`` steps checks its loss, None when it is too short."""
+    step = math.ceil(total * LOSS_FLAT_SHARE)
+    return step if step >= LOSS_FLAT_MIN_STEPS else None
+
+
+def flat_loss(losses: list[float], label: str, total: int) -> str | None:
+    """The warning of a task whose loss has not moved over its first :data:`LOSS_FLAT_SHARE` of ``total`` steps
+    (``losses`` holds at least that many), None when it moved or the task is too short to judge."""
+    checked = loss_check_step(total)
+    if checked is None or len(losses) < checked:
+        return None
+    seen = losses[:checked]
+    mean, spread = float(np.mean(seen)), max(seen) - min(seen)
+    if spread > LOSS_FLAT_TOLERANCE * abs(mean):
+        return None
+    return (
+        f"task '{label}': the training loss has not moved in the first {checked} of its {total} steps (every step's "
+        f"loss within {spread:.2g} of {mean:.4f}, less than {LOSS_FLAT_TOLERANCE:.0%} apart); it is learning nothing - "
+        "check its data and prompts, train.lr and train.epochs"
+    )
 
 
 def progress_bar(console: Console) -> Progress:
@@ -166,6 +202,7 @@ def train_on(
     checkpoint: StepCheckpoint | None = None,
     resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
     on_step: StepLogger | None = None,
+    on_warning: Callable[[str, str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` for ``train.epochs``; returns step, time and loss statistics.
 
@@ -177,6 +214,8 @@ def train_on(
     called after every optimiser step (1-based ``step``): the loss averaged over processes, the method's
     ``LossOutput.logs`` averaged over the accumulation micro-steps (this process's), every parameter group's
     learning rate during the step by group name (:func:`vlcl.engine.logbook.parameter_group_names`).
+    ``on_warning(kind, message, step)`` is called once, at the step that finds the loss flat (:func:`flat_loss`);
+    the stats' ``warnings`` list it, also when that step was taken before the snapshot resumed from.
     """
     info = distributed.current()
     steps_per_epoch, total = planned_steps(len(data), train)
@@ -256,8 +295,12 @@ def train_on(
             bar.update(task, advance=1, info=f"loss {value:.3f}")
             if on_step is not None:
                 on_step(step + 1, total, value, {k: sum(v) / len(v) for k, v in terms.items()}, dict(zip(group_names, lrs)))
-            fault_point("step")
             done = len(cursor.losses)
+            if on_warning is not None and done == loss_check_step(total):
+                message = flat_loss(cursor.losses, label, total)
+                if message:
+                    on_warning("loss_flat", message, done)
+            fault_point("step")
             if (
                 checkpoint is not None
                 and train.checkpoint_every_steps
@@ -270,6 +313,7 @@ def train_on(
     method.eval()
     losses = cursor.losses
     tail = losses[-max(1, len(losses) // 10) :]
+    flat = flat_loss(losses, label, total)
     return {
         "steps": len(losses),
         "samples": len(losses) * train.batch_size * train.accumulate_steps,
@@ -277,4 +321,5 @@ def train_on(
         "first_loss": losses[0],
         "final_loss": float(np.mean(tail)),
         "losses": [round(v, 6) for v in losses],
+        "warnings": [{"kind": "loss_flat", "message": flat}] if flat else [],
     }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from pydantic import ValidationError
 
 from vlcl.methods.base import Method
-from vlcl.plugins import discover, unknown_name
+from vlcl.plugins import NotAPlugin, described, discover, unknown_name
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -31,9 +32,28 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _adopt(name: str, obj: Any) -> None:
-    """An entry point that names a Method class registers it (a module registers its own)."""
-    if isinstance(obj, type) and issubclass(obj, Method) and obj not in _REGISTRY.values():
-        register_method(obj)
+    """An entry point that names a Method class registers it; one that names a module must have registered a
+    method on import. Anything else (a value, a function, another class) is refused: a method the user declared
+    must not go missing without a word."""
+    if isinstance(obj, type) and issubclass(obj, Method):
+        if obj not in _REGISTRY.values():
+            try:
+                register_method(obj)
+            except (TypeError, ValueError) as exc:  # no name, or a name another class holds
+                raise NotAPlugin(str(exc)) from None
+        return
+    if isinstance(obj, types.ModuleType):
+        if not _registers_a_method(obj):
+            raise NotAPlugin(f"module '{obj.__name__}' registers no method (decorate a Method subclass with @register_method)")
+        return
+    raise NotAPlugin(f"names {described(obj)}, not a method (a vlcl.methods.Method subclass, or a module that registers one)")
+
+
+def _registers_a_method(module: types.ModuleType) -> bool:
+    """A registered method is defined in ``module`` or a module under it, or imported into it."""
+    registered = list(_REGISTRY.values())
+    within = lambda cls: cls.__module__ == module.__name__ or cls.__module__.startswith(module.__name__ + ".")  # noqa: E731
+    return any(within(cls) for cls in registered) or any(any(v is cls for cls in registered) for v in vars(module).values())
 
 
 def _discover() -> None:

@@ -61,3 +61,39 @@ def coverage(tokenizer, texts: Iterable[str]) -> Coverage:
     unknown = unknown_words(tokenizer, counts)
     frequent = sorted(unknown, key=lambda w: (-counts[w], w))[:3]
     return Coverage(sum(counts.values()), sum(counts[w] for w in unknown), tuple(frequent))
+
+
+def prompt_encodings(tokenizer, class_prompts: list[list[str]], context_length: int) -> list[tuple[tuple[int, ...], ...]]:
+    """Per class, the token ids of each of its prompts as the run encodes them (truncated at ``context_length``,
+    padding dropped): what the text tower sees of the class."""
+    from vlcl.models.encode import tokenize  # torch: only when a set is checked
+
+    flat = [p for prompts in class_prompts for p in prompts]
+    if not flat:
+        return [() for _ in class_prompts]
+    ids, mask = tokenize(tokenizer, flat, context_length)
+    rows = [tuple(int(i) for i, m in zip(row, keep) if m) for row, keep in zip(ids.tolist(), mask.tolist())]
+    out, start = [], 0
+    for prompts in class_prompts:
+        out.append(tuple(rows[start : start + len(prompts)]))
+        start += len(prompts)
+    return out
+
+
+def indistinguishable_classes(tokenizer, class_prompts: list[list[str]], context_length: int) -> list[list[int]]:
+    """Groups (two or more class indices, ascending) of classes whose prompts are different texts but encode to the
+    same token ids under every template: the model cannot tell them apart, by construction (a class name the
+    tokenizer reads only as its unknown token, a name cut off by the context length).
+
+    Classes whose prompts are the same text are the data's own choice and not listed (OpenAI's ImageNet class list
+    names 'missile' and 'sunglasses' twice; the field evaluates it so)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, encoded in enumerate(prompt_encodings(tokenizer, class_prompts, context_length)):
+        groups.setdefault(encoded, []).append(index)
+    return [g for g in groups.values() if len({tuple(class_prompts[i]) for i in g}) > 1]
+
+
+def token_text(tokenizer, ids: tuple[int, ...]) -> str:
+    """The tokens of one encoded prompt, readable: ``a photo of a [UNK] .``"""
+    special = {getattr(tokenizer, name, None) for name in ("bos_token_id", "eos_token_id", "pad_token_id")} - {None}
+    return tokenizer.decode([i for i in ids if i not in special]).strip()
