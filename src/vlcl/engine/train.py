@@ -12,14 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from vlcl.config import TrainConfig
 from vlcl.data.benchmark import CaptionedImages
@@ -28,6 +20,7 @@ from vlcl.engine.checkpoint import CheckpointError, merge_state, split_state
 from vlcl.engine.faults import fault_point
 from vlcl.engine.logbook import StepLogger, parameter_group_names
 from vlcl.engine.optim import build_optimizer, build_scheduler
+from vlcl.engine.progress import RunProgress
 from vlcl.methods.base import Method
 from vlcl.models.batches import make_batch
 from vlcl.models.loading import ClipBundle
@@ -35,19 +28,6 @@ from vlcl.models.loading import ClipBundle
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def planned_steps(num_samples: int, train: TrainConfig) -> tuple[int, int]:
@@ -166,6 +146,7 @@ def train_on(
     checkpoint: StepCheckpoint | None = None,
     resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
     on_step: StepLogger | None = None,
+    progress: RunProgress | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` for ``train.epochs``; returns step, time and loss statistics.
 
@@ -176,7 +157,8 @@ def train_on(
     only); ``resume`` restores such a snapshot after ``begin_task``. ``on_step(step, steps, loss, terms, lrs)`` is
     called after every optimiser step (1-based ``step``): the loss averaged over processes, the method's
     ``LossOutput.logs`` averaged over the accumulation micro-steps (this process's), every parameter group's
-    learning rate during the step by group name (:func:`vlcl.engine.logbook.parameter_group_names`).
+    learning rate during the step by group name (:func:`vlcl.engine.logbook.parameter_group_names`). ``progress``:
+    the run's console progress (vlcl.engine.progress; default: this task's alone, on ``console``).
     """
     info = distributed.current()
     steps_per_epoch, total = planned_steps(len(data), train)
@@ -209,8 +191,7 @@ def train_on(
             ) from None
     method.train()
     started = time.perf_counter()
-    with progress_bar(console) as bar:
-        task = bar.add_task(f"train {label}", total=total, completed=len(cursor.losses), info="")
+    with (progress or RunProgress(console)).training(label, total, len(cursor.losses), steps_per_epoch) as bar:
         while len(cursor.losses) < total:
             step = len(cursor.losses)
             within = step % steps_per_epoch
@@ -253,7 +234,7 @@ def train_on(
             scheduler.step()
             method.after_optimizer_step(step)
             cursor.losses.append(value)
-            bar.update(task, advance=1, info=f"loss {value:.3f}")
+            bar.step(value)
             if on_step is not None:
                 on_step(step + 1, total, value, {k: sum(v) / len(v) for k, v in terms.items()}, dict(zip(group_names, lrs)))
             fault_point("step")
