@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -89,26 +89,35 @@ class RunProgress:
     def plan(self, stages: Sequence[StagePlan], stage_count: int, evaluation_seconds: float | None = None) -> None:
         """The stages still to run, of ``stage_count`` in all; ``evaluation_seconds``: an evaluation's time measured
         by an earlier session (resume), until this one measures its own."""
-        self.stages, self.stage_count, self.evaluation_seconds = list(stages), stage_count, evaluation_seconds
+        self.stages = [replace(stage) for stage in stages]  # counted down here, the caller's left as given
+        self.stage_count, self.evaluation_seconds = stage_count, evaluation_seconds
 
     def begin_stage(self, index: int) -> None:
         self.current = next((s for s in self.stages if s.index == index), None)
 
-    def eta(self, running_seconds: float = 0.0) -> float | None:
-        """The run's remaining seconds (None without a plan or measurements); ``running_seconds``: time spent on the
-        task now training, not yet added to the measured step time."""
+    def eta(self, running_seconds: float = 0.0) -> tuple[float | None, bool]:
+        """The run's remaining seconds (None without a plan or a measured step) and whether they are a lower bound:
+        the steps alone, while no evaluation of this run has been timed (its pre-trained row was read from a
+        comparison's shared store). ``running_seconds``: time spent on the task now training, not yet added to the
+        measured step time."""
         if not self.stages:
-            return None
-        return run_eta(
+            return None, False
+        evaluations_left = sum(s.evaluates for s in self.stages)
+        untimed = bool(evaluations_left) and self.evaluation_seconds is None
+        seconds = run_eta(
             steps_done=self.steps_done,
             step_seconds=self.step_seconds + running_seconds,
             steps_left=sum(s.steps_left for s in self.stages),
-            evaluations_left=sum(s.evaluates for s in self.stages),
+            evaluations_left=0 if untimed else evaluations_left,
             evaluation_seconds=self.evaluation_seconds,
         )
+        return seconds, untimed and seconds is not None
 
     def _run_text(self, running_seconds: float = 0.0) -> str:
-        return f"run ETA {duration(self.eta(running_seconds))}" if self.stages else ""
+        if not self.stages:
+            return ""
+        seconds, lower_bound = self.eta(running_seconds)
+        return f"run ETA {'>' if lower_bound else ''}{duration(seconds)}"
 
     def _say(self, text: str) -> None:
         self.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", markup=False, highlight=False, soft_wrap=True)
