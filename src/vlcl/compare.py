@@ -547,6 +547,8 @@ def _run_queue(jobs: int, ready: list[Work], console: Console, done: Done, timel
             while ready and len(running) < jobs:  # never more submitted than workers: priorities hold
                 item = take()
                 running[pool.submit(_run_in_worker, item.config, item.run_dir, threads, item.name, shared_eval)] = item
+                going = ", ".join(w.name for w in running.values())
+                console.print(f"[bold]{item.name}[/]: started (running: {going}; progress: {item.run_dir / 'compare.log'})", soft_wrap=True)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 item = running.pop(future)

@@ -220,6 +220,9 @@ class LoggingConfig(_Section):
     tensorboard: bool = False
     """Also write the same scalars as TensorBoard event files in ``<run_dir>/tensorboard/`` (needs the
     ``tensorboard`` package: ``pip install 'vlcl[tensorboard]'``; refused before anything is written without it)."""
+    progress_interval_s: float = Field(30.0, ge=0)
+    """When the console is not a terminal (a file, a pipe, ``compare.log``), a plain progress line every this many
+    seconds of a task (0: every step), besides one at each task's start and end and each evaluation's end."""
 
 
 class MethodConfig(BaseModel):

@@ -47,7 +47,8 @@ from vlcl.engine.kinds import ModelKind, models_of_kind
 from vlcl.engine.logbook import TENSORBOARD_MISSING, NullLogbook, open_logbook, tensorboard_available
 from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
-from vlcl.engine.train import planned_steps, progress_bar, train_on
+from vlcl.engine.progress import RunProgress, StagePlan
+from vlcl.engine.train import planned_steps, train_on
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
@@ -230,6 +231,8 @@ class ContinualRunner:
         """A directory of pre-trained rows shared by the runs of a comparison (vlcl.engine.shared_eval), or None."""
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
+        self.progress = RunProgress(self.console, config.logging.progress_interval_s)
+        """The console's bars or plain lines, and the run's estimate (vlcl.engine.progress)."""
         self.checkpoints = self.run_dir / "checkpoints"
         self.notes: list[str] = []
         """What :meth:`prepare` found worth saying (resuming from where), printed when the run starts."""
@@ -387,10 +390,8 @@ class ContinualRunner:
     # -- the loop --------------------------------------------------------------------
     def _evaluate(self, evaluator: Evaluator | PairEvaluator, method: Method, label: str) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
-        sets = evaluator.set_count
-        with progress_bar(self.console) as bar:
-            task = bar.add_task(f"eval {label}", total=sets, info="")
-            metrics = evaluator.evaluate(method.evaluation_model(), lambda name: bar.update(task, advance=1, info=name), hooks=method)
+        with self.progress.evaluation(label, evaluator.set_count) as done:
+            metrics = evaluator.evaluate(method.evaluation_model(), done, hooks=method)
         return metrics, round(time.perf_counter() - started, 3)
 
     def _pretrained_evaluation(self, evaluator: Evaluator | PairEvaluator, method: Method, benchmark: Benchmark) -> tuple[dict[str, Any], float, bool]:
@@ -457,6 +458,7 @@ class ContinualRunner:
         evaluator = self.models.evaluator(benchmark, self.config.eval)
         stages = method.stages(benchmark.task_names)
         self._log_session(benchmark, stages, records, next_stage)
+        self._plan_progress(method, benchmark, stages, records, next_stage)
         if not records:
             metrics, seconds, shared = self._pretrained_evaluation(evaluator, method, benchmark)
             records.append(StageRecord(-1, "pretrained", [], metrics, {}, seconds, shared))
@@ -492,6 +494,19 @@ class ContinualRunner:
         self.logbook.end(global_step=_steps_done(records), summary=results["summary"])
         return results
 
+    def _plan_progress(self, method: Method, benchmark: Benchmark, stages: list[Stage], records: list[StageRecord], next_stage: int) -> None:
+        """The run's estimate: every remaining stage's planned steps (less those a resumed in-task checkpoint took)
+        and its evaluation; the time of an evaluation as an earlier session measured it, until this one does."""
+        resumed = int(self.resume_step[1]["step"]) if self.resume_step is not None else 0
+        plans = []
+        for stage in stages[next_stage:]:
+            steps = 0
+            if method.trains and method.optimises:
+                steps = planned_steps(len(self._stage_data(stage, benchmark)), self._stage_train_config(stage, benchmark))[1]
+            plans.append(StagePlan(stage.index, stage.name, max(0, steps - (resumed if stage.index == next_stage else 0)), method.trains))
+        measured = next((r.eval_seconds for r in reversed(records) if not r.shared and r.eval_seconds > 0), None)
+        self.progress.plan(plans, len(stages), measured)
+
     def _run_stage(
         self,
         method: Method,
@@ -506,6 +521,7 @@ class ContinualRunner:
         trained_on = [benchmark.tasks[i].name for i in stage.task_indices]
         data = self._stage_data(stage, benchmark) if method.trains else None
         began = time.perf_counter()
+        self.progress.begin_stage(stage.index)
         method.begin_task(stage, data)
         if data is not None:
             _check_method_state(method, "step_state_dict")
@@ -523,6 +539,7 @@ class ContinualRunner:
                 resume=resume,
                 on_step=self.logbook.step_logger(stage.index, stage.name, _steps_done(records)),
                 on_warning=self._warning_reporter(stage, trained_on, _steps_done(records)),
+                progress=self.progress,
             )
         else:
             train_stats = {"steps": 0, "seconds": 0.0}

@@ -13,14 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from vlcl.config import TrainConfig
 from vlcl.data.benchmark import CaptionedImages
@@ -29,6 +21,7 @@ from vlcl.engine.checkpoint import CheckpointError, merge_state, split_state
 from vlcl.engine.faults import fault_point
 from vlcl.engine.logbook import StepLogger, parameter_group_names
 from vlcl.engine.optim import build_optimizer, build_scheduler
+from vlcl.engine.progress import RunProgress
 from vlcl.methods.base import Method
 from vlcl.models.batches import make_batch
 from vlcl.models.loading import ClipBundle
@@ -70,19 +63,6 @@ def flat_loss(losses: list[float], label: str, total: int) -> str | None:
         f"task '{label}': the training loss has not moved in the first {checked} of its {total} steps (every step's "
         f"loss within {spread:.2g} of {mean:.4f}, less than {LOSS_FLAT_TOLERANCE:.0%} apart); it is learning nothing - "
         "check its data and prompts, train.lr and train.epochs"
-    )
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
     )
 
 
@@ -203,6 +183,7 @@ def train_on(
     resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
     on_step: StepLogger | None = None,
     on_warning: Callable[[str, str, int], None] | None = None,
+    progress: RunProgress | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` for ``train.epochs``; returns step, time and loss statistics.
 
@@ -215,7 +196,8 @@ def train_on(
     ``LossOutput.logs`` averaged over the accumulation micro-steps (this process's), every parameter group's
     learning rate during the step by group name (:func:`vlcl.engine.logbook.parameter_group_names`).
     ``on_warning(kind, message, step)`` is called once, at the step that finds the loss flat (:func:`flat_loss`);
-    the stats' ``warnings`` list it, also when that step was taken before the snapshot resumed from.
+    the stats' ``warnings`` list it, also when that step was taken before the snapshot resumed from. ``progress``:
+    the run's console progress (vlcl.engine.progress; default: this task's alone, on ``console``).
     """
     info = distributed.current()
     steps_per_epoch, total = planned_steps(len(data), train)
@@ -248,8 +230,7 @@ def train_on(
             ) from None
     method.train()
     started = time.perf_counter()
-    with progress_bar(console) as bar:
-        task = bar.add_task(f"train {label}", total=total, completed=len(cursor.losses), info="")
+    with (progress or RunProgress(console)).training(label, total, len(cursor.losses), steps_per_epoch) as bar:
         while len(cursor.losses) < total:
             step = len(cursor.losses)
             within = step % steps_per_epoch
@@ -292,7 +273,7 @@ def train_on(
             scheduler.step()
             method.after_optimizer_step(step)
             cursor.losses.append(value)
-            bar.update(task, advance=1, info=f"loss {value:.3f}")
+            bar.step(value)
             if on_step is not None:
                 on_step(step + 1, total, value, {k: sum(v) / len(v) for k, v in terms.items()}, dict(zip(group_names, lrs)))
             done = len(cursor.losses)
