@@ -140,17 +140,21 @@ def run(
         if config is not None or overwrite:
             raise TypeError("run(resume=True) takes the config from run_dir and cannot overwrite; pass only overrides (data.root)")
         path = Path(run_dir)
-        _note(rundir.recover_on_main(path))
-        if not path.is_dir():
+        if not path.parent.is_dir():
             raise RunDirError(f"{path}: run directory to resume not found")
-        cfg, root_moved = rundir.resume_config(path, _as_texts(_overrides(overrides)))
-    else:
-        cfg, root_moved = build_run_config(config, overrides), False
-        path = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.run_name
+        with rundir.hold(path):  # before anything is written, the recovery of an --overwrite included
+            _note(rundir.recover_on_main(path))
+            if not path.is_dir():
+                raise RunDirError(f"{path}: run directory to resume not found")
+            cfg, root_moved = rundir.resume_config(path, _as_texts(_overrides(overrides)))
+            return execute_run(cfg, path, resume=resume, overwrite=overwrite, root_moved=root_moved, progress=progress).results
+    cfg = build_run_config(config, overrides)
+    path = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.run_name
+    rundir.check_writable_parent(path)
+    with rundir.hold(path):
         _note(rundir.recover_on_main(path))
-        rundir.check_writable_parent(path)
-        rundir.check_available(path, resume=False, overwrite=overwrite, python=True)  # before loading anything
-    return execute_run(cfg, path, resume=resume, overwrite=overwrite, root_moved=root_moved, progress=progress).results
+        rundir.check_available(path, resume=False, overwrite=overwrite, python=True, config=cfg)  # before loading anything
+        return execute_run(cfg, path, resume=False, overwrite=overwrite, progress=progress).results
 
 
 @dataclass
@@ -178,7 +182,22 @@ def execute_run(
     written, the run directory's files, the run, then ``report.html`` (a failure there is one warning line: the
     results are already on disk). On failure the previous run of an ``overwrite`` is put back when the new one made
     no progress; ``on_failure(exception, note)`` is called before the exception goes on (the command line turns a
-    signal into its message there)."""
+    signal into its message there). The run directory is held (:func:`vlcl.engine.rundir.hold`) throughout."""
+    with rundir.hold(path):  # the callers above hold it already; a direct caller takes it here
+        return _execute_held(cfg, path, resume=resume, overwrite=overwrite, root_moved=root_moved, progress=progress,
+                             on_failure=on_failure)
+
+
+def _execute_held(
+    cfg: RunConfig,
+    path: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    root_moved: bool,
+    progress: bool,
+    on_failure: Callable[[BaseException, str | None], None] | None,
+) -> RunOutcome:
     from rich.console import Console
 
     from vlcl.engine import distributed
@@ -189,12 +208,15 @@ def execute_run(
     info = distributed.init_distributed(cfg.device)
     console = Console(stderr=True, quiet=not (progress and info.is_main))
     runner = create_runner(cfg, path, console).prepare(resume=resume)  # every check; nothing written yet
-    if resume:
-        rundir.check_data_fingerprint(path, runner.data_fingerprint, cfg, root_moved)
+    data_changed = resume and rundir.check_data_fingerprint(path, runner.data_fingerprint, cfg, root_moved)
+    if info.is_main and data_changed:
+        _note(f"{path}: the data differs from the data this run started on, but the run has no checkpoint yet: starting it again on this data")
+    elif info.is_main and not resume and not overwrite and rundir.restartable(path, cfg):
+        _note(rundir.RESTART_NOTE.format(path))
     try:
         if info.is_main:
-            rundir.prepare(path, resume=resume, overwrite=overwrite)
-            rundir.write_run_files(path, runner.data_fingerprint, cfg, resume=resume, root_moved=root_moved)
+            rundir.prepare(path, resume=resume, overwrite=overwrite, config=cfg)
+            rundir.write_run_files(path, runner.data_fingerprint, cfg, resume=resume and not data_changed, root_moved=root_moved)
             fault_point("run_files_written")
             runner.on_checkpoint = lambda: rundir.discard_replaced(path)
         distributed.barrier()  # the other processes start once the run directory is ready

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +42,28 @@ def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config_path, overrides
 
 
-def _run_paths(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
-    """The config, the run directory and whether the data root moved (``--resume`` only)."""
+def _run_paths(args: argparse.Namespace, stack: ExitStack) -> tuple[RunConfig, Path, bool]:
+    """The config, the run directory (held by this process for the life of ``stack``) and whether the data root
+    moved (``--resume`` only)."""
     from vlcl.engine import rundir
 
     config_path, overrides = _split_run_args(args.items)
     if not args.resume:
         config = load_config(config_path, overrides)
         run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
-        _recover(run_dir)
         rundir.check_writable_parent(run_dir)
-        rundir.check_available(run_dir, resume=False, overwrite=args.overwrite)  # before loading anything
+        stack.enter_context(rundir.hold(run_dir))  # before anything is written, the recovery of an --overwrite included
+        _recover(run_dir)
+        rundir.check_available(run_dir, resume=False, overwrite=args.overwrite, config=config)  # before loading anything
         return config, run_dir, False
     if args.overwrite or args.output:
         raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
     if config_path:
         raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
     run_dir = Path(args.resume)
+    if not run_dir.parent.is_dir():
+        raise CliError(f"{run_dir}: run directory to resume not found")
+    stack.enter_context(rundir.hold(run_dir))
     _recover(run_dir)
     if not run_dir.is_dir():
         raise CliError(f"{run_dir}: run directory to resume not found")
@@ -78,10 +84,15 @@ def _say(note: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        return _run_held(args, stack)
+
+
+def _run_held(args: argparse.Namespace, stack: ExitStack) -> int:
     from vlcl.api import execute_run
     from vlcl.report import render_console
 
-    config, run_dir, root_moved = _run_paths(args)
+    config, run_dir, root_moved = _run_paths(args, stack)
 
     def interrupted(exc: BaseException, restored: str | None) -> None:
         if isinstance(exc, Interrupted):

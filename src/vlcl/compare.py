@@ -37,15 +37,21 @@ directory per method and one row per run.
 from __future__ import annotations
 
 import csv
+import ctypes
 import functools
 import io
 import itertools
 import json
 import math
 import multiprocessing
+import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +63,7 @@ from rich.console import Console
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
 from vlcl.engine.checkpoint import atomic_write_text, read_json_file
 from vlcl.engine.loop import create_runner
+from vlcl.engine.rundir import FINGERPRINT_FILE, hold
 from vlcl.report.tables import comparison_rows, format_mean_std, markdown_table, mean_std, seeded_comparison
 
 
@@ -95,6 +102,8 @@ def parse_methods(text: str) -> list[MethodSpec]:
         overrides = [o.strip() for o in rest[:-1].split(";") if o.strip()] if rest else []
         if rest and not rest.endswith("]"):
             raise CompareError(f"--methods: '{item}' should look like name[key=value;key=value]")
+        if "method.name" in _override_keys(overrides):  # the run would be stored under the other method's name
+            raise CompareError(f"--methods: '{item}' sets method.name inside its brackets; name the method itself instead")
         specs.append(MethodSpec(name.strip(), overrides))
     counts: dict[str, int] = {}
     for spec in specs:  # directory names: the method name, numbered when a method appears twice
@@ -126,7 +135,11 @@ def run_method(
 ) -> dict[str, Any]:
     """One run of the comparison: kept when it finished earlier, resumed when it stopped, else started;
     ``shared_eval`` holds the pre-trained rows its runs share (vlcl.engine.shared_eval)."""
-    name = name or run_dir.name
+    with hold(run_dir):
+        return _run_method_held(config, run_dir, console, name or run_dir.name, shared_eval)
+
+
+def _run_method_held(config: RunConfig, run_dir: Path, console: Console, name: str, shared_eval: Path | None) -> dict[str, Any]:
     resuming = run_dir.exists() and (run_dir / "config.yaml").is_file()
     if resuming:
         _same_config(run_dir, config)
@@ -480,13 +493,43 @@ def _attempt(run: Callable[[], dict[str, Any]]) -> tuple[float, float, dict[str,
     return started, time.time(), results, error
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: the worker ends when the comparison that started it dies, even by SIGKILL (it
+    would go on training and writing into a comparison nobody runs). Linux: the kernel kills it
+    (PR_SET_PDEATHSIG); everywhere, a thread that watches the parent's pid once a second."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the thread below is enough
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="vlcl-parent-watch", daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when its parent dies."""
+
+
 def _run_in_worker(config: RunConfig, run_dir: Path, threads: int, name: str, shared_eval: Path | None):
     """One run in a worker process: its own thread count, its console in ``<run_dir>/compare.log``."""
     torch.set_num_threads(config.threads or threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "compare.log", "a", encoding="utf-8") as log:
+    with hold(run_dir), open(_made(run_dir) / "compare.log", "a", encoding="utf-8") as log:  # held before its first write
         console = Console(file=log, width=120, force_terminal=False)
         return _attempt(lambda: run_method(config, run_dir, console, name, shared_eval))
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def worker_threads(jobs: int) -> int:
@@ -541,7 +584,7 @@ def _run_queue(jobs: int, ready: list[Work], console: Console, done: Done, timel
     threads = worker_threads(jobs)
     console.print(f"{jobs} runs at a time, {threads} thread(s) each; logs: <run>/compare.log")
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         running: dict[Any, Work] = {}
         while ready or running:
             while ready and len(running) < jobs:  # never more submitted than workers: priorities hold
@@ -592,6 +635,13 @@ def _report(out_dir: Path, specs: list[MethodSpec], results: dict[tuple[str, int
         console.print(f"report: {out_dir / REPORT_NAME}", markup=False, highlight=False, soft_wrap=True)
 
 
+def check_not_a_run(out_dir: Path) -> None:
+    """``-o`` of a comparison must not be a ``vlcl run`` directory: its report would be replaced, its plots deleted."""
+    run_files = ("results.json", "log.jsonl", FINGERPRINT_FILE, "checkpoints")
+    if (out_dir / "config.yaml").is_file() and any((out_dir / f).exists() for f in run_files) and not (out_dir / TIMELINE).exists():
+        raise CompareError(f"{out_dir}: is the directory of a vlcl run, not a comparison directory; choose another -o")
+
+
 def compare(
     config_path: str | None,
     overrides: list[str],
@@ -604,7 +654,25 @@ def compare(
     tuning: Tuning | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``specs`` (after tuning them, with ``tuning``) at each of ``seeds`` (None: the config's seed) into
-    ``out_dir``; returns the results of the final runs, method by method, seed by seed."""
+    ``out_dir``; returns the results of the final runs, method by method, seed by seed. ``out_dir`` is held
+    (vlcl.engine.rundir.hold) from before its first write to the end."""
+    check_not_a_run(out_dir)  # before anything, so that the refusal is the first line
+    with ExitStack() as held:
+        return _compare(config_path, overrides, specs, out_dir, command, console, jobs, seeds, tuning, held)
+
+
+def _compare(
+    config_path: str | None,
+    overrides: list[str],
+    specs: list[MethodSpec],
+    out_dir: Path,
+    command: str,
+    console: Console,
+    jobs: int,
+    seeds: list[int] | None,
+    tuning: Tuning | None,
+    held: ExitStack,
+) -> list[dict[str, Any]]:
     from vlcl.methods import create_method, method_class
 
     if jobs < 1:
@@ -639,6 +707,7 @@ def compare(
                 run = f"tuning/{spec.label}/{point_name(values)}"
                 points.append({"values": values, "run": run, "score": None, "objective": None, "status": "pending", "config": config})
             tunings.append(MethodTuning(spec, grid, points))
+    held.enter_context(hold(out_dir))  # before anything is written; each run holds its own directory too
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     started = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -154,8 +155,9 @@ class TrainConfig(_Section):
     @field_validator("betas")
     @classmethod
     def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError("each beta must be in [0, 1)")
+        bad = [(i, b) for i, b in enumerate(betas) if not 0 <= b < 1]
+        if bad:
+            raise ValueError(f"each beta must be in [0, 1); element {bad[0][0]} is {bad[0][1]!r}")
         return betas
 
 
@@ -196,7 +198,10 @@ class EvalConfig(_Section):
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, ks: list[int]) -> list[int]:
-        if not ks or any(k < 1 for k in ks) or 1 not in ks:
+        bad = [(i, k) for i, k in enumerate(ks) if k < 1]
+        if bad:
+            raise ValueError(f"expected a list of positive integers that contains 1; element {bad[0][0]} is {bad[0][1]!r}")
+        if 1 not in ks:
             raise ValueError("expected a list of positive integers that contains 1")
         return sorted(set(ks))
 
@@ -269,10 +274,23 @@ class RunConfig(_Section):
         return self.name or f"{self.data.benchmark}-{self.method.name}"
 
 
+def _section_model(annotation: Any) -> type[BaseModel]:
+    """The config section inside ``annotation`` (``list[FeaturePairConfig] | None`` -> FeaturePairConfig)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        try:
+            return _section_model(arg)
+        except TypeError:
+            continue
+    raise TypeError(f"no config section in {annotation!r}")
+
+
 def _valid_keys(prefix: tuple[str, ...]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in prefix:
-        model = model.model_fields[part].annotation  # type: ignore[assignment]
+        if not part.isdigit():  # an index into a list of sections (data.features.0) names no field
+            model = _section_model(model.model_fields[part].annotation)
     return sorted(model.model_fields)
 
 
@@ -289,14 +307,32 @@ def _is_type_tag(part: Any) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith("constrained-"))
 
 
+def _key_parts(error: Any) -> tuple[str | int, ...]:
+    return tuple(p for p in error["loc"] if not _is_type_tag(p))
+
+
+def _dotted(parts: tuple[str | int, ...]) -> str:
+    """``train.lr[1]``, ``data.features[0].train``: an element of a list by its index."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    """A key that takes a number, a list or a mapping (``train.lr``) fails once per form; the failure inside the
+    value (one element of the list) is the one that names what is wrong."""
+    key = _key_parts(errors[0])
+    inside = [e for e in errors if len(_key_parts(e)) > len(key) and _key_parts(e)[: len(key)] == key]
+    return inside[0] if inside else errors[0]
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    loc = tuple(str(p) for p in first["loc"] if not _is_type_tag(p))
-    key = ".".join(loc)
+    first = _most_specific(error.errors())
+    parts = _key_parts(first)
+    loc = tuple(str(p) for p in parts)
+    key = _dotted(parts)
     if first["type"] == "extra_forbidden":
         parent = loc[:-1]
         valid = _valid_keys(parent)
-        where = f"'{'.'.join(parent)}'" if parent else "the top level"
+        where = f"'{_dotted(_key_parts(first)[:-1])}'" if parent else "the top level"
         return (
             f"{source}: unknown config key '{key}'{_suggest(loc[-1], valid)}; "
             f"valid keys in {where}: {', '.join(valid)}"

@@ -15,6 +15,13 @@ results. Until then the old run is the one that counts:
 So at any moment one of the two is complete: the old run, or the new run's
 first checkpoint.
 
+A run directory (and a comparison directory) is held by one process at a time: :func:`hold` takes an
+exclusive ``flock`` on ``<parent>/.<name>.lock``, kept open for the life of the process, so the operating
+system releases it when the process ends, however it ends. The lock file lives in the parent, not inside
+the directory, because ``--overwrite`` renames the directory: a lock inside it would move with the old run
+and let a second process lock a fresh file at the same path. The file names its holder (pid, host, start
+time, command line) for the one-line refusal a second writer gets; a clean exit removes it.
+
 Also here, shared by the command line (``vlcl run``) and the Python API
 (:func:`vlcl.run`): the checks of a config before anything is loaded, the
 config of a run to resume, the data fingerprint a resumed run must match, and
@@ -25,6 +32,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +49,83 @@ FINGERPRINT_FILE = "data_fingerprint.json"
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked: one line naming it."""
+
+
+def lock_path(directory: Path) -> Path:
+    """The lock file of ``directory``: in its parent, so that it stays put when ``--overwrite`` renames the directory."""
+    resolved = Path(os.path.abspath(directory))
+    return resolved.parent / f".{resolved.name or 'root'}.lock"
+
+
+_held: dict[Path, int] = {}
+"""Lock files this process holds -> how many :func:`hold` blocks hold each (a second one in the same process is
+free: flock would refuse it, as it refuses another process)."""
+
+
+def _holder_text(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+def _open_locked(path: Path, directory: Path) -> int:
+    """An open, exclusively flocked descriptor of ``path`` (the same file as the path names now, not one a
+    releasing holder has just unlinked), or RunDirError naming the holder."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirError(f"{directory}: in use by {_holder_text(path)}; wait for it or stop it") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder released and removed it between our open and our lock: take the new one
+
+
+@contextmanager
+def hold(directory: Path) -> Iterator[None]:
+    """Hold ``directory`` (a run or a comparison directory) for this block: a second process that asks for it is
+    refused with one line naming this one. Under torchrun only rank 0 takes it (the others write nothing). Makes
+    the parent if need be, so call it after the checks that only read and before anything else is written."""
+    if int(os.environ.get("RANK", "0")) != 0 or os.name != "posix":
+        yield
+        return
+    path = lock_path(directory)
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _open_locked(path, directory)
+    except OSError as exc:
+        raise RunDirError(f"{directory}: cannot lock it ({path}: {exc.strerror})") from None
+    command = " ".join(["vlcl" if i == 0 and arg.endswith(("vlcl", "__main__.py")) else arg for i, arg in enumerate(sys.argv)])
+    holder = f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {time.strftime('%H:%M:%S')})"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode(), 0)
+    _held[path] = 1
+    try:
+        yield
+    finally:
+        del _held[path]
+        try:
+            path.unlink()  # while still locked: a process waiting on this file sees it is gone and opens anew
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def replaced_path(run_dir: Path) -> Path:
@@ -77,14 +166,34 @@ def discard_replaced(run_dir: Path) -> None:
     shutil.rmtree(replaced_path(run_dir), ignore_errors=True)
 
 
-def check_available(run_dir: Path, *, resume: bool, overwrite: bool, python: bool = False) -> bool:
+def nothing_to_resume(run_dir: Path) -> bool:
+    """The run wrote no checkpoint and no results (a start refused at decode time, say): starting it again loses nothing."""
+    return not has_progress(run_dir) and not any((run_dir / "checkpoints").glob("stage_*"))
+
+
+def restartable(run_dir: Path, config: RunConfig | None) -> bool:
+    """``run_dir`` holds a run with nothing to resume whose config.yaml is ``config``: the same command may start it again."""
+    saved = run_dir / "config.yaml"
+    if config is None or not saved.is_file() or not nothing_to_resume(run_dir):
+        return False
+    try:
+        return not config_diff(config_to_dict(build_config(read_yaml(saved), str(saved))), config_to_dict(config))
+    except ConfigError:
+        return False
+
+
+RESTART_NOTE = "{}: the run there stopped before its first checkpoint and has this run's config: starting it again"
+
+
+def check_available(run_dir: Path, *, resume: bool, overwrite: bool, python: bool = False, config: RunConfig | None = None) -> bool:
     """Whether ``run_dir`` holds a run that ``--overwrite`` will replace; refuses a directory that may not be
     written into as asked. Reads only: the command line calls it before any work, :func:`prepare` again.
-    ``python``: the messages name the Python API's ``resume=True`` / ``overwrite=True`` instead of the flags."""
+    ``python``: the messages name the Python API's ``resume=True`` / ``overwrite=True`` instead of the flags.
+    ``config``: the new run's; a run directory that is :func:`restartable` with it is written into again."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     occupied = run_dir.exists() and any(run_dir.iterdir())
-    if not occupied or resume:
+    if not occupied or resume or (not overwrite and restartable(run_dir, config)):
         return False
     if not overwrite:
         how = "resume=True to continue it or overwrite=True" if python else f"--resume {run_dir} to continue it or --overwrite"
@@ -95,9 +204,9 @@ def check_available(run_dir: Path, *, resume: bool, overwrite: bool, python: boo
     return True
 
 
-def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def prepare(run_dir: Path, *, resume: bool, overwrite: bool, config: RunConfig | None = None) -> None:
     """Make ``run_dir`` ready to write into; call only once every input has been validated."""
-    if check_available(run_dir, resume=resume, overwrite=overwrite):
+    if check_available(run_dir, resume=resume, overwrite=overwrite, config=config):
         os.replace(run_dir, replaced_path(run_dir))
         fault_point("overwrite_moved")
     try:
@@ -179,20 +288,25 @@ def resume_config(run_dir: Path, overrides: list[str]) -> tuple[RunConfig, bool]
     return changed, bool(differing)
 
 
-def check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> None:
-    """A resumed run reads the data it started on: same fingerprint, wherever the data root now is."""
+def check_data_fingerprint(run_dir: Path, fingerprint: str, config: RunConfig, root_moved: bool) -> bool:
+    """A resumed run reads the data it started on: same fingerprint, wherever the data root now is. True: the
+    data differs but the run has :func:`nothing_to_resume`, so it starts again on this data (the caller says so
+    and writes the new fingerprint)."""
     path = run_dir / FINGERPRINT_FILE
     if not path.is_file():
         if root_moved:
             raise RunDirError(f"{path}: not found, so the data at data.root={config.data.root} cannot be checked against the run's; "
                               "resume with the original data.root")
-        return
+        return False
     stored: Any = read_json_file(path, "data fingerprint", RunDirError)
     if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+        if nothing_to_resume(run_dir):
+            return True
         where = f"data.root={config.data.root}" if config.data.root else f"data.benchmark={config.data.benchmark}"
         raise RunDirError(
             f"{where}: the data differs from the data this run started on ({path}); resume only on the same data"
         )
+    return False
 
 
 def write_run_files(run_dir: Path, fingerprint: str, config: RunConfig, *, resume: bool, root_moved: bool) -> None:

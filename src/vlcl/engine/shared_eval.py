@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,56 @@ def _path(directory: Path, key: str) -> Path:
     return Path(directory) / f"pretrained-{key}.json"
 
 
-def read_shared(directory: Path, key: str) -> dict[str, Any] | None:
-    """The stored metrics of ``key``; None when none is stored or the file cannot be read (then the run
-    evaluates, and stores its own)."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def row_problem(stored: Any, key: str) -> str | None:
+    """What makes ``stored`` (a parsed store file) not a pre-trained row of ``key``, or None: the key, the three
+    sections of an evaluation (retrieval, alignment, zeroshot) with at least one set, each retrieval set with
+    ``mean_R@1`` and its recalls as numbers, each zero-shot set with its ``top1``, each alignment set with numbers."""
+    if not isinstance(stored, dict) or stored.get("key") != key:
+        return "not a stored row of this key"
+    metrics = stored.get("metrics")
+    if not isinstance(metrics, dict):
+        return "no 'metrics' object"
+    for section in ("retrieval", "alignment", "zeroshot"):
+        if not isinstance(metrics.get(section), dict):
+            return f"'metrics.{section}' is missing or not an object"
+    if not metrics["retrieval"] and not metrics["zeroshot"]:
+        return "no evaluated set"
+    required = {"retrieval": "mean_R@1", "zeroshot": "top1", "alignment": None}
+    for section, must in required.items():
+        for name, values in metrics[section].items():
+            where = f"metrics.{section}.{name}"
+            if not isinstance(values, dict) or (must is not None and must not in values):
+                return f"'{where}' is not an object with '{must}'" if must else f"'{where}' is not an object"
+            scores = [k for k in values if k == must or "R@" in k or section == "alignment"]  # what the run reads as numbers
+            wrong = next((k for k in scores if not _is_number(values[k])), None)
+            if wrong is not None:
+                return f"'{where}.{wrong}' is not a number"
+    return None
+
+
+def read_shared(directory: Path, key: str, say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The stored metrics of ``key``; None when none is stored or the file cannot be read or is not a valid row
+    (then the run evaluates, and stores its own). A file that is there but unusable is one line to ``say``
+    (default: stderr) naming it."""
+    path = _path(directory, key)
     try:
-        stored = json.loads(_path(directory, key).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-    return stored.get("metrics") if isinstance(stored, dict) and stored.get("key") == key else None
+    except (OSError, ValueError) as exc:
+        problem: str | None = f"cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    else:
+        problem = row_problem(stored, key)
+    if problem is None:
+        return stored["metrics"]
+    (say or (lambda line: print(line, file=sys.stderr)))(
+        f"vlcl: {path}: {problem}; the pre-trained row is evaluated again and the file replaced"
+    )
+    return None
 
 
 def store_shared(directory: Path, key: str, metrics: dict[str, Any], run: str) -> None:
