@@ -110,7 +110,7 @@ def text_lr_infinite(ctx):
     return embedded(ctx, "train.text_lr=-.inf")
 
 
-@case("config", 2, r"'train.betas.1'.*finite number")
+@case("config", 2, r"'train.betas\[1\]'.*finite number")
 def beta_infinite(ctx):
     return embedded(ctx, "train.betas=[0.9,.inf]")
 
