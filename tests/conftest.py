@@ -23,7 +23,17 @@ def _no_automatic_report(request, monkeypatch):
 TINY_WORDS = "a an the of on in at and photo picture sketch red green blue yellow circle square triangle star left right top bottom two blue squares".split()
 
 
-def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size=16, patch_size=8, seed=0):
+def shipped_words():
+    """Every word of the shipped class names and templates, split as the word-level tokenizer splits them."""
+    import re
+
+    from vlcl.data.catalogue import shipped
+
+    texts = [t for kind in ("classnames", "templates") for names in shipped(kind).values() for t in names]
+    return sorted({w.lower() for t in texts for w in re.findall(r"\w+|[^\w\s]+", t)})
+
+
+def make_tiny_clip(directory, *, vocabulary=None, words=(), width=32, layers=1, image_size=16, patch_size=8, seed=0):
     from vlcl.data.preprocess import ImagePreprocessor
     from vlcl.models.loading import ClipBundle, save_clip
     from vlcl.pretrain import PretrainSettings, build_random_clip
@@ -35,7 +45,7 @@ def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size
         from vlcl.models.world_tokenizer import build_world_tokenizer
 
         bundle = build_random_clip(settings)
-        tokenizer = build_world_tokenizer(TINY_WORDS, settings.context_length)
+        tokenizer = build_world_tokenizer(TINY_WORDS + [w for w in words if w not in TINY_WORDS], settings.context_length)
         config = bundle.model.config
         config.text_config.vocab_size = len(tokenizer)
         torch.manual_seed(seed)
@@ -49,6 +59,12 @@ def make_tiny_clip(directory, *, vocabulary=None, width=32, layers=1, image_size
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def reading_clip_dir(tmp_path_factory):
+    """A tiny CLIP whose tokenizer reads every shipped class name and template, and the test sets' aircraft."""
+    return make_tiny_clip(tmp_path_factory.mktemp("reading_clip"), words=shipped_words() + ["707", "727", "737", "200", "300", "320"])
 
 
 CAPTIONS = ["a red circle", "two blue squares", "a green triangle on the left", "a yellow star at the top"]

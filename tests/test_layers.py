@@ -15,7 +15,7 @@ LAYERS = [
     {"engine"},
     {"report", "pretrain"},
     {"compare"},
-    {"cli", "api", "entry", "__main__", "__init__"},
+    {"cli", "api", "export", "entry", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_tiny_clip
+from conftest import make_tiny_clip, shipped_words
 from realdata import make_mtil_root, make_vlcl8_root
 from vlcl.cli import main
 from vlcl.config import load_config
@@ -30,7 +30,7 @@ def vlcl8_root(tmp_path_factory):
 def openai_style_clip(tmp_path_factory):
     """A tiny CLIP whose preprocessor_config.json is written as OpenAI's checkpoints on the hub write it
     (integer sizes, resize 20 then crop 16, its own mean/std)."""
-    directory = make_tiny_clip(tmp_path_factory.mktemp("openai_style"))
+    directory = make_tiny_clip(tmp_path_factory.mktemp("openai_style"), words=shipped_words())
     config = {
         "crop_size": 16,
         "do_center_crop": True,
@@ -78,7 +78,6 @@ def test_vlcl8_two_task_run_over_real_formats(tmp_path, openai_style_clip, vlcl8
         *FAST,
         "--data-root",
         str(vlcl8_root),
-        "--allow-unknown-words",  # the shipped ImageNet class names are words the tiny tokenizer lacks
         "-o",
         str(run_dir),
     ]
@@ -115,19 +114,18 @@ def test_every_vlcl8_format_builds_tasks_the_engine_can_index(vlcl8_root, tasks)
     assert benchmark.zeroshot[1].classnames == ["apple pie", "baby back ribs", "baklava"]  # ClassLabel names, OpenAI's spelling
 
 
-def test_mtil_two_task_run_scores_top1_in_each_label_space(tmp_path, tiny_clip_dir, capsys):
+def test_mtil_two_task_run_scores_top1_in_each_label_space(tmp_path, reading_clip_dir, capsys):
     root = make_mtil_root(tmp_path / "mtil")
     run_dir = tmp_path / "run"
     assert (
         main(
             [
                 "run",
-                f"model.path={tiny_clip_dir}",
+                f"model.path={reading_clip_dir}",
                 "data.benchmark=mtil",
                 "data.tasks=[aircraft,caltech101]",
                 *FAST,
                 f"data.root={root}",
-                "--allow-unknown-words",  # the tiny model's word-level tokenizer does not know '707-320'
                 "-o",
                 str(run_dir),
             ]
@@ -135,7 +133,7 @@ def test_mtil_two_task_run_scores_top1_in_each_label_space(tmp_path, tiny_clip_d
         == 0
     )
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["data"]["unknown_words"]["aircraft"] > 0.05
+    assert results["data"]["unknown_words"]["aircraft"] == 0.0  # the tokenizer reads every class name
     assert results["task_metric"] == "top1" and list(results["matrices"]) == ["top1"]
     assert len(results["matrices"]["top1"]) == 2 and results["zeroshot_sets"] == []
     assert set(results["summary"]["classification"]["top1"]) >= {"last", "avg", "transfer"}
@@ -182,7 +180,7 @@ def test_named_benchmark_without_data_root_fails_before_writing(tmp_path, tiny_c
         main(
             [
                 "run",
-                f"model.path={tiny_clip_dir}",
+                f"model.path={reading_clip_dir}",
                 "data.benchmark=mtil",
                 f"data.root={tmp_path}",
                 "data.tasks=[nope]",

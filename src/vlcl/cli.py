@@ -257,6 +257,21 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer_check(model_path: str):
+    """The run's own loading and checks of ``model_path`` (a model a run would refuse is refused here), as the
+    :data:`vlcl.data.check.TextCheck` of ``vlcl data check --model``."""
+    from vlcl.models.coverage import coverage, indistinguishable_classes
+    from vlcl.models.loading import load_clip
+
+    bundle = load_clip(model_path)
+
+    def check(texts, prompts):
+        groups = indistinguishable_classes(bundle.tokenizer, prompts, bundle.context_length) if prompts is not None else []
+        return coverage(bundle.tokenizer, texts), groups
+
+    return check
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from vlcl.data.check import check_benchmark, coverage_fails, coverage_lines
 
@@ -265,16 +280,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         raise CliError(f"{root}: data root not found")
     if not 0 <= args.max_unknown_words <= 1:
         raise CliError(f"--max-unknown-words must lie in [0, 1], got {args.max_unknown_words:g}")
-    tokenizer, context_length = None, 77
-    if args.model:  # the run's own loading and checks: a model that a run would refuse is refused here
-        from vlcl.models.loading import load_clip
-
-        bundle = load_clip(args.model)
-        tokenizer, context_length = bundle.tokenizer, bundle.context_length
+    text_check = _tokenizer_check(args.model) if args.model else None
     limit = None if args.max_image_pixels == 0 else args.max_image_pixels
     reports = check_benchmark(
         args.benchmark, root, seed=args.seed, image_check=args.image_check, workers=args.workers, max_image_pixels=limit,
-        tokenizer=tokenizer, context_length=context_length,
+        text_check=text_check,
     )
     model = f", tokenizer of {args.model}" if args.model else ""
     print(f"{args.benchmark} in {root} (image check: {args.image_check}{model})")

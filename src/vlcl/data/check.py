@@ -3,16 +3,24 @@ each set's text its tokenizer reads) and ``vlcl data prepare`` (where to get eac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vlcl.data.catalogue import DATASETS, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
 from vlcl.data.formats import DataError, Sample
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlcl.data.named import DataRequest, data_root_dir, load_set, validate_data_config
 from vlcl.data.sources import MissingDataError, discover
-from vlcl.models.coverage import Coverage, coverage, indistinguishable_classes
+
+if TYPE_CHECKING:
+    from vlcl.models.coverage import Coverage
+
+TextCheck = Callable[[list[str], "list[list[str]] | None"], "tuple[Coverage, list[list[int]]]"]
+"""Reads a set's texts and, for a classification set, its prompts per class, with a model's tokenizer: the
+coverage of the texts and the groups of classes whose prompts encode alike. The command line builds it from
+:mod:`vlcl.models.coverage` (a layer above the data's), so this module never loads a model."""
 
 
 def _not_read_from_a_root(name: str) -> DataError:
@@ -57,8 +65,7 @@ def check_set(
     workers: int,
     show: int = 5,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-    tokenizer=None,
-    context_length: int = 77,
+    text_check: TextCheck | None = None,
 ) -> SetReport:
     try:
         loaded = load_set(
@@ -86,11 +93,10 @@ def check_set(
         problems.append(f"... and {loaded.problems.count - show} more")
     status = "malformed" if loaded.problems.count else "found"
     report = SetReport(spec.name, role, status, lines, problems)
-    if tokenizer is not None:
-        report.coverage = coverage(tokenizer, set_texts(loaded))
+    if text_check is not None:
+        prompts = class_prompts(loaded) if loaded.classnames is not None else None
+        report.coverage, groups = text_check(set_texts(loaded), prompts)
         if loaded.classnames is not None:
-            prompts = class_prompts(loaded)
-            groups = indistinguishable_classes(tokenizer, prompts, context_length)
             report.indistinguishable = [[loaded.classnames[i] for i in group] for group in groups]
     return report
 
@@ -119,19 +125,17 @@ def check_benchmark(
     image_check: str = "header",
     workers: int = 4,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-    tokenizer=None,
-    context_length: int = 77,
+    text_check: TextCheck | None = None,
 ) -> list[SetReport]:
     """Every data set of benchmark ``name`` under ``root``; ``folders``: every sub-folder, a data set if it has training data, else an evaluation set.
-    With ``tokenizer`` (and the model's ``context_length``), also each set's tokenizer coverage."""
+    With ``text_check``, also each set's tokenizer coverage."""
     selected = validate_data_config(DataRequest(name, root), one_kind=False)
     if selected is None:  # its data root is still checked first, as for a benchmark that reads one
         data_root_dir(root, name)
         raise _not_read_from_a_root(name)
     spec, sets, root = selected.spec, selected.sets, selected.root
     checks = dict(
-        seed=seed, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels, tokenizer=tokenizer,
-        context_length=context_length,
+        seed=seed, image_check=image_check, workers=workers, max_image_pixels=max_image_pixels, text_check=text_check
     )
     reports = []
     for set_name in spec.all_sets():
