@@ -102,6 +102,29 @@ def _owners_of_strings(query_groups: torch.Tensor, index: torch.Tensor, groups: 
     return owners
 
 
+def _distinct_string_ranks(images, texts, index, groups, convention):
+    """Image->text ranks over distinct strings, one column per string at its best copy: the full matrix, string by
+    string (the metric's own code works in blocks and scatters)."""
+    scores = torch.nn.functional.normalize(images, dim=-1) @ torch.nn.functional.normalize(texts, dim=-1).t()
+    strings = sorted(set(groups.tolist()))
+    by_string = torch.stack([scores[:, groups == g].max(1).values for g in strings], 1)
+    if convention == "any":
+        ranks = []
+        for i in range(len(images)):
+            own = sorted(set(groups[index == i].tolist()))
+            if own:
+                best = by_string[i, own].max()
+                others = [g for g in strings if g not in own]
+                ranks.append(int((by_string[i, others] >= best).sum()))
+        return torch.tensor(ranks, dtype=torch.long)
+    ranks = []
+    for j in range(len(texts)):
+        row, own = int(index[j]), int(groups[j])
+        others = [g for g in strings if g != own]
+        ranks.append(int((by_string[row, others] >= by_string[row, own]).sum()))
+    return torch.tensor(ranks, dtype=torch.long)
+
+
 def _grouped_ranks(
     images: torch.Tensor, texts: torch.Tensor, index: torch.Tensor, groups: torch.Tensor, convention: str, chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,14 +139,19 @@ def _grouped_ranks(
         return _owners_of_strings(groups[start:stop], index, groups, len(images))
 
     if convention == "any":
-        i2t, has_caption = _ranks_of_best_positive(images, texts, image_positives, chunk_size)
         t2i, _ = _ranks_of_best_positive(texts, images, text_positives, chunk_size)
+        if num_groups < len(texts):  # image->text ranks distinct strings
+            return _distinct_string_ranks(images, texts, index, groups, "any"), t2i
+        i2t, has_caption = _ranks_of_best_positive(images, texts, image_positives, chunk_size)
         return i2t[has_caption], t2i  # no caption, no correct answer: excluded
 
     def pair_positives(start: int, stop: int) -> torch.Tensor:  # pair j -> the captions with caption j's string
         return groups[start:stop, None] == groups[None, :]
 
-    i2t, _ = _ranks_of_best_positive(images[index], texts, pair_positives, chunk_size)
+    if num_groups < len(texts):
+        i2t = _distinct_string_ranks(images, texts, index, groups, "diagonal")
+    else:
+        i2t, _ = _ranks_of_best_positive(images[index], texts, pair_positives, chunk_size)
     # text->image on the pair gallery: image i appears once per caption it has, all copies scoring the same,
     # so it is scored once against the images and counted with that weight (an image without captions is no pair).
     copies = torch.bincount(index, minlength=len(images))

@@ -201,12 +201,12 @@ def test_tie_with_a_different_caption_string_still_counts_against_the_model():
     recall = retrieval_recall(images, texts, index, ks=(1, 2), text_groups=groups)
     assert recall == pytest.approx({"i2t_R@1": 50.0, "i2t_R@2": 100.0, "t2i_R@1": 200 / 3, "t2i_R@2": 100.0})
     # diagonal, pairs (e0, "seven"), (e1, "seven"), (e1, "a digit"); i2t: pairs 0 and 1 have both "seven" captions
-    #   as positives and tie with "a digit" (rank 1); pair 2's positive "a digit" ties with both "seven" captions
-    #   (rank 2). t2i: "seven" -> copies of images 0 and 1 all positives (rank 0); "a digit" -> image 1's two copies
+    #   as positives and tie with "a digit" (rank 1); pair 2's positive "a digit" ties with the "seven" string,
+    #   one text however many copies (rank 1). t2i: "seven" -> copies of images 0 and 1 all positives (rank 0); "a digit" -> image 1's two copies
     #   positives, image 0's one copy ties (rank 1).
     diagonal = retrieval_recall(images, texts, index, ks=(1, 2, 3), convention="diagonal", text_groups=groups)
     assert diagonal == pytest.approx(
-        {"i2t_R@1": 0.0, "i2t_R@2": 200 / 3, "i2t_R@3": 100.0, "t2i_R@1": 200 / 3, "t2i_R@2": 100.0, "t2i_R@3": 100.0}
+        {"i2t_R@1": 0.0, "i2t_R@2": 100.0, "i2t_R@3": 100.0, "t2i_R@1": 200 / 3, "t2i_R@2": 100.0, "t2i_R@3": 100.0}
     )
 
 
@@ -222,6 +222,32 @@ def test_distinct_captions_give_the_old_numbers(convention):
     assert retrieval_recall(images, texts, index, ks=ks, convention=convention, chunk_size=7, text_groups=scattered) == old
 
 
+def test_copies_of_a_string_occupy_one_rank_by_hand():
+    """Image 0 = e0 captioned "zero"; image 1 = e1 captioned "one" three times (three copies of one string), whose
+    features lie nearer image 0 than "zero" does. Ranked over captions, the three copies of "one" fill ranks 0-2
+    before "zero" (rank 3): R@1 = R@2 = R@3 = 50. Ranked over distinct texts, "one" is one text (rank 0) and
+    "zero" is rank 1 for image 0: R@1 = 50, R@2 = 100. Text->image ranks images and is unchanged: "zero" finds
+    image 0 first (0.6 vs 0); each "one" scores image 0 at 0.8 and image 1 at 0.6 (rank 1)."""
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    zero, one = torch.tensor([0.6, 0.0, 0.8]), torch.tensor([0.8, 0.6, 0.0])
+    texts, index = torch.stack([zero, one, one, one]), [0, 1, 1, 1]
+    separate = retrieval_recall(images, texts, index, ks=(1, 2, 3, 4))
+    assert separate == {**{f"i2t_R@{k}": 50.0 for k in (1, 2, 3)}, "i2t_R@4": 100.0, "t2i_R@1": 25.0, **{f"t2i_R@{k}": 100.0 for k in (2, 3, 4)}}
+    grouped = retrieval_recall(images, texts, index, ks=(1, 2, 3, 4), text_groups=caption_groups(["zero", "one", "one", "one"]))
+    assert grouped == {"i2t_R@1": 50.0, **{f"i2t_R@{k}": 100.0 for k in (2, 3, 4)}, "t2i_R@1": 25.0, **{f"t2i_R@{k}": 100.0 for k in (2, 3, 4)}}
+
+
+def test_random_features_over_ten_strings_score_chance_of_ten_texts():
+    """The issue's case: 100 random images, 10 caption strings of 10 copies each. Over 10 distinct texts R@10 is
+    100 by construction, and R@1 / R@5 lie near chance (10 / 50), not R@1 = R@5 = R@10."""
+    g = torch.Generator().manual_seed(0)
+    images, strings = torch.randn(100, 16, generator=g), [f"digit {i % 10}" for i in range(100)]
+    texts = torch.randn(10, 16, generator=g)[torch.arange(100) % 10]  # one string, one feature
+    recall = retrieval_recall(images, texts, torch.arange(100), text_groups=caption_groups(strings))
+    assert recall["i2t_R@10"] == 100.0 and recall["i2t_R@1"] < recall["i2t_R@5"] < recall["i2t_R@10"]
+    assert 0 < recall["i2t_R@1"] <= 25 and 30 <= recall["i2t_R@5"] <= 70
+
+
 def grouped_reference(images, texts, text_to_image, groups, ks, convention):
     """Brute force from the module docstring's rule with text groups, plain Python over one full score matrix."""
     images = torch.nn.functional.normalize(images.float(), dim=-1)
@@ -235,15 +261,20 @@ def grouped_reference(images, texts, text_to_image, groups, ks, convention):
         best = max(scores[k] for k in positive)
         return sum(1 for k in range(len(scores)) if k not in positive and scores[k] >= best)
 
+    def string_rank(row, positive):  # image->text: distinct strings, each at its best copy
+        best_copy = {x: max(row[k] for k in captions if group[k] == x) for x in set(group)}
+        best = max(best_copy[x] for x in positive)
+        return sum(1 for x in best_copy if x not in positive and best_copy[x] >= best)
+
     if convention == "any":
         i2t = []
         for i in gallery:
             own = {group[k] for k in captions if owner[k] == i}
             if own:
-                i2t.append(rank(s[i], {k for k in captions if group[k] in own}))
+                i2t.append(string_rank(s[i], own))
         t2i = [rank([s[i][j] for i in gallery], owners_of[group[j]]) for j in captions]
     else:  # the pair gallery: pair k = (image owner[k], caption k)
-        i2t = [rank(s[owner[j]], {k for k in captions if group[k] == group[j]}) for j in captions]
+        i2t = [string_rank(s[owner[j]], {group[j]}) for j in captions]
         t2i = [
             rank([s[owner[k]][j] for k in captions], {k for k in captions if owner[k] in owners_of[group[j]]})
             for j in captions
