@@ -194,6 +194,10 @@ class EvalConfig(_Section):
     MiB); the numbers do not depend on it."""
     chunk_size: int | None = Field(None, ge=1)
     """At most this many images per similarity tile (None: as the memory gives); the numbers do not depend on it."""
+    confusion_max_classes: int = Field(100, ge=0)
+    """results.json keeps each classification set's confusion matrix (``per_class``) up to this many classes; a
+    larger label space keeps its per-class top-1 and support only (a 1000-class matrix is a million counts per
+    stage). The HTML report draws matrices of up to 30 classes."""
 
     @field_validator("ks")
     @classmethod

@@ -34,9 +34,12 @@ from vlcl.metrics import (
     NonFiniteError,
     alignment_diagnostics,
     logit_accuracy,
+    logit_predictions,
+    per_class_scores,
     retrieval_recall,
     union_label_space,
     zeroshot_accuracy,
+    zeroshot_predictions,
     zeroshot_classifier,
 )
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
@@ -134,18 +137,26 @@ class Evaluator:
         alignment = alignment_diagnostics(image_features, text_features, dataset.text_to_image)
         return {"retrieval": recall, "alignment": alignment}
 
-    def classification(self, model: CLIPModel, dataset: ClassificationSet) -> dict[str, float]:
+    def classification(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[dict[str, float], dict[str, list]]:
+        """(accuracies, per-class scores: classes, support, top-1 and, up to ``eval.confusion_max_classes``
+        classes, the confusion matrix)."""
         image_features, classifier = self._class_features(model, dataset)
-        return self._accuracy(image_features, classifier, [tuple(p) for p in dataset.prompts()], dataset.labels)
+        accuracy, predicted = self._accuracy(image_features, classifier, [tuple(p) for p in dataset.prompts()], dataset.labels)
+        confusion = len(dataset.classnames) <= self.config.confusion_max_classes
+        per_class = per_class_scores(predicted, dataset.labels, len(dataset.classnames), confusion=confusion)
+        return accuracy, {"classes": list(dataset.classnames), **per_class}
 
-    def _accuracy(self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]], labels) -> dict[str, float]:
-        """Accuracy by cosine similarity to ``classifier``, or by the scores the method computes itself."""
+    def _accuracy(
+        self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]], labels
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """(accuracies, each image's predicted class) by cosine similarity to ``classifier``, or by the scores the
+        method computes itself."""
         logits = self._hooks.classification_logits(image_features, classifier, keys)
         if logits is None:
-            return zeroshot_accuracy(image_features, classifier, labels)
+            return zeroshot_accuracy(image_features, classifier, labels), zeroshot_predictions(image_features, classifier, labels)
         if tuple(logits.shape) != (len(image_features), len(classifier)):
             raise ValueError(f"classification_logits returned shape {tuple(logits.shape)}, expected {(len(image_features), len(classifier))}")
-        return logit_accuracy(logits, labels)
+        return logit_accuracy(logits, labels), logit_predictions(logits, labels)
 
     def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
@@ -163,7 +174,7 @@ class Evaluator:
         union, maps = union_label_space([classifier for _, classifier in features], keys)
         union_keys = list(dict.fromkeys(key for task_keys in keys for key in task_keys))  # the union's order
         return {
-            t.name: {"top1": self._accuracy(images, union, union_keys, maps[k][t.labels])["top1"]}
+            t.name: {"top1": self._accuracy(images, union, union_keys, maps[k][t.labels])[0]["top1"]}
             for k, (t, (images, _)) in enumerate(zip(tasks, features))
         }
 
@@ -175,6 +186,7 @@ class Evaluator:
         self._features, self._hooks = {}, hooks or NoHooks()
         result: dict[str, dict] = {"retrieval": {}, "alignment": {}, "zeroshot": {}}
         routes: dict[str, dict[str, float]] = {}
+        per_class: dict[str, dict[str, list]] = {}
         for dataset in self.benchmark.retrieval_sets():
             if progress:
                 progress(dataset.name)
@@ -188,11 +200,13 @@ class Evaluator:
             if progress:
                 progress(dataset.name)
             with self._hooks.evaluation_route(dataset.name, dataset.images) as route:
-                result["zeroshot"][dataset.name] = _named(dataset.name, self.classification, model, dataset)
+                result["zeroshot"][dataset.name], per_class[dataset.name] = _named(dataset.name, self.classification, model, dataset)
             if route is not None:
                 routes[dataset.name] = route
         if routes:
             result["routes"] = routes
+        if per_class:
+            result["per_class"] = per_class  # not a metric kind: the stage record keeps it apart (StageRecord)
         tasks = [t.test for t in self.benchmark.tasks if isinstance(t.test, ClassificationSet)]
         if tasks:
             # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results);

@@ -67,13 +67,21 @@ class StageRecord:
     """The metrics were read from a comparison's shared pre-trained row (vlcl.engine.shared_eval), not evaluated."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     """What the stage found wrong while it ran (results.json ``warnings``: kind, message, stage, set)."""
+    per_class: dict[str, Any] | None = None
+    """Per classification set: classes, support, top-1 and the confusion matrix (results.json ``per_class``); taken
+    out of the evaluation's ``metrics``, which hold scalars by kind."""
+
+    def __post_init__(self) -> None:
+        if "per_class" in self.metrics:  # a new copy: the evaluation's dict may be shared (the pre-trained row)
+            metrics = dict(self.metrics)
+            self.per_class = self.per_class or metrics.pop("per_class")
+            self.metrics = metrics
 
     def to_json(self) -> dict[str, Any]:
         record = dict(self.__dict__)
-        if not self.shared:
-            del record["shared"]
-        if not self.warnings:
-            del record["warnings"]
+        for optional in ("shared", "warnings", "per_class"):
+            if not record[optional]:
+                del record[optional]
         return record
 
 
@@ -550,7 +558,7 @@ class ContinualRunner:
         if method.trains:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)
         else:  # the weights did not change: the previous evaluation holds exactly
-            metrics, seconds = previous.metrics, 0.0
+            metrics, seconds = {**previous.metrics, **({"per_class": previous.per_class} if previous.per_class else {})}, 0.0
         warnings = [_warning(w["kind"], w["message"], stage, trained_on) for w in train_stats.pop("warnings", [])]
         return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings)
 

@@ -7,17 +7,28 @@ from vlcl.metrics.continual import (
     zeroshot_retention_summary,
 )
 from vlcl.metrics.retrieval import NonFiniteError, retrieval_recall
-from vlcl.metrics.zeroshot import logit_accuracy, union_label_space, zeroshot_accuracy, zeroshot_classifier
+from vlcl.metrics.zeroshot import (
+    logit_accuracy,
+    logit_predictions,
+    per_class_scores,
+    union_label_space,
+    zeroshot_accuracy,
+    zeroshot_classifier,
+    zeroshot_predictions,
+)
 
 __all__ = [
     "NonFiniteError",
     "alignment_diagnostics",
     "continual_summary",
     "logit_accuracy",
+    "logit_predictions",
+    "per_class_scores",
     "performance_drop",
     "retrieval_recall",
     "union_label_space",
     "zeroshot_accuracy",
     "zeroshot_classifier",
+    "zeroshot_predictions",
     "zeroshot_retention_summary",
 ]

@@ -16,6 +16,13 @@ degenerate model with equal logits never scores 100%. Keys, in percent:
 * ``mean_per_class_recall``: the mean, over the classes present in
   ``labels``, of the top-1 recall within each class (robust to imbalance).
 
+Per class (:func:`per_class_scores`): each class's support (test images),
+top-1 (None for a class with no test image) and the confusion matrix, rows the
+true class and columns the predicted one. The prediction follows the tie rule:
+an image is predicted as its true class iff it is correct at top-1 (no other
+class scores >= it), else as the highest-scoring other class (the first of
+tied ones), so the diagonal of the confusion matrix sums to the top-1 hits.
+
 Task-agnostic classification (:func:`union_label_space`): the label spaces of
 several tasks merged into one, classes with identical prompts merged, so that
 a test image is classified among every task's classes with no task identity.
@@ -72,14 +79,16 @@ def _check_labels(labels: torch.Tensor | Sequence[int], num_images: int, num_cla
     return labels.to(device=device, dtype=torch.long)
 
 
-def zeroshot_accuracy(
-    image_features: torch.Tensor,
-    classifier: torch.Tensor,
-    labels: torch.Tensor | Sequence[int],
-    *,
-    chunk_size: int = 4096,
-) -> dict[str, float]:
-    """Top-1, top-5 (more than 5 classes only) and mean per-class recall, in percent."""
+def _predicted(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the true class when it is correct at top-1 (the tie rule), else the best other class."""
+    target = labels[:, None]
+    others = scores.scatter(1, target, float("-inf"))
+    best_other, other_class = others.max(1)
+    return torch.where(best_other >= scores.gather(1, target).squeeze(1), other_class, labels)
+
+
+def _validate(image_features: torch.Tensor, classifier: torch.Tensor, labels, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(unit image features, float32 classifier, long labels) after the shared checks."""
     if image_features.ndim != 2 or classifier.ndim != 2 or image_features.shape[1] != classifier.shape[1]:
         raise ValueError(
             f"expected image [N, d] and classifier [C, d], got {tuple(image_features.shape)} and {tuple(classifier.shape)}"
@@ -92,8 +101,57 @@ def zeroshot_accuracy(
     check_finite(classifier, "classifier")
     images = F.normalize(image_features.detach().float(), dim=-1)
     weights = classifier.detach().float().to(images.device)
-    labels = _check_labels(labels, len(images), len(weights), images.device)
+    return images, weights, _check_labels(labels, len(images), len(weights), images.device)
 
+
+def zeroshot_predictions(
+    image_features: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor | Sequence[int], *, chunk_size: int = 4096
+) -> torch.Tensor:
+    """Long [N]: each image's predicted class under the tie rule (module docstring), for :func:`per_class_scores`."""
+    images, weights, labels = _validate(image_features, classifier, labels, chunk_size)
+    return torch.cat([
+        _predicted(images[start : start + chunk_size] @ weights.t(), labels[start : start + chunk_size])
+        for start in range(0, len(images), chunk_size)
+    ])
+
+
+def logit_predictions(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """:func:`zeroshot_predictions` of scores a method computed itself ([N, C] ``logits``)."""
+    check_finite(logits, "logits")
+    scores = logits.detach().float()
+    return _predicted(scores, _check_labels(labels, len(scores), scores.shape[1], scores.device))
+
+
+def per_class_scores(
+    predicted: torch.Tensor, labels: torch.Tensor | Sequence[int], num_classes: int, *, confusion: bool = True
+) -> dict[str, list]:
+    """``support`` (test images per class), ``top1`` (percent, None where a class has no test image) and, with
+    ``confusion``, the ``confusion`` matrix of counts (rows: true class, columns: predicted), as lists."""
+    predicted = torch.as_tensor(predicted)
+    labels = _check_labels(labels, len(predicted), num_classes, predicted.device)
+    if predicted.shape != labels.shape or bool(((predicted < 0) | (predicted >= num_classes)).any()):
+        raise ValueError(f"predicted must hold {len(labels)} class indices in [0, {num_classes - 1}]")
+    support = torch.bincount(labels, minlength=num_classes)
+    hits = torch.bincount(labels[predicted == labels], minlength=num_classes)
+    result: dict[str, list] = {
+        "support": support.tolist(),
+        "top1": [100.0 * int(h) / int(n) if n else None for h, n in zip(hits, support)],
+    }
+    if confusion:
+        cells = torch.bincount(labels * num_classes + predicted.long(), minlength=num_classes * num_classes)
+        result["confusion"] = cells.view(num_classes, num_classes).tolist()
+    return result
+
+
+def zeroshot_accuracy(
+    image_features: torch.Tensor,
+    classifier: torch.Tensor,
+    labels: torch.Tensor | Sequence[int],
+    *,
+    chunk_size: int = 4096,
+) -> dict[str, float]:
+    """Top-1, top-5 (more than 5 classes only) and mean per-class recall, in percent."""
+    images, weights, labels = _validate(image_features, classifier, labels, chunk_size)
     return _accuracies(_true_class_ranks(images, weights, labels, chunk_size), labels, len(weights))
 
 
