@@ -89,3 +89,12 @@ def test_the_html_report_draws_each_small_sets_confusion_matrix(mtil_run, tmp_pa
     drawn = sorted(p.name for p in (tmp_path / "page_plots").glob("*confusion*.png"))
     assert len(drawn) == 2 and any("aircraft" in name for name in drawn), drawn
     assert "Confusion matrix of aircraft" in out.read_text()
+
+
+def test_a_loaded_run_recomputes_the_recorded_per_class_scores(mtil_run):
+    import vlcl
+
+    run_dir, results = mtil_run("loaded")
+    run = vlcl.load_run(run_dir)
+    assert run.evaluate(per_class=True)["per_class"] == results["stages"][-1]["per_class"]
+    assert "per_class" not in run.evaluate()

@@ -496,13 +496,15 @@ class LoadedRun:
             raise KeyError(f"'{name}' is not a set this run evaluated; its sets: {', '.join(sets)}")
         return sets[name]
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, *, per_class: bool = False) -> dict[str, Any]:
         """Every metric of the stage, recomputed by the run's own evaluator on the run's own data: equal to
-        :attr:`metrics` (results.json ``stages[i].metrics``)."""
+        :attr:`metrics` (results.json ``stages[i].metrics``); ``per_class=True`` adds ``per_class`` (each
+        classification set's classes, support, top-1 and confusion matrix: results.json ``stages[i].per_class``)."""
         from vlcl.engine.evaluate import Evaluator
 
         evaluator = Evaluator(self.benchmark(), self.tokenizer, self.preprocess, self.context_length, self.config.eval)
-        return evaluator.evaluate(self.model, hooks=self.method)
+        metrics = evaluator.evaluate(self.model, hooks=self.method)
+        return metrics if per_class else {kind: values for kind, values in metrics.items() if kind != "per_class"}
 
 
 def _prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[list[str]]:

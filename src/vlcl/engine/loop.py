@@ -560,13 +560,19 @@ class ContinualRunner:
         else:  # the weights did not change: the previous evaluation holds exactly
             metrics, seconds = {**previous.metrics, **({"per_class": previous.per_class} if previous.per_class else {})}, 0.0
         warnings = [_warning(w["kind"], w["message"], stage, trained_on) for w in train_stats.pop("warnings", [])]
+        if method.trains:
+            seen = list(dict.fromkeys([name for r in records[1:] for name in r.trained_on] + trained_on))
+            report = self._warning_reporter(stage, trained_on, _steps_done(records))
+            for task, message in routing_problems(metrics.get("routes", {}), seen):
+                report("routing", message, int(train_stats.get("steps", 0)), task)
+                warnings.append({**_warning("routing", message, stage, trained_on), "set": task})
         return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings)
 
     def _warning_reporter(self, stage: Stage, trained_on: list[str], offset: int) -> Callable[[str, str, int], None]:
         """What the training loop calls when it finds something wrong: one ``vlcl: warning:`` line on the console
         (stderr, also when the progress display is off) and a ``warning`` record in log.jsonl."""
 
-        def report(kind: str, message: str, step: int) -> None:
+        def report(kind: str, message: str, step: int, set_name: str | None = None) -> None:
             if distributed.current().is_main:
                 line = f"vlcl: warning: {message}"
                 if self.console.quiet:
@@ -575,7 +581,7 @@ class ContinualRunner:
                     self.console.print(line, markup=False, highlight=False, soft_wrap=True)
             self.logbook.warning(
                 stage=stage.index, stage_name=stage.name, step=step, global_step=offset + step, kind=kind, message=message,
-                set_name=_warning(kind, message, stage, trained_on)["set"],
+                set_name=set_name or _warning(kind, message, stage, trained_on)["set"],
             )
 
         return report
@@ -612,6 +618,29 @@ def _warning(kind: str, message: str, stage: Stage, trained_on: list[str]) -> di
     """One entry of results.json ``warnings``: ``stage`` 1-based, ``set`` the task the stage trains (None for
     several)."""
     return {"kind": kind, "message": message, "stage": stage.index + 1, "set": trained_on[0] if len(trained_on) == 1 else None}
+
+
+ROUTING_MIN_SHARE = 0.5
+"""A trained task whose test images reach their own route (results' ``routes``: set -> route -> share, a route named
+by the task it was learnt on) less often than this is warned about: its numbers then measure another task's
+parameters, not what was learnt on it."""
+
+
+def routing_problems(routes: dict[str, dict[str, float]], seen_tasks: list[str]) -> list[tuple[str, str]]:
+    """(task, message) for every task of ``seen_tasks`` that a method routes (``routes`` holds its test set) whose
+    own route received less than :data:`ROUTING_MIN_SHARE` of its test images."""
+    problems = []
+    for task in seen_tasks:
+        shares = routes.get(task)
+        if not shares or shares.get(task, 0.0) >= ROUTING_MIN_SHARE:
+            continue
+        top = max(shares, key=lambda route: shares[route])
+        problems.append((task, (
+            f"routing failed for '{task}': {shares.get(task, 0.0):.0%} of its test images went to its own route and "
+            f"{shares[top]:.0%} to '{top}', so its scores measure other parameters than those learnt on it "
+            f"(results.json routes)"
+        )))
+    return problems
 
 
 def _steps_done(records: list[StageRecord]) -> int:
