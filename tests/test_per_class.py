@@ -10,7 +10,6 @@ import torch
 from conftest import make_tiny_clip, shipped_words
 from realdata import make_mtil_root
 from vlcl.cli import main
-from vlcl.metrics import logit_predictions, per_class_scores, zeroshot_accuracy, zeroshot_predictions
 
 AIRCRAFT = ["707", "727", "737", "200", "300", "320"]
 
@@ -18,6 +17,8 @@ AIRCRAFT = ["707", "727", "737", "200", "300", "320"]
 def test_per_class_scores_by_hand():
     """Three classes, five images: class 0 right twice, class 1 taken for class 2 once and right once, class 2 has
     no test image; a tie between the true class and another counts as the other (the tie rule)."""
+    from vlcl.metrics import per_class_scores, zeroshot_accuracy, zeroshot_predictions
+
     classifier = torch.eye(3)
     images = torch.tensor([[1.0, 0, 0], [1.0, 0.1, 0], [0, 0.2, 1.0], [0, 1.0, 0], [1.0, 1.0, 0]])
     labels = [0, 0, 1, 1, 1]
@@ -30,6 +31,8 @@ def test_per_class_scores_by_hand():
 
 
 def test_logit_predictions_follow_the_same_rule():
+    from vlcl.metrics import logit_predictions, per_class_scores
+
     logits = torch.tensor([[2.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
     assert logit_predictions(logits, [0, 2]).tolist() == [1, 2]
     with pytest.raises(ValueError, match="class indices"):

@@ -125,3 +125,20 @@ def test_a_state_a_checkpoint_cannot_hold_stops_the_run_before_anything_is_writt
         "a state holds tensors, dicts with string keys, and JSON values (None, bool, int, float, str, list)"
     )
     assert not run_dir.exists()
+
+
+def test_an_entry_point_naming_something_that_is_not_a_method_is_refused(tmp_path):
+    """`[vlcl.methods] fortytwo = mod:VALUE` (an int) and a module that registers nothing: one line each, exit 2."""
+    site = tmp_path / "site"
+    (site / "lab_values").mkdir(parents=True)
+    (site / "lab_values" / "__init__.py").write_text("VALUE = 42\n")
+    (site / "lab_values" / "empty.py").write_text('"""No method here."""\n')
+    info = site / "lab_values-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-values\nVersion: 0.1\n")
+    for entry, expected in (("fortytwo = lab_values:VALUE", "not a method"), ("nothing = lab_values.empty", "registers no method")):
+        (info / "entry_points.txt").write_text(f"[vlcl.methods]\n{entry}\n")
+        listed = run([sys.executable, "-m", "vlcl", "methods"], with_path(dict(os.environ), site))
+        last = listed.stderr.strip().splitlines()[-1]
+        assert listed.returncode == 2 and "Traceback" not in listed.stderr, listed.stderr
+        assert last.startswith(f"vlcl: error: entry point '{entry}' (vlcl.methods): ") and expected in last, last

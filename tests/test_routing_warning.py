@@ -10,12 +10,13 @@ import pytest
 
 import vlcl
 from vlcl.cli import main
-from vlcl.engine.loop import ROUTING_MIN_SHARE, routing_problems
 from vlcl.methods import registry
 from vlcl.methods.finetune import FineTune
 
 
 def test_routing_problems_name_each_trained_task_below_the_share():
+    from vlcl.engine.loop import ROUTING_MIN_SHARE, routing_problems
+
     routes = {"a": {"a": 1.0}, "b": {"a": 0.9, "b": 0.1}, "c": {"frozen": 1.0}, "zs_x": {"a": 1.0}}
     problems = routing_problems(routes, ["a", "b", "c"])
     assert [task for task, _ in problems] == ["b", "c"]

@@ -75,3 +75,29 @@ def test_class_names_the_tokenizer_cannot_read(tmp_path, embedded_tokenizer):
     benchmark = benchmark_builder("folders")(root=str(root), image_size=32, workers=0)
     with pytest.raises(RunInputError, match=r"data set 'digits': 20\.0% .*e\.g\. '5', '6', '7'"):
         check_tokenizer_coverage(benchmark, embedded_tokenizer, 0.05)
+
+
+def test_the_error_names_every_set_the_tokenizer_cannot_read(tmp_path, capsys):
+    root = digit_captions(tmp_path / "mine")
+    items = [(f"p{i:03d}.png", [f"a glyph of runes {['alpha', 'omega'][i % 2]}"]) for i in range(20)]
+    write_images(root / "glyphs", items)
+    write_csv(root / "glyphs" / "glyphs.csv", items)
+    run_dir = tmp_path / "run"
+    assert main(["run", "data.benchmark=folders", f"data.root={root}", *FAST, "-o", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data set 'digits': " in err[0] and "data set 'glyphs': " in err[0], err
+    assert not run_dir.exists()
+
+
+def test_data_check_with_a_model_reports_coverage_and_colliding_classes_of_every_set(tmp_path, capsys):
+    root = digit_captions(tmp_path / "mine")
+    write_image_folder(root / "numbers" / "train", [0, 1, 2] * 3, ["seven", "nine", "red"])  # seven, nine: [UNK]
+    write_image_folder(root / "numbers" / "test", [0, 1, 2] * 2, ["seven", "nine", "red"], offset=50)
+    code = main(["data", "check", "folders", "--data-root", str(root), "--model", "embedded"])
+    out = capsys.readouterr().out
+    assert code != 0
+    assert "tokenizer: 66.2% of 80 caption and prompt words unknown" in out and "a run stops" in out
+    assert "tokenizer: classes 'nine', 'seven' encode to the same tokens: a run stops" in out
+    assert out.strip().splitlines()[-1].startswith("a run with this model stops on digits, numbers")
+    without = main(["data", "check", "folders", "--data-root", str(root)])
+    assert without == 0 and "tokenizer" not in capsys.readouterr().out
