@@ -180,7 +180,7 @@ def test_named_benchmark_without_data_root_fails_before_writing(tmp_path, tiny_c
         main(
             [
                 "run",
-                f"model.path={reading_clip_dir}",
+                f"model.path={tiny_clip_dir}",
                 "data.benchmark=mtil",
                 f"data.root={tmp_path}",
                 "data.tasks=[nope]",

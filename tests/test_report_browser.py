@@ -119,13 +119,13 @@ def reports(tmp_path_factory, world_clip_dir):
 
 def test_browser_shows_a_run_report(reports):
     verdict, console = open_in_chromium(reports / "run.html", reports)
-    check(verdict, console, plots=4)
+    check(verdict, console, plots=6)  # heatmap, tasks, zero-shot, alignment, two confusion matrices
     assert verdict["title"].startswith("vlcl report: finetune") and verdict["leaderboard_rows"] is None
 
 
 def test_browser_shows_a_comparison_report(reports):
     verdict, console = open_in_chromium(reports / "cmp" / "report.html", reports)
-    check(verdict, console, plots=3 + 2 * 4)
+    check(verdict, console, plots=3 + 2 * 6)
     assert verdict["leaderboard_rows"] == 2
     assert "zeroshot" in verdict["leaderboard_text"] and "finetune lr=0.001" in verdict["leaderboard_text"]
 
@@ -143,4 +143,4 @@ def test_browser_probe_catches_what_it_should(reports, tmp_path):
     assert any(p.startswith("csp: img-src https://example.invalid") for p in verdict["problems"])
     assert "console.error: boom" in verdict["problems"] and '"boom"' in console
     with pytest.raises(AssertionError):
-        check(verdict, console, plots=4)
+        check(verdict, console, plots=6)

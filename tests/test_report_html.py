@@ -16,6 +16,7 @@ from vlcl.cli import main
 pytestmark = pytest.mark.report  # every test here is about the report: the automatic one stays on
 
 PLOTS_OF_A_RUN = ("heatmap", "tasks", "zeroshot", "alignment")
+PLOTS_OF_AN_EMBEDDED_RUN = (*PLOTS_OF_A_RUN, "confusion_zs_shape", "confusion_zs_colour")  # its two zero-shot sets' matrices
 LEADERBOARD_PLOTS = ("leaderboard_plasticity_forgetting", "leaderboard_last", "leaderboard_zeroshot_pd")
 
 
@@ -230,7 +231,7 @@ def test_vlcl_run_and_compare_write_their_report(tmp_path, world_clip_dir, capsy
     assert main(["run", *quick_args(world_clip_dir, "train.max_steps_per_task=2"), "-o", str(run)]) == 0
     assert f"report: {run / 'report.html'}" in capsys.readouterr().out
     assert_self_contained((run / "report.html").read_text(encoding="utf-8"))
-    assert_plots(run / "report.html", [f"run_{p}" for p in PLOTS_OF_A_RUN])
+    assert_plots(run / "report.html", [f"run_{p}" for p in PLOTS_OF_AN_EMBEDDED_RUN])
 
     # a comparison where one method fails: the report of the finished runs is written before the error
     out = tmp_path / "cmp"
@@ -240,5 +241,5 @@ def test_vlcl_run_and_compare_write_their_report(tmp_path, world_clip_dir, capsy
     assert f"report: {out / 'report.html'}" in err and "2 of 4 runs failed" in err
     page = (out / "report.html").read_text(encoding="utf-8")
     assert_self_contained(page)
-    assert_plots(out / "report.html", [*LEADERBOARD_PLOTS, *(f"zeroshot_seed-0_{p}" for p in PLOTS_OF_A_RUN)])
+    assert_plots(out / "report.html", [*LEADERBOARD_PLOTS, *(f"zeroshot_seed-0_{p}" for p in PLOTS_OF_AN_EMBEDDED_RUN)])
     assert re.search(r"<tr><td>zeroshot</td><td class=num>2</td><td class=num>(<strong>)?[\d.]+ \+- 0.0(</strong>)?</td>", page)
