@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from test_run import quick_args
-from vlcl.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, directory_mode, file_mode
+from vlcl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, directory_mode, file_mode
 
 
 def mode(path) -> int:

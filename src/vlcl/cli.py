@@ -223,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         where = f"{bad.name}: results.json" if bad else "the runs' results"
         raise ReportError(f"{where} lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
     if args.output:
-        from vlcl.engine.checkpoint import atomic_write_text
+        from vlcl.fileio import atomic_write_text
 
         check_output(args.output, found)
         atomic_write_text(args.output, text)

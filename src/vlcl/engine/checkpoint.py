@@ -24,6 +24,16 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from vlcl.engine.faults import fault_point
+from vlcl.fileio import (  # noqa: F401 - the checkpoint's helpers, also reached from here
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    directory_mode,
+    file_mode,
+    fsync_dir,
+    give_umask_modes,
+    read_json_file,
+)
 from vlcl.models.loading import ClipBundle, save_clip
 
 LATEST = "latest.json"
@@ -33,30 +43,6 @@ _CHECKPOINT_NAME = re.compile(r"stage_\d{2,}|step_\d{2,}_\d{7,}")
 
 class CheckpointError(ValueError):
     """A checkpoint or its pointer that cannot be trusted: one line naming the file and what is wrong."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"holds {name}, which is not JSON (vlcl writes strict JSON; the file was made elsewhere)")
-
-
-def read_json_file(path: Path, what: str, error: type[Exception] = ValueError, *, strict: bool = False) -> Any:
-    """Parsed JSON of ``path``; any failure is ``error`` naming the file (and the line). ``strict`` refuses
-    the bare ``NaN`` / ``Infinity`` that Python's json module writes and reads by default."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text, parse_constant=_refuse_constant) if strict else json.loads(text)
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: {what} is a directory, expected a JSON file") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: {what} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: line {exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
-    except ValueError as exc:  # a refused constant
-        raise error(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -71,42 +57,6 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _process_umask() -> int:
-    """The umask, read without changing it (``os.umask`` can only be read by setting it, which races with any
-    thread creating files meanwhile): Linux's /proc/self/status; elsewhere set-and-restore, once."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    global _UMASK_FALLBACK
-    if _UMASK_FALLBACK is None:
-        _UMASK_FALLBACK = os.umask(0o022)
-        os.umask(_UMASK_FALLBACK)
-    return _UMASK_FALLBACK
-
-
-_UMASK_FALLBACK: int | None = None
-
-
-def file_mode() -> int:
-    """The mode ``open()`` would give a new file (0o666 less the umask); ``mkstemp`` makes its files 0o600."""
-    return 0o666 & ~_process_umask()
-
-
-def directory_mode() -> int:
-    """The mode ``mkdir`` would give a new directory (0o777 less the umask); ``mkdtemp`` makes its 0o700."""
-    return 0o777 & ~_process_umask()
-
-
-def give_umask_modes(tree: Path) -> None:
-    """Every file and folder under ``tree`` gets the umask's mode: safetensors (ours and transformers') writes its
-    files private (0o600), as mkstemp does."""
-    for path in [tree, *tree.rglob("*")]:
-        path.chmod(directory_mode() if path.is_dir() else file_mode())
-
-
 def _os_error_of(exc: Exception, path: Path) -> OSError | None:
     """The OSError inside a safetensors error (``... No space left on device (os error 28)``), naming ``path``;
     None when it holds none (the library reports I/O failures as its own exception type, not as OSError)."""
@@ -115,62 +65,6 @@ def _os_error_of(exc: Exception, path: Path) -> OSError | None:
         return None
     code = int(found.group(1))
     return OSError(code, os.strerror(code), str(path))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """:func:`atomic_write_text` for bytes (a report's PNG plots)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """Strict JSON (no bare NaN or Infinity, which other JSON readers refuse), written atomically."""
-    try:
-        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
-    except ValueError:
-        raise ValueError(f"{path}: refusing to write NaN or inf into JSON (a metric or loss that is not a number)") from None
-    atomic_write_text(path, text + "\n")
 
 
 STATE_FORMAT = 2
@@ -368,7 +262,7 @@ def prune_stage_checkpoints(checkpoints_dir: Path, keep: int) -> None:
         os.replace(old, hidden)
         fault_point("stage_checkpoint_prune")
         shutil.rmtree(hidden, ignore_errors=True)
-    _fsync_dir(checkpoints_dir)
+    fsync_dir(checkpoints_dir)
 
 
 def _write_directory(checkpoints_dir: Path, name: str, fill: Callable[[Path], None]) -> Path:
@@ -394,7 +288,7 @@ def _write_directory(checkpoints_dir: Path, name: str, fill: Callable[[Path], No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(checkpoints_dir)
+    fsync_dir(checkpoints_dir)
     return final
 
 

@@ -15,7 +15,7 @@ from statistics import fmean
 from typing import Any
 
 from vlcl.data.benchmark import Benchmark
-from vlcl.engine.checkpoint import atomic_write_json, atomic_write_text
+from vlcl.fileio import atomic_write_json, atomic_write_text
 from vlcl.methods.base import Stage
 from vlcl.metrics import continual_summary, zeroshot_retention_summary
 

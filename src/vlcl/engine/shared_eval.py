@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from vlcl.engine.checkpoint import atomic_write_text
+from vlcl.fileio import atomic_write_text
 from vlcl.methods import Method
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlcl.engine.checkpoint import read_json_file
+from vlcl.fileio import read_json_file
 
 REQUIRED_KEYS: dict[str, type] = {
     "method": str,

@@ -524,7 +524,7 @@ def write_html_report(
     groups: list[MethodRuns], output: str | Path, *, inputs: list[str] | None = None, notes: list[str] = (), across: bool | None = None
 ) -> WrittenReport:
     """Write the page ``output`` and its PNGs into :func:`plot_dir_for` (``output``), atomically, page last."""
-    from vlcl.engine.checkpoint import atomic_write_bytes, atomic_write_text
+    from vlcl.fileio import atomic_write_bytes, atomic_write_text
 
     started = time.perf_counter()
     output = Path(output)
