@@ -169,3 +169,18 @@ def test_a_failed_run_ends_its_log_with_a_stop_record(tmp_path, world_clip_dir):
     records = strict_lines(run_dir / LOG_FILE)
     assert records[-1]["event"] == "stop" and records[-1]["reason"].startswith("NonFiniteLossError: non-finite loss")
     assert all(math.isfinite(r["loss"]) for r in records if r["event"] == "step")
+
+
+def test_a_new_kind_of_metric_reaches_metrics_csv_and_the_log_without_being_listed():
+    from vlcl.engine.logbook import metric_scalars
+    from vlcl.engine.results import flatten_metrics
+
+    metrics = {
+        "novel": {"set_a": {"score": 0.5, "label": "not a number"}},
+        "retrieval": {"t": {"mean_R@1": 40.0}},
+        "seen_classes": {"2": {"aircraft": {"top1": 25.0}}},
+    }
+    assert flatten_metrics(metrics) == [
+        ("retrieval", "t", "mean_R@1", 40.0), ("novel", "set_a", "score", 0.5), ("seen_classes", "2/aircraft", "top1", 25.0),
+    ]
+    assert metric_scalars(metrics)["novel/set_a/score"] == 0.5

@@ -129,17 +129,29 @@ def task_agnostic_results(tasks: list[str], pretrained: dict, trained: list[dict
 
 
 METRIC_KINDS = ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes")  # routes: set -> route -> share
+"""The kinds every evaluation may hold, in metrics.csv's order; any other kind an evaluator adds follows them in
+its own order, so that a new kind of metric is never silently left out of metrics.csv and the log."""
 
 
 def flatten_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
     """One evaluation's scalars as (kind, set, metric, value), in metrics.csv's order (its rows and the ``eval``
-    records of log.jsonl both come from here)."""
-    return [
-        (kind, set_name, metric, value)
-        for kind in METRIC_KINDS
-        for set_name, values in metrics.get(kind, {}).items()
-        for metric, value in values.items()
-    ]
+    records of log.jsonl both come from here). A kind nested deeper than set -> metric (``seen_classes``: the
+    number of tasks seen -> set -> metric) names its set by the path, ``2/aircraft``."""
+    kinds = [k for k in METRIC_KINDS if k in metrics] + [k for k in metrics if k not in METRIC_KINDS]
+    return [(kind, set_name, metric, value) for kind in kinds for set_name, metric, value in _scalars(metrics[kind])]
+
+
+def _scalars(values: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str, Any]]:
+    """(set path, metric, value) of every number under ``values`` (a dict of dicts ending in numbers)."""
+    if not isinstance(values, dict):
+        return []
+    found = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            found += _scalars(value, (*path, str(key)))
+        elif path and isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append(("/".join(path), str(key), value))
+    return found
 
 
 def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
