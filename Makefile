@@ -1,4 +1,5 @@
-# Two entry points: `make run` and `make test`. Both create or reuse .venv.
+# Entry points: `make run`, `make quick` (the quick test loop) and `make test` (the whole suite, what CI runs).
+# All create or reuse .venv.
 # GPU users: `make run TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"`
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vlcl-installed
 
-.PHONY: run test setup clean
+.PHONY: run test quick setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+quick: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 PAGE = REPOSITORY / "docs" / "api.md"
 
@@ -25,6 +27,7 @@ def test_the_page_has_an_example_of_each_part_of_the_api():
         assert call in code or call in PAGE.read_text(encoding="utf-8"), call
 
 
+@pytest.mark.slow
 def test_every_python_block_of_docs_api_md_runs(tmp_path):
     blocks = python_blocks()
     assert len(blocks) >= 8

@@ -92,6 +92,7 @@ def test_no_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_only_the_newest_stage_checkpoints_are_kept(tmp_path, world_clip_dir):
     from test_run import quick_args
     from vlcl.cli import main

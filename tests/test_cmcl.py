@@ -226,6 +226,7 @@ def test_update_projection_keeps_old_pairs_through_a_whole_adamw_task(tmp_path):
     assert changes["finetune"] > 10 * max(changes["update"], 1e-4)
 
 
+@pytest.mark.slow
 def test_feature_run_killed_in_task_2_resumes_to_the_same_results(tmp_path):
     import os
     import subprocess

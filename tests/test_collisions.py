@@ -47,6 +47,7 @@ def error_line(capsys) -> str:
     return [line for line in err.splitlines() if line.strip()][-1]
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder(tmp_path, world_clip_dir, capsys):
     run_dir = tmp_path / "run"
     first = spawn("run", *quick_args(world_clip_dir, *LONG), "-o", str(run_dir))
@@ -64,6 +65,7 @@ def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder(tmp_p
     assert not rundir.lock_path(run_dir).exists()  # released and removed when its holder ended
 
 
+@pytest.mark.slow
 def test_a_second_comparison_into_one_directory_is_refused(tmp_path, world_clip_dir, capsys):
     out = tmp_path / "cmp"
     first = spawn("compare", *quick_args(world_clip_dir, *LONG), "--methods", "finetune", "-o", str(out))
@@ -75,6 +77,7 @@ def test_a_second_comparison_into_one_directory_is_refused(tmp_path, world_clip_
         stop(first)
 
 
+@pytest.mark.slow
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
     directory = tmp_path / "run"
     code = f"from pathlib import Path; from vlcl.engine.rundir import hold; import time\nwith hold(Path({str(directory)!r})):\n    print('held', flush=True); time.sleep(60)"
@@ -89,6 +92,7 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_compare_workers_die_with_their_parent(tmp_path, world_clip_dir):
     out = tmp_path / "cmp"
     parent = spawn("compare", *quick_args(world_clip_dir, *LONG), "--methods", "finetune,lwf", "--jobs", "2", "-o", str(out))

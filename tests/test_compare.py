@@ -41,6 +41,7 @@ def test_compare_rejects_unknown_method_before_running(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_compare_jobs_runs_methods_in_parallel_with_the_same_results(tmp_path, world_clip_dir, capsys):
     from test_run import metrics_of, quick_args
 
@@ -71,6 +72,7 @@ def test_compare_keeps_going_when_one_method_fails(tmp_path, world_clip_dir, cap
     assert len(rows) == 2 and rows[1].startswith("zeroshot,")
 
 
+@pytest.mark.slow
 def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_dir, capsys):
     import csv
     import statistics

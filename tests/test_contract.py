@@ -116,6 +116,7 @@ def test_state_survives_a_checkpoint_exactly(name, reference):
     assert state_difference(state, method.state_dict()) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", METHODS)
 def test_sigkill_in_task_2_then_resume_equals_the_uninterrupted_run(name, reference, world_clip_dir, tmp_path):
     expected = metrics_of(reference(name))

@@ -38,6 +38,7 @@ def last_error_line(capsys) -> str:
     return [line for line in err.splitlines() if line.strip()][-1]
 
 
+@pytest.mark.slow
 def test_disk_full_in_a_stage_checkpoint_is_one_line_and_resumes_exactly(tmp_path, world_clip_dir, capsys, monkeypatch):
     reference = tmp_path / "reference"
     assert main(["run", *quick_args(world_clip_dir), "-o", str(reference)]) == 0
@@ -93,6 +94,7 @@ def full_filesystem(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_is_one_line(full_filesystem, world_clip_dir):
     """On a 128 KB file system the run's first checkpoint (the tiny model alone is about 170 KB) cannot be written."""
     process = subprocess.run(

@@ -22,6 +22,7 @@ def results_of(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.report  # the launched run writes report.html; so must the single-process one it is compared with
 @pytest.mark.parametrize("gather", ["true"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, world_clip_dir, gather):
@@ -64,6 +65,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, world_clip
     assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())  # one writer, same files
 
 
+@pytest.mark.slow
 def test_local_losses_differ_from_the_global_batch(tmp_path, world_clip_dir):
     """train.gather_features=false: each process contrasts only its own rows (the C-CLIP authors' setting)."""
     args = quick_args(world_clip_dir, "train.gather_features=false", "train.max_steps_per_task=2")

@@ -149,6 +149,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((float((a[k].double() - b[k].double()).abs().max()) for k in a), default=0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_two_processes_give_the_loss_and_gradient_of_one(case, tiny_clip_dir, two_processes):
     single = one_step(case, str(tiny_clip_dir), torch.arange(WORLD * LOCAL_ROWS))

@@ -155,6 +155,7 @@ def test_exported_weights_are_the_evaluated_model(runs, tmp_path):
 
 
 # -- methods whose evaluation is more than a CLIPModel ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["moe_adapters", "rail"])
 def test_export_refuses_a_method_whose_evaluation_is_more_than_its_model(name, runs, tmp_path, capsys):
     run_dir = runs(name)

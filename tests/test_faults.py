@@ -46,6 +46,7 @@ def assert_checkpoints_sound(checkpoints: Path) -> None:
             assert (checkpoints / name / "COMPLETE").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "fault"),
     [
@@ -77,6 +78,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, world_clip_dir, ref
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(("step_", "."))]  # cleaned up
 
 
+@pytest.mark.slow
 def test_step_checkpoint_is_safetensors_and_json_only(tmp_path, world_clip_dir):
     run_dir = tmp_path / "run"
     env = {**os.environ, "VLCL_FAULT": "step:5"}

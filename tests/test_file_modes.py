@@ -18,6 +18,7 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("umask", "files", "folders"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
 def test_a_run_writes_with_the_modes_of_the_umask(tmp_path, world_clip_dir, umask, files, folders):
     run_dir = tmp_path / "run"

@@ -50,6 +50,7 @@ def reference(tmp_path_factory, world_clip_dir) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_steps_match_results_and_the_schedule(reference):
     records = strict_lines(reference / LOG_FILE)
     assert [r["event"] for r in records][:2] == ["start", "eval"] and records[-1]["event"] == "end"
@@ -106,6 +107,7 @@ def test_tensorboard_holds_the_same_scalars(reference):
         assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for (_, a), (_, b) in zip(scalars[tag], points)), tag  # float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["step:24", "stage_checkpoint_write:1"])  # in task 2 past its step-5 checkpoint; after task 1's evaluation
 def test_sigkill_and_resume_reads_as_the_uninterrupted_log(tmp_path, world_clip_dir, reference, fault):
     run_dir = tmp_path / "run"

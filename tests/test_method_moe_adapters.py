@@ -62,6 +62,7 @@ def caption_run(tmp_path_factory, world_clip_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_caption_run_records_routes_and_keeps_frozen_experts_bit_identical(caption_run):
     results = json.loads((caption_run / "results.json").read_text())
     sets = {"sketch", "counting", "base", "grainy", "zs_shape", "zs_colour", "zs_shape_colour"}
@@ -121,6 +122,7 @@ def split(domain: str, n: int, split_name: str, size: int) -> CaptionedImages:
     return CaptionedImages(domain, s.images, s.captions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decision", ["mean", "vote"])
 def test_ddas_sends_a_trained_domain_to_its_router_and_held_out_ones_to_the_frozen_model(decision):
     """The shipped CLIP; one task (sketch) learnt: its test images take its router, base-world and pixel-art

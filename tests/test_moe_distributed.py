@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -64,6 +65,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_every_process_freezes_the_experts_one_process_would_freeze(tmp_path):
     mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     frozen = [torch.load(tmp_path / f"frozen-{rank}.pt") for rank in range(WORLD)]

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +47,7 @@ def test_the_example_is_in_the_docs():
     assert "@register_method" in files["l2_init.py"] and "| weight | 1.0 |" in files["l2_init.md"]
 
 
+@pytest.mark.slow
 def test_a_method_in_its_own_package_is_found_through_its_entry_point(tmp_path):
     site = tmp_path / "site"
     package = site / "lab_methods"
@@ -63,6 +66,7 @@ def test_a_method_in_its_own_package_is_found_through_its_entry_point(tmp_path):
     assert contract_test(env).startswith("3 passed")  # page, state round trip, SIGKILL + resume
 
 
+@pytest.mark.slow
 def test_a_new_file_in_vlcl_methods_is_found(tmp_path):
     """The same file dropped into src/vlcl/methods/ - of a copy of the package, first on the path, since a test
     must not write into the source tree."""
@@ -76,6 +80,7 @@ def test_a_new_file_in_vlcl_methods_is_found(tmp_path):
     assert contract_test(env).startswith("3 passed")
 
 
+@pytest.mark.slow
 def test_a_benchmark_in_its_own_package_is_found_through_its_entry_point(tmp_path):
     """A builder function named by a ``vlcl.benchmarks`` entry point is registered under the entry point's name."""
     site = tmp_path / "site"
@@ -91,6 +96,7 @@ def test_a_benchmark_in_its_own_package_is_found_through_its_entry_point(tmp_pat
     assert listed.returncode == 0 and re.search(r"^toy\s+Toy: one task of a lab's own data\.", listed.stdout, flags=re.M), listed.stdout
 
 
+@pytest.mark.slow
 def test_a_broken_entry_point_is_one_line(tmp_path):
     site = tmp_path / "site"
     info = site / "lab_broken-0.1.dist-info"
@@ -102,6 +108,7 @@ def test_a_broken_entry_point_is_one_line(tmp_path):
     assert listed.stderr.strip().splitlines()[-1].startswith("vlcl: error: entry point 'broken = lab_missing.module' (vlcl.methods): cannot be loaded")
 
 
+@pytest.mark.slow
 def test_a_state_a_checkpoint_cannot_hold_stops_the_run_before_anything_is_written(tmp_path, world_clip_dir):
     """The round trip at setup: one line naming the method and the key, exit 2, no run directory."""
     site = tmp_path / "site"
@@ -127,6 +134,7 @@ def test_a_state_a_checkpoint_cannot_hold_stops_the_run_before_anything_is_writt
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_an_entry_point_naming_something_that_is_not_a_method_is_refused(tmp_path):
     """`[vlcl.methods] fortytwo = mod:VALUE` (an int) and a module that registers nothing: one line each, exit 2."""
     site = tmp_path / "site"

@@ -38,6 +38,7 @@ def task_lines(text: str, task: str) -> list[str]:
     return [line for line in text.splitlines() if LINE.match(line) and f"] {task} " in line]
 
 
+@pytest.mark.slow
 def test_a_run_piped_to_a_file_prints_plain_progress_lines_and_the_table(tmp_path, world_clip_dir):
     from test_run import quick_args
 
@@ -57,6 +58,7 @@ def test_a_run_piped_to_a_file_prints_plain_progress_lines_and_the_table(tmp_pat
     assert text.index("finetune on embedded") > text.index("eval after task 2/2 counting")
 
 
+@pytest.mark.slow
 def test_the_interval_setting_is_honoured(tmp_path, world_clip_dir, capsys):
     from test_run import quick_args
 
@@ -148,6 +150,7 @@ def test_before_any_evaluation_is_timed_the_estimate_is_the_steps_alone_marked_a
     assert lines[-1].endswith("eval after task 1/2 sketch  2 sets in 3.0s  run ETA 23s")  # 4 x 5 s + 3 s: timed now
 
 
+@pytest.mark.slow
 def test_a_resumed_run_estimates_from_the_resumed_task(tmp_path, world_clip_dir, capsys, monkeypatch):
     from test_run import quick_args
 
@@ -169,6 +172,7 @@ def test_a_resumed_run_estimates_from_the_resumed_task(tmp_path, world_clip_dir,
     assert RUN_ETA.search(task_lines(err, "task 2/2 counting")[-1])
 
 
+@pytest.mark.slow
 def test_compare_logs_get_plain_lines_and_the_parent_says_which_runs_are_going(tmp_path, world_clip_dir, capsys):
     from test_run import quick_args
 

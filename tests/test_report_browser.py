@@ -117,6 +117,7 @@ def reports(tmp_path_factory, world_clip_dir):
     return root
 
 
+@pytest.mark.slow
 def test_browser_shows_a_run_report(reports):
     verdict, console = open_in_chromium(reports / "run.html", reports)
     check(verdict, console, plots=6)  # heatmap, tasks, zero-shot, alignment, two confusion matrices

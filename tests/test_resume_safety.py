@@ -39,6 +39,7 @@ def reference(tmp_path_factory, world_clip_dir):
     return metrics_of(run_dir)
 
 
+@pytest.mark.slow
 def test_lost_pointer_resumes_from_the_newest_complete_checkpoint(tmp_path, world_clip_dir, reference, capsys):
     run_dir = tmp_path / "run"
     killed_after_first_task(quick_args(world_clip_dir), run_dir)
@@ -74,6 +75,7 @@ def _stage(index: int) -> dict:
     return {"index": index, "metrics": {"retrieval": {}, "alignment": {}, "zeroshot": {}}}
 
 
+@pytest.mark.slow
 def test_moved_data_root_resumes_when_the_data_is_the_same(tmp_path, world_clip_dir):
     from realdata import pairs, write_images, write_jsonl
 

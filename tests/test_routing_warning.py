@@ -44,6 +44,7 @@ def first_route_only():
     registry._REGISTRY.update(before)
 
 
+@pytest.mark.slow
 def test_a_task_routed_to_another_tasks_parameters_is_warned_everywhere(first_route_only, tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["run", f"method.name={first_route_only}", "data.train_scale=0.02", "data.test_images=10",

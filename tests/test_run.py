@@ -65,6 +65,7 @@ def test_joint_is_one_stage(tmp_path, world_clip_dir):
     assert set(results["summary"]["retrieval"]["mean_R@1"]) == {"last"}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, world_clip_dir):
     reference = tmp_path / "reference"
     assert main(["run", *quick_args(world_clip_dir), "-o", str(reference)]) == 0

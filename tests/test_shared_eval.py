@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from vlcl.cli import main
@@ -50,6 +51,7 @@ def test_an_unreadable_stored_row_is_evaluated_again(tmp_path):
     assert read_shared(tmp_path, "k1") is None
 
 
+@pytest.mark.slow
 def test_a_comparison_evaluates_the_pretrained_row_once_with_the_same_numbers(tmp_path, world_clip_dir, capsys, monkeypatch):
     from test_run import quick_args
 

@@ -43,6 +43,7 @@ def assert_one_line_interruption(process: subprocess.Popen, signum: int) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("delay", [0.3, 1.5, 4.0])
 def test_signal_at_any_moment_is_one_line(tmp_path, world_clip_dir, signum, delay):
@@ -57,6 +58,7 @@ def test_signal_at_any_moment_is_one_line(tmp_path, world_clip_dir, signum, dela
         assert not [p for p in run_dir.rglob(".*") if p.name != ".write-test"], sorted(run_dir.rglob(".*"))
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_resumes_to_the_uninterrupted_result(tmp_path, world_clip_dir):
     reference = tmp_path / "reference"
     args = quick_args(world_clip_dir, "train.checkpoint_every_steps=2")
@@ -100,6 +102,7 @@ def old_run_is_intact(run_dir: Path, expected: dict[str, str]) -> bool:
     return any(place.is_dir() and tree_digest(place) == expected for place in (run_dir, rundir.replaced_path(run_dir)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill", "survivor"),
     [
