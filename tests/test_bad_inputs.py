@@ -1006,6 +1006,20 @@ def report_results_bare_nan(ctx):
     return ["report", str(run)]
 
 
+@case("report", 2, r"results.json: results format 99, this vlcl reads formats 1 to \d+ \(written by a newer vlcl")
+def report_results_of_a_newer_format(ctx):
+    run = ctx.run()
+    edit_json(run / "results.json", lambda r: r.update(format=99))
+    return ["report", str(run)]
+
+
+@case("report", 2, r"results.json: 'format' is 'two', expected a whole number")
+def report_results_format_not_a_number(ctx):
+    run = ctx.run()
+    edit_json(run / "results.json", lambda r: r.update(format="two"))
+    return ["report", str(run)]
+
+
 @case("report", 2, r"no 'matrices'")
 def report_results_without_matrices(ctx):
     run = ctx.run()

@@ -18,6 +18,7 @@ from vlcl.data.benchmark import Benchmark
 from vlcl.fileio import atomic_write_json, atomic_write_text
 from vlcl.methods.base import Stage
 from vlcl.metrics import continual_summary, zeroshot_retention_summary
+from vlcl.schema import RESULTS_FORMAT
 
 RECALL_KEYS = ("mean_R@1", "i2t_R@1", "t2i_R@1")
 
@@ -73,6 +74,7 @@ def assemble_results(
         summary["task_agnostic"] = agnostic["summary"]
         summary["seen_classes"] = agnostic["seen_classes"]["summary"]
     return {
+        "format": RESULTS_FORMAT,
         "config": config,
         "benchmark": benchmark.name,
         "method": config["method"]["name"],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vlcl.fileio import read_json_file
+from vlcl.schema import results_format
 
 REQUIRED_KEYS: dict[str, type] = {
     "method": str,
@@ -36,6 +37,10 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     results = read_json_file(path, "results file", ReportError, strict=True)
     if not isinstance(results, dict):
         raise ReportError(f"{path}: expected a JSON object with a vlcl run's results, got a {type(results).__name__}")
+    try:
+        results_format(results, str(path))
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     for key, kind in REQUIRED_KEYS.items():
         if key not in results:
             raise ReportError(f"{path}: no '{key}' (not a results.json written by vlcl run)")
