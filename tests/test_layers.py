@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vlcl"
 
 LAYERS = [
-    {"plugins", "seeds", "config", "metrics", "losses", "fileio", "schema"},  # pure: the standard library, torch, pydantic
+    {"plugins", "seeds", "config", "metrics", "losses", "fileio", "schema", "errors"},  # pure: the standard library, torch, pydantic
     {"data"},
     {"models"},
     {"methods"},

@@ -17,17 +17,17 @@ from typing import Any
 
 from rich.console import Console
 
-from vlcl.config import ConfigError, DataConfig, RunConfig, load_config, parse_override
+from vlcl.config import DataConfig, RunConfig, load_config, parse_override
 from vlcl.entry import Interrupted, install_signal_handlers, restore_signal_handlers
-
-EXIT_BAD_INPUT = 2
-EXIT_RUN_FAILED = 1
+from vlcl.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, VlclError
 
 
-class CliError(Exception):
+class CliError(VlclError):
+    """The command line's own one-line errors, with the exit status they end with."""
+
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
         super().__init__(message)
-        self.code = code
+        self.code = self.exit_code = code
 
 
 def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
@@ -440,32 +440,6 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are bad input: one line, exit 2."""
-    from vlcl.data.benchmark import UnknownBenchmarkError
-    from vlcl.data.feature_pairs import FeatureDataError
-    from vlcl.data.images import DataError
-    from vlcl.engine.checkpoint import CheckpointError
-    from vlcl.engine.loop import RunInputError
-    from vlcl.engine.rundir import RunDirError
-    from vlcl.methods.registry import UnknownMethodError
-    from vlcl.models.loading import ModelLoadError
-    from vlcl.plugins import PluginError
-    from vlcl.report.files import ReportError
-
-    return (ReportError, ConfigError, UnknownMethodError, UnknownBenchmarkError, ModelLoadError, FeatureDataError, DataError,
-            CheckpointError, RunInputError, RunDirError, PluginError)
-
-
-def _run_failures() -> tuple[type[BaseException], ...]:
-    """Errors of a run that started well: one line, exit 1."""
-    from vlcl.engine.results import ResultsError
-    from vlcl.engine.train import NonFiniteLossError
-    from vlcl.metrics import NonFiniteError
-
-    return (NonFiniteLossError, NonFiniteError, ResultsError)
-
-
 def main(argv: list[str] | None = None) -> int:
     previous = install_signal_handlers()
     try:
@@ -482,8 +456,6 @@ def _main(argv: list[str] | None) -> int:
         if getattr(args, "allow_unknown_words", False):
             args.items = [*args.items, "data.max_unknown_words=1"]
         return args.func(args)
-    except CliError as exc:
-        message, code = str(exc), exc.code
     except Interrupted as exc:
         message, code = f"interrupted by {exc.name}", exc.code
     except KeyboardInterrupt:  # SIGINT before the handler was installed
@@ -493,12 +465,10 @@ def _main(argv: list[str] | None) -> int:
         return 0
     except SystemExit:  # argparse has printed its own one-line usage error
         raise
+    except VlclError as exc:  # every layer's one-line error (vlcl.errors)
+        message, code = str(exc), exc.exit_code
     except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            message, code = str(exc), EXIT_BAD_INPUT
-        elif isinstance(exc, _run_failures()):
-            message, code = str(exc), EXIT_RUN_FAILED
-        elif isinstance(exc, OSError) and exc.strerror:  # disk full, permission denied: the file and the reason
+        if isinstance(exc, OSError) and exc.strerror:  # disk full, permission denied: the file and the reason
             message, code = f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror}", EXIT_RUN_FAILED
         else:
             raise

@@ -61,13 +61,14 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, config_to_dict, dump_config, load_config
+from vlcl.errors import BadInputError
 from vlcl.fileio import atomic_write_text, read_json_file
 from vlcl.engine.loop import create_runner
 from vlcl.engine.rundir import FINGERPRINT_FILE, hold
 from vlcl.report.tables import comparison_rows, format_mean_std, markdown_table, mean_std, seeded_comparison
 
 
-class CompareError(ValueError):
+class CompareError(BadInputError, ValueError):
     pass
 
 

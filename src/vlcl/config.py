@@ -17,8 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vlcl.errors import BadInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(BadInputError, ValueError):
     """A configuration problem, phrased as one line for the user."""
 
 

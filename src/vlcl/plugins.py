@@ -22,8 +22,10 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+from vlcl.errors import BadInputError
 
-class PluginError(ImportError):
+
+class PluginError(BadInputError, ImportError):
     """A module or entry point that cannot be loaded: one line naming it."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vlcl.data.images import ImageStore
+from vlcl.errors import BadInputError
 
 Images = np.ndarray | ImageStore
 """uint8 [N, H, W, 3] at the model's resolution, in memory or decoded on indexing."""
@@ -183,7 +184,7 @@ BenchmarkBuilder = Callable[..., Benchmark]
 _BENCHMARKS: dict[str, tuple[BenchmarkBuilder, str]] = {}
 
 
-class UnknownBenchmarkError(ValueError):
+class UnknownBenchmarkError(BadInputError, ValueError):
     pass
 
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vlcl.errors import BadInputError
+
 if TYPE_CHECKING:  # importing vlcl.models loads transformers: not needed to hold images
     from vlcl.data.preprocess import ImagePreprocessor
 
@@ -49,7 +51,7 @@ DECODE_ERRORS = (
 """What Pillow raises on corrupt or hostile files: not all of it is an OSError (plugins leak struct.error, EOFError...)."""
 
 
-class DataError(ValueError):
+class DataError(BadInputError, ValueError):
     """A data set that cannot be read as asked: one line naming the file and the line or record."""
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from vlcl.engine.faults import fault_point
+from vlcl.errors import BadInputError
 from vlcl.fileio import (  # noqa: F401 - the checkpoint's helpers, also reached from here
     atomic_write_bytes,
     atomic_write_json,
@@ -41,7 +42,7 @@ COMPLETE = "COMPLETE"
 _CHECKPOINT_NAME = re.compile(r"stage_\d{2,}|step_\d{2,}_\d{7,}")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInputError, ValueError):
     """A checkpoint or its pointer that cannot be trusted: one line naming the file and what is wrong."""
 
 

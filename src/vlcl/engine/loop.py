@@ -49,6 +49,7 @@ from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.engine.progress import RunProgress, StagePlan
 from vlcl.engine.train import planned_steps, train_on
+from vlcl.errors import BadInputError
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
@@ -85,7 +86,7 @@ class StageRecord:
         return record
 
 
-class RunInputError(ValueError):
+class RunInputError(BadInputError, ValueError):
     """The run cannot start as configured (found before anything is written)."""
 
 

@@ -15,6 +15,7 @@ from statistics import fmean
 from typing import Any
 
 from vlcl.data.benchmark import Benchmark
+from vlcl.errors import RunFailedError
 from vlcl.fileio import atomic_write_json, atomic_write_text
 from vlcl.methods.base import Stage
 from vlcl.metrics import continual_summary, zeroshot_retention_summary
@@ -165,7 +166,7 @@ def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-class ResultsError(RuntimeError):
+class ResultsError(RunFailedError, RuntimeError):
     """Writing would lose results already on disk."""
 
 

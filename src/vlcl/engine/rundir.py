@@ -43,11 +43,12 @@ from typing import Any
 from vlcl.config import ConfigError, RunConfig, build_config, config_to_dict, dump_config, load_config, read_yaml
 from vlcl.engine.checkpoint import LATEST, atomic_write_json, atomic_write_text, read_json_file
 from vlcl.engine.faults import fault_point
+from vlcl.errors import BadInputError
 
 FINGERPRINT_FILE = "data_fingerprint.json"
 
 
-class RunDirError(ValueError):
+class RunDirError(BadInputError, ValueError):
     """A run directory that cannot be used as asked: one line naming it."""
 
 

@@ -22,12 +22,13 @@ from vlcl.engine.faults import fault_point
 from vlcl.engine.logbook import StepLogger, parameter_group_names
 from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.engine.progress import RunProgress
+from vlcl.errors import RunFailedError
 from vlcl.methods.base import Method
 from vlcl.models.batches import make_batch
 from vlcl.models.loading import ClipBundle
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError, RuntimeError):
     pass
 
 

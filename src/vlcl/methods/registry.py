@@ -7,13 +7,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vlcl.errors import BadInputError
 from vlcl.methods.base import Method
 from vlcl.plugins import NotAPlugin, described, discover, unknown_name
 
 _REGISTRY: dict[str, type[Method]] = {}
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(BadInputError, ValueError):
     pass
 
 

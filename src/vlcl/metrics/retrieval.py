@@ -116,10 +116,12 @@ from dataclasses import dataclass
 
 import torch
 
+from vlcl.errors import RunFailedError
+
 CONVENTIONS = ("any", "diagonal")
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(RunFailedError, ValueError):
     """Features or scores hold NaN or inf: nothing meaningful can be scored."""
 
 

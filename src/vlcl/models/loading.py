@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokeniz
 from transformers.utils import logging as hf_logging
 
 from vlcl.data.preprocess import ImagePreprocessor
+from vlcl.errors import BadInputError
 
 # transformers draws its own progress bars for every load/save; vlcl shows its own progress.
 hf_logging.disable_progress_bar()
@@ -25,7 +26,7 @@ EMBEDDED_MODEL = "embedded"
 _PROBE_TEXTS = ("a red circle on the left", "two blue squares at the top")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BadInputError, RuntimeError):
     """A checkpoint could not be loaded or failed a sanity check."""
 
 

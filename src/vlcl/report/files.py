@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlcl.errors import BadInputError
 from vlcl.fileio import read_json_file
 from vlcl.schema import results_format
 
@@ -24,7 +25,7 @@ REQUIRED_KEYS: dict[str, type] = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(BadInputError, ValueError):
     """A results file that cannot be reported: one line naming it and what is wrong."""
 
 
