@@ -123,9 +123,16 @@ def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tupl
     return [tuple(s) for s in sessions], runs, jobs
 
 
-LOG_LINE = re.compile(r"^(\S+): (?:validation .*\((\d+)\s+s\s+in\)|done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(\d+)\s+s\s+into)")
-"""A grid point's or a final run's printed end: (run name, seconds in when a grid point ended, seconds in when a
-final run ended)."""
+LOG_LINE = re.compile(
+    r"""^(?P<run>\S+):\s
+    (?:
+        validation\s+\S+\s+\S+\s+\((?P<grid>\d+)\s+s\s+in\)                   # "NAME: validation last 41.20 (35 s in)"
+      | done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(?P<final>\d+)\s+s\s+into      # "NAME: done (run wall time 20 s; 95 s into"
+    )""",
+    re.VERBOSE,
+)
+"""A grid point's or a final run's printed end: the run's name and the seconds into the comparison when it ended
+(``grid`` for a grid point of the tuning, ``final`` for a final run)."""
 
 
 def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
@@ -138,8 +145,8 @@ def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
     text = re.sub(r"\n(?!\S+: )", " ", printed)  # the console wraps long lines: join them again
     for line in text.splitlines():
         found = LOG_LINE.match(line)
-        if found and found[1] in runs:
-            name, ended = found[1], float(found[2] or found[3])
+        if found and found["run"] in runs:
+            name, ended = found["run"], float(found["grid"] or found["final"])
             intervals.append((name, ended - runs[name]["wall"], ended))
     end = max(e for _, _, e in intervals)
     return [(0.0, end)], intervals, jobs
