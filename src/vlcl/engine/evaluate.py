@@ -39,7 +39,7 @@ from vlcl.metrics import (
     retrieval_recall,
     union_label_space,
     zeroshot_accuracy,
-    zeroshot_predictions,
+    zeroshot_accuracy_and_predictions,
     zeroshot_classifier,
 )
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
@@ -141,22 +141,27 @@ class Evaluator:
         """(accuracies, per-class scores: classes, support, top-1 and, up to ``eval.confusion_max_classes``
         classes, the confusion matrix)."""
         image_features, classifier = self._class_features(model, dataset)
-        accuracy, predicted = self._accuracy(image_features, classifier, [tuple(p) for p in dataset.prompts()], dataset.labels)
+        keys = [tuple(p) for p in dataset.prompts()]
+        logits = self._method_logits(image_features, classifier, keys)
+        if logits is None:
+            accuracy, predicted = zeroshot_accuracy_and_predictions(image_features, classifier, dataset.labels)
+        else:
+            accuracy, predicted = logit_accuracy(logits, dataset.labels), logit_predictions(logits, dataset.labels)
         confusion = len(dataset.classnames) <= self.config.confusion_max_classes
         per_class = per_class_scores(predicted, dataset.labels, len(dataset.classnames), confusion=confusion)
         return accuracy, {"classes": list(dataset.classnames), **per_class}
 
-    def _accuracy(
-        self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]], labels
-    ) -> tuple[dict[str, float], torch.Tensor]:
-        """(accuracies, each image's predicted class) by cosine similarity to ``classifier``, or by the scores the
-        method computes itself."""
+    def _accuracy(self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]], labels) -> dict[str, float]:
+        """Accuracy by cosine similarity to ``classifier``, or by the scores the method computes itself."""
+        logits = self._method_logits(image_features, classifier, keys)
+        return zeroshot_accuracy(image_features, classifier, labels) if logits is None else logit_accuracy(logits, labels)
+
+    def _method_logits(self, image_features: torch.Tensor, classifier: torch.Tensor, keys: list[tuple[str, ...]]) -> torch.Tensor | None:
+        """The scores the method computes itself (``classification_logits``), checked for their shape; None: cosine."""
         logits = self._hooks.classification_logits(image_features, classifier, keys)
-        if logits is None:
-            return zeroshot_accuracy(image_features, classifier, labels), zeroshot_predictions(image_features, classifier, labels)
-        if tuple(logits.shape) != (len(image_features), len(classifier)):
+        if logits is not None and tuple(logits.shape) != (len(image_features), len(classifier)):
             raise ValueError(f"classification_logits returned shape {tuple(logits.shape)}, expected {(len(image_features), len(classifier))}")
-        return logit_accuracy(logits, labels), logit_predictions(logits, labels)
+        return logits
 
     def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
@@ -174,7 +179,7 @@ class Evaluator:
         union, maps = union_label_space([classifier for _, classifier in features], keys)
         union_keys = list(dict.fromkeys(key for task_keys in keys for key in task_keys))  # the union's order
         return {
-            t.name: {"top1": self._accuracy(images, union, union_keys, maps[k][t.labels])[0]["top1"]}
+            t.name: {"top1": self._accuracy(images, union, union_keys, maps[k][t.labels])["top1"]}
             for k, (t, (images, _)) in enumerate(zip(tasks, features))
         }
 

@@ -75,8 +75,8 @@ class StageRecord:
     def __post_init__(self) -> None:
         if "per_class" in self.metrics:  # a new copy: the evaluation's dict may be shared (the pre-trained row)
             metrics = dict(self.metrics)
-            self.per_class = self.per_class or metrics.pop("per_class")
-            self.metrics = metrics
+            found = metrics.pop("per_class")
+            self.per_class, self.metrics = self.per_class or found, metrics
 
     def to_json(self) -> dict[str, Any]:
         record = dict(self.__dict__)
@@ -556,10 +556,11 @@ class ContinualRunner:
         if data is not None and not method.optimises:  # learnt in begin_task / end_task, without a step
             train_stats = {"steps": 0, "samples": len(data), "seconds": round(time.perf_counter() - began, 3)}
         fault_point("evaluation")
+        per_class = None
         if method.trains:
             metrics, seconds = self._evaluate(evaluator, method, stage.name)
         else:  # the weights did not change: the previous evaluation holds exactly
-            metrics, seconds = {**previous.metrics, **({"per_class": previous.per_class} if previous.per_class else {})}, 0.0
+            metrics, seconds, per_class = previous.metrics, 0.0, previous.per_class
         warnings = [_warning(w["kind"], w["message"], stage, trained_on) for w in train_stats.pop("warnings", [])]
         if method.trains:
             seen = list(dict.fromkeys([name for r in records[1:] for name in r.trained_on] + trained_on))
@@ -567,7 +568,7 @@ class ContinualRunner:
             for task, message in routing_problems(metrics.get("routes", {}), seen):
                 report("routing", message, int(train_stats.get("steps", 0)), task)
                 warnings.append({**_warning("routing", message, stage, trained_on), "set": task})
-        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings)
+        return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings, per_class=per_class)
 
     def _warning_reporter(self, stage: Stage, trained_on: list[str], offset: int) -> Callable[[str, str, int], None]:
         """What the training loop calls when it finds something wrong: one ``vlcl: warning:`` line on the console

@@ -13,6 +13,7 @@ from vlcl.metrics.zeroshot import (
     per_class_scores,
     union_label_space,
     zeroshot_accuracy,
+    zeroshot_accuracy_and_predictions,
     zeroshot_classifier,
     zeroshot_predictions,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "retrieval_recall",
     "union_label_space",
     "zeroshot_accuracy",
+    "zeroshot_accuracy_and_predictions",
     "zeroshot_classifier",
     "zeroshot_predictions",
     "zeroshot_retention_summary",

@@ -108,11 +108,20 @@ def zeroshot_predictions(
     image_features: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor | Sequence[int], *, chunk_size: int = 4096
 ) -> torch.Tensor:
     """Long [N]: each image's predicted class under the tie rule (module docstring), for :func:`per_class_scores`."""
+    return zeroshot_accuracy_and_predictions(image_features, classifier, labels, chunk_size=chunk_size)[1]
+
+
+def zeroshot_accuracy_and_predictions(
+    image_features: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor | Sequence[int], *, chunk_size: int = 4096
+) -> tuple[dict[str, float], torch.Tensor]:
+    """:func:`zeroshot_accuracy` and :func:`zeroshot_predictions` from one pass over the logits."""
     images, weights, labels = _validate(image_features, classifier, labels, chunk_size)
-    return torch.cat([
-        _predicted(images[start : start + chunk_size] @ weights.t(), labels[start : start + chunk_size])
-        for start in range(0, len(images), chunk_size)
-    ])
+    ranks, predicted = [], []
+    for start in range(0, len(images), chunk_size):
+        logits, chunk = images[start : start + chunk_size] @ weights.t(), labels[start : start + chunk_size]
+        ranks.append(_ranks_in(logits, chunk))
+        predicted.append(_predicted(logits, chunk))
+    return _accuracies(torch.cat(ranks), labels, len(weights)), torch.cat(predicted)
 
 
 def logit_predictions(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
