@@ -186,3 +186,28 @@ def test_a_new_kind_of_metric_reaches_metrics_csv_and_the_log_without_being_list
         ("retrieval", "t", "mean_R@1", 40.0), ("novel", "set_a", "score", 0.5), ("seen_classes", "2/aircraft", "top1", 25.0),
     ]
     assert metric_scalars(metrics)["novel/set_a/score"] == 0.5
+
+
+def test_a_session_resumed_within_the_killed_one_s_second_is_read_after_it(tmp_path):
+    """TensorBoard orders event files by name (creation second, host, process id): the resumed session's file must
+    come after the killed one's even when both were created in the same second by processes whose ids sort the
+    other way (the killed session here gets a process id that sorts last)."""
+    pytest.importorskip("tensorboard")
+    from vlcl.engine.logbook import Logbook
+
+    first = Logbook(tmp_path, append=False, tensorboard=True)
+    log = first.step_logger(0, "a", 0)
+    for step in (1, 2, 3):
+        log(step, 3, float(step), {}, {"all": 0.1})
+    first.close()
+    (killed,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    parts = killed.name.split(".")
+    parts[-2] = "99999999"  # the process id (the host name may hold dots): one that sorts after any other
+    killed.rename(killed.with_name(".".join(parts)))
+
+    second = Logbook(tmp_path, append=True, tensorboard=True)
+    second.resume(stage=0, stage_name="a", step=2, global_step=2, checkpoint=None)
+    log = second.step_logger(0, "a", 0)
+    log(3, 3, 30.0, {}, {"all": 0.1})
+    second.close()
+    assert tensorboard_scalars(tmp_path / "tensorboard")["train/loss"] == [(1, 1.0), (2, 2.0), (3, 30.0)]

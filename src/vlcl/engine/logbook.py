@@ -117,6 +117,18 @@ class NullLogbook:
         pass
 
 
+def _wait_past_event_files(folder: Path) -> None:
+    """Sleep until the clock's second is past the newest event file's in ``folder`` (under a second).
+
+    TensorBoard reads a run's event files in name order, and the name's first key is its creation second, the
+    next the host and the process id. A session resumed within the second the killed session created its file
+    would sort by process id, possibly before it, and TensorBoard would then read the killed session's steps
+    after the resumed ones: its purge at the resume point would hide the wrong events."""
+    seconds = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*") if p.name.split(".")[3].isdigit()]
+    if seconds:
+        time.sleep(max(0.0, max(seconds) + 1 - time.time()))
+
+
 class Logbook(NullLogbook):
     """log.jsonl of one session of a run (opened for appending on ``--resume``), and optionally TensorBoard.
 
@@ -243,6 +255,7 @@ class Logbook(NullLogbook):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _wait_past_event_files(self.tensorboard_dir)
             self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self._purge_step)
         for summary, step in self._pending:
             self._writer.file_writer.add_summary(summary, step)
