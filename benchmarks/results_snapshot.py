@@ -75,7 +75,7 @@ def numbers(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def snapshot(out: Path) -> int:
-    from vlcl.cli import main
+    from vlcl.app.cli import main
 
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 
 @dataclass

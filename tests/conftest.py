@@ -36,7 +36,7 @@ def shipped_words():
 def make_tiny_clip(directory, *, vocabulary=None, words=(), width=32, layers=1, image_size=16, patch_size=8, seed=0):
     from vlcl.data.preprocess import ImagePreprocessor
     from vlcl.models.loading import ClipBundle, save_clip
-    from vlcl.pretrain import PretrainSettings, build_random_clip
+    from vlcl.app.pretrain import PretrainSettings, build_random_clip
 
     settings = PretrainSettings(seed=seed, width=width, layers=layers, heads=2, image_size=image_size, patch_size=patch_size, context_length=16, projection_dim=width)
     if vocabulary != "world":

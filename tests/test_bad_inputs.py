@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from badinput import Case, Context, check_case
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 CASES: list[Case] = []
 FAST = ["train.epochs=1", "train.batch_size=4", "train.lr=0.001", "threads=1", "data.workers=0"]

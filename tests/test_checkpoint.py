@@ -95,7 +95,7 @@ def test_no_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_only_the_newest_stage_checkpoints_are_kept(tmp_path, world_clip_dir):
     from test_run import quick_args
-    from vlcl.cli import main
+    from vlcl.app.cli import main
 
     for keep, expected in (("1", ["stage_01"]), ("2", ["stage_00", "stage_01"]), ("null", ["stage_00", "stage_01"])):
         run_dir = tmp_path / f"keep-{keep}"

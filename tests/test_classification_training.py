@@ -204,7 +204,7 @@ def test_config_reads_a_per_task_mapping():
 
 
 def run_cli(*args):
-    from vlcl.cli import main
+    from vlcl.app.cli import main
 
     return main(["run", *args])
 

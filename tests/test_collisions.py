@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine import rundir
 
 LONG = ("train.epochs=30",)

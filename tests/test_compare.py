@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from vlcl.cli import main
-from vlcl.compare import CompareError, parse_methods
+from vlcl.app.cli import main
+from vlcl.app.compare import CompareError, parse_methods
 
 
 def test_parse_methods_with_per_method_overrides():
@@ -78,7 +78,7 @@ def test_compare_tunes_on_validation_then_runs_every_seed(tmp_path, world_clip_d
     import statistics
 
     from test_run import quick_args
-    from vlcl.compare import tuning_score
+    from vlcl.app.compare import tuning_score
     from vlcl.report.tables import COMPARISON_COLUMNS, comparison_values
 
     out = tmp_path / "cmp"

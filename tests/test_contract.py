@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from test_run import metrics_of, quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.checkpoint import read_stage_checkpoint, state_difference
 from vlcl.methods import RunContext, create_method, list_methods, method_class
 from vlcl.models import load_clip

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from realdata import make_vlcl8_root
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.data.catalogue import DATASETS, MTIL, VLCL8
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.train import flat_loss, loss_check_step
 
 FAST = ["train.epochs=2", "train.batch_size=4", "train.lr=0.001", "threads=1", "data.workers=0"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from test_run import metrics_of, quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine import checkpoint
 
 FULL = "Error while serializing: I/O error: No space left on device (os error 28)"  # safetensors' own words

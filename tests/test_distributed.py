@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 # Losses and recalls agree up to float32 summation order: all-reduced gradients and
 # gathered features are summed in a different order than one process sums them.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages, ClassificationSet, UnknownBenchmarkError, benchmark_builder, list_benchmarks
 from vlcl.data.embedded import build_embedded

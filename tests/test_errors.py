@@ -10,8 +10,8 @@ import pytest
 from vlcl.errors import BadInputError, RunFailedError, VlclError
 
 ERRORS = [
-    ("vlcl.cli", "CliError", VlclError, Exception),
-    ("vlcl.compare", "CompareError", BadInputError, ValueError),
+    ("vlcl.app.cli", "CliError", VlclError, Exception),
+    ("vlcl.app.compare", "CompareError", BadInputError, ValueError),
     ("vlcl.config", "ConfigError", BadInputError, ValueError),
     ("vlcl.plugins", "PluginError", BadInputError, ImportError),
     ("vlcl.report.files", "ReportError", BadInputError, ValueError),
@@ -39,7 +39,7 @@ def test_each_one_line_error_has_the_one_base(module, name, kind, builtin):
 
 
 def test_the_command_line_prints_any_vlcl_error_as_one_line(monkeypatch, capsys):
-    from vlcl import cli
+    from vlcl.app import cli
 
     class LabError(BadInputError):
         pass

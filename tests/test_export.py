@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
 import vlcl
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.checkpoint import NOT_EVALUATED_FIELD
 from vlcl.methods import Method, method_class
 

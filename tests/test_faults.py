@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_run import metrics_of, quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 EVERY = "train.checkpoint_every_steps=3"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.logbook import LOG_FILE, read_log
 from vlcl.engine.optim import warmup_cosine
 

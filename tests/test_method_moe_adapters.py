@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.engine.checkpoint import read_stage_checkpoint

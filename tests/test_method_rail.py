@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.data.embedded_cls import build_embedded_cls
 from vlcl.methods import RunContext, Stage, create_method

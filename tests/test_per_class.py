@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_tiny_clip, shipped_words
 from realdata import make_mtil_root
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 AIRCRAFT = ["707", "727", "737", "200", "300", "320"]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from test_run import quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 
 def losses(run_dir):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.progress import RunProgress, StagePlan, duration, run_eta
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import make_tiny_clip, shipped_words
 from realdata import make_mtil_root, make_vlcl8_root
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.config import load_config
 from vlcl.data.images import ImageStore
 from vlcl.data.registry import build_benchmark

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 PROBE = """<script>
 (function () {

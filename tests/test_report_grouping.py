@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from test_report_html import assert_plots, fake_results, page_images, write_run
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.report import comparison_markdown, markdown_report, render_console
 from vlcl.report import plots as report_plots
 

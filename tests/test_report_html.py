@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 pytestmark = pytest.mark.report  # every test here is about the report: the automatic one stays on
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from test_run import metrics_of, quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.results import ResultsError, write_results
 
 FAST = ["train.epochs=1", "train.batch_size=4", "train.lr=0.001", "threads=1", "data.workers=0"]

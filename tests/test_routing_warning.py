@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 import vlcl
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.methods import registry
 from vlcl.methods.finetune import FineTune
 

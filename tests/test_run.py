@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 
 TASKS = "data.tasks=[sketch,counting]"
 

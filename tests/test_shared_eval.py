@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.methods import create_method
 

@@ -16,7 +16,7 @@ import pytest
 
 from test_faults import assert_checkpoints_sound
 from test_run import metrics_of, quick_args
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.engine import rundir
 
 LONG = ("train.epochs=30",)  # long enough that a signal always arrives before the end
@@ -165,8 +165,8 @@ def test_failed_overwrite_run_restores_the_old_run_at_once(tmp_path, world_clip_
 
 SWALLOWED = """
 import os, signal, sys, time
-import vlcl.cli
-from vlcl import entry
+import vlcl.app.cli
+from vlcl.app import entry
 
 class Finaliser:
     def __del__(self):  # the signal's handler runs in here, where Python prints its raise and drops it
@@ -179,7 +179,7 @@ def command(argv):
     {after}
     return 0
 
-vlcl.cli.main = command
+vlcl.app.cli.main = command
 sys.exit(entry.main([]))
 """
 

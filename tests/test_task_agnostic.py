@@ -7,7 +7,7 @@ import json
 import torch
 
 from realdata import make_mtil_root
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.metrics import union_label_space, zeroshot_accuracy
 
 FAST = ["train.epochs=1", "train.batch_size=4", "train.lr=0.001", "threads=1", "data.workers=0"]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from realdata import write_csv, write_image_folder, write_images
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.data.benchmark import benchmark_builder
 from vlcl.engine.loop import RunInputError, check_tokenizer_coverage
 from vlcl.models import load_clip

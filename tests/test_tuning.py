@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vlcl.compare import (
+from vlcl.app.compare import (
     LR_GRID,
     CompareError,
     Tuning,

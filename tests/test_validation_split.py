@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlcl.cli import main
+from vlcl.app.cli import main
 from vlcl.config import ConfigError, load_config
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet, Task
 from vlcl.data.embedded import build_embedded

@@ -1,3 +1,3 @@
-from vlcl.entry import main
+from vlcl.app.entry import main
 
 raise SystemExit(main())

@@ -90,7 +90,7 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     previous = install_signal_handlers()
     try:
-        from vlcl.cli import main as cli_main
+        from vlcl.app.cli import main as cli_main
 
         code = cli_main(argv)
     except Interrupted as exc:  # while importing the command line (torch, transformers...)

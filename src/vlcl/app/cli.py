@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from vlcl.config import DataConfig, RunConfig, load_config, parse_override
-from vlcl.entry import Interrupted, install_signal_handlers, restore_signal_handlers
+from vlcl.app.entry import Interrupted, install_signal_handlers, restore_signal_handlers
 from vlcl.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, VlclError
 
 
@@ -113,7 +113,7 @@ def _run_held(args: argparse.Namespace, stack: ExitStack) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vlcl.compare import LR_GRID, CompareError, Tuning, compare, parse_floats, parse_methods, parse_seeds
+    from vlcl.app.compare import LR_GRID, CompareError, Tuning, compare, parse_floats, parse_methods, parse_seeds
 
     config_path, overrides = _split_run_args(args.items)
     tune_flags = [
@@ -185,7 +185,7 @@ def _pretrain_value(key: str, value: Any, kind: type) -> int | float:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from vlcl.pretrain import PretrainSettings, pretrain
+    from vlcl.app.pretrain import PretrainSettings, pretrain
 
     settings = PretrainSettings()
     for item in args.overrides:
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     pre = sub.add_parser("pretrain", help="reproduce the small CLIP shipped with vlcl")
     pre.add_argument("-o", "--output", required=True, help="output model directory")
-    pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.pretrain.PretrainSettings")
+    pre.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings of vlcl.app.pretrain.PretrainSettings")
     pre.set_defaults(func=cmd_pretrain)
     cmp = sub.add_parser(
         "compare", help="run several methods on the same benchmark and seed(s), tuned alike with --tune, write a leaderboard"
