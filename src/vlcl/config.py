@@ -349,7 +349,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: invalid value for '{key}': {message}{got}"
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     if any(not p for p in parts):
         raise ConfigError(f"override '{dotted}': empty component in a dotted key")
@@ -411,7 +411,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree = read_yaml(path) if path is not None else {}
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     source = str(path) if path is not None else "config"
     return build_config(tree, source)
 

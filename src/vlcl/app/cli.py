@@ -1,6 +1,7 @@
 """The ``vlcl`` command line: run, pretrain, compare, report, export, methods, benchmarks, data.
 
-Every user error ends as one line ``vlcl: error: ...`` on stderr and a
+It goes through the public Python API (:mod:`vlcl.api`) for everything of the library, and imports what a command
+needs when it runs (``vlcl report`` imports no torch). Every user error ends as one line ``vlcl: error: ...`` on stderr and a
 non-zero exit status (2 for bad input, 1 for a failure during the run);
 nothing already written is touched before the input has been validated.
 """
@@ -17,9 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from vlcl.config import DataConfig, RunConfig, load_config, parse_override
+from vlcl.api import EXIT_BAD_INPUT, EXIT_RUN_FAILED, DataConfig, VlclError, load_config, parse_override
 from vlcl.app.entry import Interrupted, install_signal_handlers, restore_signal_handlers
-from vlcl.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, VlclError
 
 
 class CliError(VlclError):
@@ -42,57 +42,25 @@ def _split_run_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config_path, overrides
 
 
-def _run_paths(args: argparse.Namespace, stack: ExitStack) -> tuple[RunConfig, Path, bool]:
-    """The config, the run directory (held by this process for the life of ``stack``) and whether the data root
-    moved (``--resume`` only)."""
-    from vlcl.engine import rundir
-
-    config_path, overrides = _split_run_args(args.items)
-    if not args.resume:
-        config = load_config(config_path, overrides)
-        run_dir = Path(args.output) if args.output else Path(config.output_dir) / config.run_name
-        rundir.check_writable_parent(run_dir)
-        stack.enter_context(rundir.hold(run_dir))  # before anything is written, the recovery of an --overwrite included
-        _recover(run_dir)
-        rundir.check_available(run_dir, resume=False, overwrite=args.overwrite, config=config)  # before loading anything
-        return config, run_dir, False
-    if args.overwrite or args.output:
-        raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
-    if config_path:
-        raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
-    run_dir = Path(args.resume)
-    if not run_dir.parent.is_dir():
-        raise CliError(f"{run_dir}: run directory to resume not found")
-    stack.enter_context(rundir.hold(run_dir))
-    _recover(run_dir)
-    if not run_dir.is_dir():
-        raise CliError(f"{run_dir}: run directory to resume not found")
-    config, root_moved = rundir.resume_config(run_dir, overrides)
-    return config, run_dir, root_moved
-
-
-def _recover(run_dir: Path) -> None:
-    """Finish an interrupted ``--overwrite`` (see vlcl.engine.rundir); under torchrun only rank 0 touches files."""
-    from vlcl.engine import rundir
-
-    _say(rundir.recover_on_main(run_dir))
-
-
-def _say(note: str | None) -> None:
-    if note:
-        print(f"vlcl: {note}", file=sys.stderr)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         return _run_held(args, stack)
 
 
 def _run_held(args: argparse.Namespace, stack: ExitStack) -> int:
-    from vlcl.api import execute_run
-    from vlcl.report import render_console
+    from vlcl.api import open_run, render_console
 
-    config, run_dir, root_moved = _run_paths(args, stack)
+    config_path, overrides = _split_run_args(args.items)
+    if args.resume:
+        if args.overwrite or args.output:
+            raise CliError("--resume RUN_DIR cannot be combined with --overwrite or -o")
+        if config_path:
+            raise CliError("--resume takes the config from the run directory; pass only KEY=VALUE overrides")
+        opened = stack.enter_context(open_run(None, args.resume, resume=True, overrides=overrides))
+    else:
+        config = load_config(config_path, overrides)
+        opened = stack.enter_context(open_run(config, args.output if args.output else None, overwrite=args.overwrite))
+    run_dir = opened.path
 
     def interrupted(exc: BaseException, restored: str | None) -> None:
         if isinstance(exc, Interrupted):
@@ -100,9 +68,7 @@ def _run_held(args: argparse.Namespace, stack: ExitStack) -> int:
                 raise CliError(f"interrupted by {exc.name}; the previous run is kept", exc.code) from None
             raise CliError(f"interrupted by {exc.name}; the last complete checkpoint is kept: vlcl run --resume {run_dir}", exc.code) from None
 
-    outcome = execute_run(
-        config, run_dir, resume=bool(args.resume), overwrite=args.overwrite, root_moved=root_moved, on_failure=interrupted
-    )
+    outcome = opened.execute(on_failure=interrupted)
     if not outcome.is_main:
         return 0
     out = Console()
@@ -202,13 +168,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Markdown (printed, or ``-o X.md``) or a self-contained HTML page with plots (``-o X.html``, PNGs beside it in
     ``X_plots/``) of run directories and comparison directories (each standing for its finished runs). An ``-o``
     that cannot be written whole is refused in one line before anything is written."""
-    from vlcl.report import comparison_markdown
-    from vlcl.report.files import ReportError, check_output, find_runs
+    from vlcl.api import ReportError, check_output, comparison_markdown, find_runs
 
     if args.output:
         check_output(args.output)
     if args.output and Path(args.output).suffix.lower() in (".html", ".htm"):
-        from vlcl.report.html import report_paths
+        from vlcl.api import report_paths
 
         written = report_paths(args.run_dirs, args.output)
         print(f"report: {written.page} ({written.size / 1024:.0f} KB), plots: {len(written.plots)} PNG files in {written.plot_dir}")
@@ -223,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         where = f"{bad.name}: results.json" if bad else "the runs' results"
         raise ReportError(f"{where} lacks what a report needs ({exc.__class__.__name__}: {exc})") from None
     if args.output:
-        from vlcl.fileio import atomic_write_text
+        from vlcl.api import atomic_write_text
 
         check_output(args.output, found)
         atomic_write_text(args.output, text)
@@ -242,7 +207,7 @@ def _unreportable(render: Any, results: dict) -> bool:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from vlcl.methods import list_methods, method_class
+    from vlcl.api import list_methods, method_class
 
     for name in list_methods():
         print(f"{name:12s} {method_class(name).description}")
@@ -250,7 +215,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
-    from vlcl.data.benchmark import list_benchmarks
+    from vlcl.api import list_benchmarks
 
     for name, description in list_benchmarks().items():
         print(f"{name:12s} {description}")
@@ -260,8 +225,7 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 def _tokenizer_check(model_path: str):
     """The run's own loading and checks of ``model_path`` (a model a run would refuse is refused here), as the
     :data:`vlcl.data.check.TextCheck` of ``vlcl data check --model``."""
-    from vlcl.models.coverage import coverage, indistinguishable_classes
-    from vlcl.models.loading import load_clip
+    from vlcl.api import coverage, indistinguishable_classes, load_clip
 
     bundle = load_clip(model_path)
 
@@ -273,7 +237,7 @@ def _tokenizer_check(model_path: str):
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from vlcl.data.check import check_benchmark, coverage_fails, coverage_lines
+    from vlcl.api import check_benchmark, coverage_fails, coverage_lines
 
     root = Path(args.data_root).expanduser()
     if not root.is_dir():
@@ -308,7 +272,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vlcl.export import export_run
+    from vlcl.api import export_run
 
     loaded = export_run(args.run_dir, args.output, args.stage)
     print(
@@ -319,7 +283,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from vlcl.data.check import prepare_text
+    from vlcl.api import prepare_text
 
     print(prepare_text(args.benchmark), end="")
     return 0
@@ -327,9 +291,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _named_benchmarks(*, folders: bool = True) -> list[str]:
     """The benchmarks read from a data root (``folders``: your own data sets, one sub-folder each)."""
-    from vlcl.data.catalogue import FOLDERS, NAMED
+    from vlcl.api import FOLDERS_BENCHMARK, NAMED_BENCHMARKS
 
-    return [*NAMED, FOLDERS] if folders else list(NAMED)
+    return [*NAMED_BENCHMARKS, FOLDERS_BENCHMARK] if folders else list(NAMED_BENCHMARKS)
 
 
 def build_parser() -> argparse.ArgumentParser:

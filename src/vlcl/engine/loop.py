@@ -90,7 +90,7 @@ class RunInputError(BadInputError, ValueError):
     """The run cannot start as configured (found before anything is written)."""
 
 
-def _load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) -> None:
+def load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) -> None:
     try:
         method.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
@@ -311,7 +311,7 @@ class ContinualRunner:
         next_stage = 0
         if latest:
             state, progress = read_stage_checkpoint(latest)
-            _load_method_state(method, state, latest)
+            load_method_state(method, state, latest)
             records, next_stage = _records(progress["stages"], latest / "progress.json"), progress["next_stage"]
         if pointer is not None and "step" in pointer:
             step_dir = self.checkpoints / pointer["path"]
