@@ -59,18 +59,8 @@ class Comparison:
     grid and its points' scores), ``finals`` (each method's final runs, made once its values are known),
     ``results`` (the finished final runs, by (method label, seed index)) and ``failures`` (one line each)."""
 
-    def __init__(
-        self,
-        config_path: str | None,
-        overrides: list[str],
-        specs: list[MethodSpec],
-        out_dir: Path,
-        command: str,
-        console: Console,
-        jobs: int,
-        seeds: list[int] | None,
-        tuning: Tuning | None,
-    ):
+    def __init__(self, config_path: str | None, overrides: list[str], specs: list[MethodSpec], out_dir: Path, command: str,
+                 console: Console, jobs: int, seeds: list[int] | None, tuning: Tuning | None):
         from vlcl.methods import create_method
 
         if jobs < 1:
