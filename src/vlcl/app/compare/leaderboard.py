@@ -15,7 +15,6 @@ from vlcl.fileio import atomic_write_text
 from vlcl.report.tables import comparison_rows, format_mean_std, markdown_table, mean_std, seeded_comparison
 
 
-
 def _tuned_text(values: dict[str, Any] | None) -> str:
     return "" if not values else ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in values.items())
 
@@ -99,5 +98,3 @@ def comparison_report(out_dir: Path, specs: list[MethodSpec], results: dict[tupl
     say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if auto_report(out_dir / REPORT_NAME, groups, say, inputs=[str(out_dir)], across=True):
         console.print(f"report: {out_dir / REPORT_NAME}", markup=False, highlight=False, soft_wrap=True)
-
-

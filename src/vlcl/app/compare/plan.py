@@ -160,5 +160,3 @@ def proxy_overrides(config: RunConfig, tuning: Tuning) -> list[str]:
     if tuning.epochs is not None:
         overrides.append(f"train.epochs={tuning.epochs}")
     return overrides
-
-

@@ -13,6 +13,7 @@ from vlcl.app.compare.plan import CompareError, MethodSpec, short_value
 from vlcl.fileio import atomic_write_text
 from vlcl.report.tables import markdown_table
 
+
 LR_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
 """The learning rates every method that trains is tuned over (``--tune-lrs`` replaces them)."""
 
@@ -156,5 +157,3 @@ def tuning_files(out_dir: Path, tunings: list[MethodTuning], tuning: Tuning, com
         f"Objective: {objective_text(tuning.objective)}.\n\n" + "\n".join(sections)
     )
     atomic_write_text(out_dir / "tuning.md", text)
-
-

@@ -26,6 +26,7 @@ from vlcl.engine.loop import create_runner
 from vlcl.engine.rundir import hold
 from vlcl.fileio import atomic_write_text, read_json_file
 
+
 def _finished(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "results.json"
     if not path.is_file():
@@ -69,8 +70,6 @@ def _run_method_held(config: RunConfig, run_dir: Path, console: Console, name: s
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
         console.print(f"[bold]{name}[/]: running")
     return runner.run()
-
-
 
 
 SHARED_EVAL_DIR = ".shared"
@@ -210,5 +209,3 @@ def run_queue(jobs: int, ready: list[Work], console: Console, done: Done, timeli
                 except Exception as exc:  # noqa: BLE001 - the worker itself failed (e.g. killed): one run's failure
                     attempt = (None, time.time(), None, exc)
                 finish(item, attempt)
-
-
