@@ -35,7 +35,7 @@ EVERY = "train.checkpoint_every_steps=3"
 def method_args(name: str) -> list[str]:
     """The tiny two-task run of a method: the caption tasks sketch and counting, or for a method that learns only
     classification tasks the classification tasks of the same names (``embedded_cls``)."""
-    benchmark = [] if "captions" in method_class(name).task_kinds else ["data.benchmark=embedded_cls"]
+    benchmark = [] if "captions" in method_class(name).settings else ["data.benchmark=embedded_cls"]
     return [f"method.name={name}", *benchmark, EVERY]
 
 

@@ -38,7 +38,7 @@ def test_registered_and_found_by_name():
 
 def test_default_sequence_is_classification_tasks():
     bench = small()
-    assert bench.name == "embedded_cls" and bench.classification_tasks
+    assert bench.name == "embedded_cls" and bench.setting == "classification"
     assert bench.task_names == list(DEFAULT_SEQUENCE) and len(bench.task_names) >= 5
     for task in bench.tasks:
         spec = world.CLASS_TASKS[task.name]

@@ -98,7 +98,7 @@ def test_a_caption_benchmark_is_refused_in_one_line_before_anything_is_written(t
     run_dir = tmp_path / "run"
     assert main(["run", *quick_args(world_clip_dir, "method.name=rail"), "-o", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "method 'rail' does not learn image-caption (retrieval) tasks" in err
+    assert len(err.splitlines()) == 1 and "method 'rail' does not support setting 'captions' (image-caption (retrieval) tasks)" in err
     assert not run_dir.exists()
 
 

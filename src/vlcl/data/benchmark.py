@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -57,6 +58,11 @@ class CaptionedImages:
         """True when the task trains with cross-entropy over its class prompts."""
         return self.labels is not None
 
+    @property
+    def setting(self) -> str:
+        """The setting whose batches these are (vlcl.settings): ``classification`` with labels, else ``captions``."""
+        return "classification" if self.classification else "captions"
+
     def with_prompts(self, mode: str) -> "CaptionedImages":
         """The same data whose classes keep every template's prompt (``average``) or the first only (``first``)."""
         if self.class_prompts is None or mode == "average":
@@ -81,6 +87,8 @@ def _check_class_data(name: str, labels: torch.Tensor, prompts: list[list[str]],
 class RetrievalSet:
     """A retrieval test set: every caption points at its image (several captions per image)."""
 
+    setting: ClassVar[str] = "captions"
+    """The setting of a benchmark whose tasks are tested on such sets (vlcl.settings)."""
     name: str
     images: Images  # uint8 [N, H, W, 3]
     captions: list[str]
@@ -97,6 +105,7 @@ class RetrievalSet:
 class ClassificationSet:
     """A zero-shot classification set: class names and prompt templates containing ``{}``."""
 
+    setting: ClassVar[str] = "classification"
     name: str
     images: Images  # uint8 [N, H, W, 3]
     labels: torch.Tensor  # long [N]
@@ -132,9 +141,9 @@ class Benchmark:
     """Where the data came from and the bad samples skipped (``data.on_bad_sample=skip``), for results.json."""
 
     def __post_init__(self) -> None:
-        kinds = {isinstance(t.test, ClassificationSet) for t in self.tasks}
-        if len(kinds) > 1:
-            raise ValueError(f"{self.name}: tasks mix retrieval and classification test sets")
+        settings = sorted({t.test.setting for t in self.tasks})
+        if len(settings) > 1:
+            raise ValueError(f"{self.name}: tasks mix the test sets of settings {', '.join(settings)}")
         for task in self.tasks:
             if isinstance(task.test, ClassificationSet) and all(z is not task.test for z in self.zeroshot):
                 self.zeroshot.append(task.test)
@@ -144,9 +153,12 @@ class Benchmark:
         return [t.name for t in self.tasks]
 
     @property
-    def classification_tasks(self) -> bool:
-        """True when the tasks are scored by classification accuracy (MTIL), not retrieval recall."""
-        return bool(self.tasks) and isinstance(self.tasks[0].test, ClassificationSet)
+    def setting(self) -> str:
+        """The name of the setting its tasks' test sets belong to (vlcl.settings: ``captions``,
+        ``classification``, ``modality_pairs``...), which decides how the run trains, scores and reports them."""
+        if not self.tasks:
+            raise ValueError(f"{self.name}: a benchmark without tasks has no setting")
+        return self.tasks[0].test.setting
 
     @property
     def heldout_zeroshot(self) -> list[ClassificationSet]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ class FeatureDataError(DataError):
 class ModalityPairs:
     """Positive pairs of two modalities: row i of ``arrays[a]`` and ``arrays[b]`` belong together."""
 
+    setting: ClassVar[str] = "modality_pairs"
+    """Training and test data of the modality-pair setting (vlcl.settings)."""
     name: str
     modalities: tuple[str, str]
     arrays: dict[str, torch.Tensor]

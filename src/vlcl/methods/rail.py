@@ -77,7 +77,7 @@ class RAIL(Method):
     description = "frozen CLIP + closed-form ridge (primal) / kernel ridge (dual) regression per task, fused with zero-shot"
     Options = RAILOptions
     optimises = False
-    task_kinds = ("classification",)
+    settings = ("classification",)
 
     def setup(self, model, context: RunContext) -> None:
         super().setup(model, context)
