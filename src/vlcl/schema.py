@@ -31,20 +31,33 @@ def results_format(results: dict[str, Any], where: str) -> int:
 RECALL_METRIC: dict[str, Any] = {
     "kind": "retrieval", "keys": ["mean_R@1", "i2t_R@1", "t2i_R@1"], "headline": "mean_R@1", "section": "retrieval",
     "pretrained_row": "R@1_row", "name": "mean R@1", "label": "R@1 (mean of image->text and text->image, %)",
-    "axis": "mean R@1 (%)", "title": "mean R@1 (%, image->text and text->image)",
+    "axis": "mean R@1 (%)", "title": "mean R@1 (%, image->text and text->image)", "summary_label": "retrieval R@1",
 }
 """The task metric of the image-caption setting (and of modality pairs): recall@1 both ways and their mean."""
 TOP1_METRIC: dict[str, Any] = {
     "kind": "zeroshot", "keys": ["top1"], "headline": "top1", "section": "classification", "pretrained_row": "top1_row",
     "name": "top-1", "label": "top-1 accuracy in each task's label space, %", "axis": "top-1 (%)",
-    "title": "top-1 accuracy (%, each task in its own label space)",
+    "title": "top-1 accuracy (%, each task in its own label space)", "summary_label": "accuracy top1",
 }
 """The task metric of the classification setting (MTIL): top-1 in each task's own label space."""
 
 
-def task_metric_of(results: dict[str, Any]) -> dict[str, Any]:
-    """The task metric of a run (``setting.metric`` of format 3; before it, the one ``task_metric`` names)."""
+TASK_AGNOSTIC_ROWS = [["task_agnostic", "task-agnostic top1"], ["seen_classes", "seen-classes top1"]]
+"""The classification setting's summary rows beside its task metric: (summary key, row label)."""
+
+
+def setting_of_results(results: dict[str, Any]) -> dict[str, Any]:
+    """What the report needs of a run's setting: ``metric`` (where and how its tasks are scored) and
+    ``summary_rows`` ((summary key, label) of the summary entries it adds). Format 3 records it (``setting``);
+    for formats 1 and 2 it is the one their ``task_metric`` names."""
     setting = results.get("setting")
     if isinstance(setting, dict) and isinstance(setting.get("metric"), dict):
-        return setting["metric"]
-    return TOP1_METRIC if results.get("task_metric") == "top1" else RECALL_METRIC
+        return {"summary_rows": [], **setting}
+    if results.get("task_metric") == "top1":
+        return {"metric": TOP1_METRIC, "summary_rows": TASK_AGNOSTIC_ROWS}
+    return {"metric": RECALL_METRIC, "summary_rows": []}
+
+
+def task_metric_of(results: dict[str, Any]) -> dict[str, Any]:
+    """The task metric of a run (:func:`setting_of_results`)."""
+    return setting_of_results(results)["metric"]

@@ -87,6 +87,7 @@ class Evaluator:
 
         self.benchmark = benchmark
         self.setting = setting or setting_of(benchmark)
+        self.tokenizer, self.context_length = tokenizer, context_length
         self.preprocess = preprocess
         self.config = config
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -104,7 +105,7 @@ class Evaluator:
     def set_count(self) -> int:
         return len(self.benchmark.retrieval_sets()) + len(self.benchmark.zeroshot)
 
-    def _images(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
+    def image_features(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
         """Image features; under torchrun each process encodes a contiguous shard and the shards are gathered."""
         first, last = shard_range(len(images))
         chunks = [torch.zeros(0, model.config.projection_dim)]
@@ -112,6 +113,10 @@ class Evaluator:
             pixels = self.preprocess.normalize_uint8(images[start : min(last, start + self.config.batch_size)])
             chunks.append(encode_images(model, pixels, self.config.batch_size))
         return gather_rows(torch.cat(chunks), len(images))
+
+    def text_features(self, model: CLIPModel, texts: list[str]) -> torch.Tensor:
+        """Un-normalised features of ``texts`` (tokenised as the run's retrieval captions are)."""
+        return self._texts(model, *tokenize(self.tokenizer, texts, self.context_length))
 
     def _texts(self, model: CLIPModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         first, last = shard_range(len(ids))
@@ -122,7 +127,7 @@ class Evaluator:
         return gather_rows(local, len(ids))
 
     def retrieval(self, model: CLIPModel, dataset: RetrievalSet) -> dict[str, dict[str, float]]:
-        image_features = self._images(model, dataset.images)
+        image_features = self.image_features(model, dataset.images)
         ids, mask = self._tokens[dataset.name]
         text_features = self._texts(model, ids, mask)
         recall = retrieval_recall(
@@ -167,7 +172,7 @@ class Evaluator:
 
     def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
-        image_features = self._images(model, dataset.images)
+        image_features = self.image_features(model, dataset.images)
         ids, mask = self._prompt_tokens[dataset.name]
         prompts = self._texts(model, ids, mask)
         classifier = zeroshot_classifier(prompts.view(len(dataset.classnames), len(dataset.templates), -1))
@@ -214,7 +219,7 @@ class Evaluator:
             result["routes"] = routes
         if per_class:
             result["per_class"] = per_class  # not a metric kind: the stage record keeps it apart (StageRecord)
-        result.update(self.setting.stage_metrics(self, self.benchmark))
+        result.update(self.setting.stage_metrics(self, model))
         self._features, self._hooks = {}, NoHooks()
         model.train(was_training)
         return result
@@ -246,4 +251,4 @@ class PairEvaluator:
             recall = _named(task.name, retrieval_recall, fa, fb, torch.arange(len(fb)), tuple(self.config.ks))
             recall["mean_R@1"] = mean_recall_at_1(recall)
             retrieval[task.name] = recall
-        return {"retrieval": retrieval, "alignment": {}, "zeroshot": {}, **self.setting.stage_metrics(self, self.benchmark)}
+        return {"retrieval": retrieval, "alignment": {}, "zeroshot": {}, **self.setting.stage_metrics(self, model)}

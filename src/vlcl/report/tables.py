@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vlcl.schema import task_metric_of
+from vlcl.schema import setting_of_results, task_metric_of
 
 
 def _fmt(value: float | None) -> str:
@@ -132,16 +132,14 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
-    summary = results["summary"]
+    summary, setting = results["summary"], setting_of_results(results)
+    metric = setting["metric"]
     rows = []
-    for name, value in summary.get("retrieval", {}).get("mean_R@1", {}).items():
-        rows.append((f"retrieval R@1 {name}", _fmt(value)))
-    for name, value in summary.get("classification", {}).get("top1", {}).items():
-        rows.append((f"accuracy top1 {name}", _fmt(value)))
-    for name, value in summary.get("task_agnostic", {}).items():  # classification: every task's classes at once
-        rows.append((f"task-agnostic top1 {name}", _fmt(value)))
-    for name, value in summary.get("seen_classes", {}).items():
-        rows.append((f"seen-classes top1 {name}", _fmt(value)))
+    for name, value in summary.get(metric["section"], {}).get(metric["headline"], {}).items():
+        rows.append((f"{metric['summary_label']} {name}", _fmt(value)))
+    for key, label in setting["summary_rows"]:  # the setting's own (classification: every task's classes at once)
+        for name, value in summary.get(key, {}).items():
+            rows.append((f"{label} {name}", _fmt(value)))
     for name, value in summary.get("zeroshot_top1", {}).items():
         rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
     for name, value in summary.get("heldout_mean_R@1", {}).items():

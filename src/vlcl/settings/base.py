@@ -49,6 +49,8 @@ class TaskMetric:
     label: str
     axis: str
     title: str
+    summary_label: str
+    """The prefix of its continual summary's rows in a report ("retrieval R@1" last ...)."""
 
     @property
     def headline(self) -> str:
@@ -91,6 +93,8 @@ class Setting:
     metric_kinds: ClassVar[tuple[str, ...]] = ("retrieval", "alignment", "zeroshot", "routes")
     """The metric kinds in metrics.csv's and the log's order (routes: set -> route -> share); a kind not listed
     follows them in the order the evaluation gives."""
+    summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(summary key, row label) of the flat summary entries :meth:`results_sections` adds, for the report."""
     task_words: ClassVar[str] = ""
     """What its tasks are, in a refusal: "image-caption (retrieval) tasks"."""
 
@@ -110,9 +114,11 @@ class Setting:
         """One task's score in one stage's metrics (``key`` one of ``metric.keys``)."""
         return metrics[self.metric.kind][task][key]
 
-    def stage_metrics(self, evaluator: Any, benchmark: Any) -> dict[str, dict]:
-        """Metric kinds this setting adds to a stage's evaluation, computed with ``evaluator`` (the engine's, which
-        has already scored every retrieval and zero-shot set of the stage). Default: none."""
+    def stage_metrics(self, evaluator: Any, model: Any) -> dict[str, dict]:
+        """Metric kinds this setting adds to a stage's evaluation of ``model``, computed with ``evaluator`` (the
+        engine's: ``evaluator.benchmark``; it has already scored every retrieval and zero-shot set of the stage, and
+        encodes images and texts with ``image_features`` / ``text_features``). Its tasks' test sets of a type the
+        evaluator does not know are scored here. Default: nothing added."""
         return {}
 
     def results_sections(
@@ -131,7 +137,8 @@ class Setting:
     def to_json(self) -> dict[str, Any]:
         """What results.json records of the setting: what the report reads instead of importing it."""
         return {"name": self.name, "description": self.description, "model_kind": self.model_kind,
-                "metric": self.metric.to_json(), "metric_kinds": list(self.metric_kinds)}
+                "metric": self.metric.to_json(), "metric_kinds": list(self.metric_kinds),
+                "summary_rows": [list(row) for row in self.summary_rows]}
 
 
 _REGISTRY: dict[str, Setting] = {}

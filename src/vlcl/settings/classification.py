@@ -18,7 +18,7 @@ import torch
 from vlcl.losses import class_prompt_loss
 from vlcl.metrics import continual_summary
 from vlcl.models.encode import class_embeddings, text_embeddings, tokenize
-from vlcl.schema import TOP1_METRIC
+from vlcl.schema import TASK_AGNOSTIC_ROWS, TOP1_METRIC
 from vlcl.settings.base import TaskMetric, register_setting
 from vlcl.settings.captions import CaptionBatch, Captions, image_rows
 
@@ -107,6 +107,7 @@ class Classification(Captions):
     description = "classification sequences trained over class prompts and scored by top-1 (MTIL, as ZSCL)"
     metric = TOP1
     metric_kinds = ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes")
+    summary_rows = tuple(tuple(row) for row in TASK_AGNOSTIC_ROWS)
     task_words = "classification tasks"
 
     def batch(self, bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, picks: torch.Tensor) -> ClassBatch:
@@ -116,10 +117,10 @@ class Classification(Captions):
             class_templates=len(data.class_prompts[0]), class_prompts=data.class_prompts,
         )
 
-    def stage_metrics(self, evaluator: Any, benchmark: Any) -> dict[str, dict]:
+    def stage_metrics(self, evaluator: Any, model: Any) -> dict[str, dict]:
         """``seen_classes``: the first k tasks among their classes, for every k (the results pick the k a stage
         has trained); ``task_agnostic``: k = every task."""
-        tasks = [t.test for t in benchmark.tasks]
+        tasks = [t.test for t in evaluator.benchmark.tasks]
         seen = {str(k): evaluator.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
         return {"seen_classes": seen, "task_agnostic": seen[str(len(tasks))]}
 
