@@ -140,3 +140,13 @@ def test_a_method_that_does_not_support_the_setting_is_refused_naming_both(tmp_p
     assert "method 'lwf' does not support setting 'toy_matching' (matching tasks), the setting of benchmark 'toy'" in err
     assert "methods that do: toy_matcher" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_entry_point_that_names_no_setting_is_refused():
+    from vlcl.plugins import NotAPlugin
+
+    with pytest.raises(NotAPlugin, match=r"names an int \(42\), not a setting"):
+        setting_registry._adopt("fortytwo", 42)
+    with pytest.raises(NotAPlugin, match="registers no setting"):
+        setting_registry._adopt("json", json)
+    assert set(list_settings()) >= {"captions", "classification", "modality_pairs"}
