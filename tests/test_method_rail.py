@@ -14,7 +14,7 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.data.embedded_cls import build_embedded_cls
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip
-from vlcl.models.analytic import kernel_ridge_solution, one_hot_targets, ridge_solution
+from vlcl.methods.rail.analytic import kernel_ridge_solution, one_hot_targets, ridge_solution
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,7 @@ class ContinualRunner:
             raise RunInputError(TENSORBOARD_MISSING)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        method = create_method(cfg.method.name, cfg.method.options())
+        method = create_method(cfg.method.name, cfg.method.typed_options())
         pointer = self._resume_pointer() if resume else None
         self.resume_step = None
         self.resuming, self.resumed_from = resume, pointer["path"] if pointer else None

@@ -38,7 +38,7 @@ from vlcl.losses import batch_moments, ckc_loss, gathers
 from vlcl.methods.base import LossOutput, ParameterGroup, Stage
 from vlcl.methods.lora import LoRA, LoRAOptions
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
 from vlcl.settings import CaptionBatch
 
 

@@ -46,7 +46,7 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import distillation_kl, in_batch_distillation
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
 from vlcl.settings import CaptionBatch
 
 

@@ -82,9 +82,9 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import distillation_kl, match_log_probabilities
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
+from vlcl.methods.parts.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
 from vlcl.seeds import prototype_seed
 from vlcl.settings import CaptionBatch
 

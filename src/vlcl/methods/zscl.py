@@ -68,7 +68,7 @@ from vlcl.losses import (
     splits_evenly,
 )
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
+from vlcl.methods.parts.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.seeds import reference_batch_seed, reference_seed
