@@ -11,6 +11,7 @@ LAYERS = [
     {"plugins", "seeds", "config", "metrics", "losses", "fileio", "schema", "errors"},  # pure: the standard library, torch, pydantic
     {"data"},
     {"models"},
+    {"settings"},
     {"methods"},
     {"engine"},
     {"report", "pretrain"},

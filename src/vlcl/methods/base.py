@@ -67,6 +67,7 @@ from transformers import CLIPModel
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.models.encode import image_embeddings
 from vlcl.models.loading import ClipBundle
+from vlcl.losses import LossOutput
 from vlcl.settings import Batch, CaptionBatch
 
 
@@ -117,12 +118,6 @@ class RunContext:
         from vlcl.models.loading import load_clip
 
         return load_clip(self.pretrained_path or "embedded", local_files_only=self.local_files_only).model
-
-
-@dataclass
-class LossOutput:
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vlcl.losses import clip_loss
+from vlcl.losses import LossOutput, clip_loss
 from vlcl.models.encode import text_embeddings, tokenize
 from vlcl.schema import RECALL_METRIC
 from vlcl.settings.base import Batch, Setting, TaskMetric, register_setting
@@ -54,9 +54,7 @@ class CaptionBatch(Batch):
         """The CLIP loss (``clip``) of the pairs."""
         return "clip", clip_loss(images, texts, logit_scale, gather=context.gather)
 
-    def default_loss(self, method) -> Any:
-        from vlcl.methods.base import LossOutput  # the contract's output type (a method calls this)
-
+    def default_loss(self, method) -> LossOutput:
         images, texts = method.encode(self)
         name, loss = method.task_loss(images, texts, self)
         return LossOutput(loss, {name: float(loss.detach())})

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from vlcl.losses import LossOutput
 from vlcl.models.maps import pair_loss
 from vlcl.settings.base import Batch, Setting, register_setting
 from vlcl.settings.captions import RECALL
@@ -29,10 +30,8 @@ class PairBatch(Batch):
     def __len__(self) -> int:
         return len(self.a)
 
-    def default_loss(self, method) -> Any:
+    def default_loss(self, method) -> LossOutput:
         """CMCL's loss over the mapped features (``pair``)."""
-        from vlcl.methods.base import LossOutput
-
         loss = pair_loss(method.model, self.modalities, self.a, self.b)
         return LossOutput(loss, {"pair": float(loss.detach())})
 
