@@ -155,10 +155,12 @@ class Benchmark:
     @property
     def setting(self) -> str:
         """The name of the setting its tasks' test sets belong to (vlcl.settings: ``captions``,
-        ``classification``, ``modality_pairs``...), which decides how the run trains, scores and reports them."""
-        if not self.tasks:
-            raise ValueError(f"{self.name}: a benchmark without tasks has no setting")
-        return self.tasks[0].test.setting
+        ``classification``, ``modality_pairs``...), which decides how the run trains, scores and reports them.
+        A benchmark without tasks (held-out sets only, for evaluation) takes the setting of its held-out sets."""
+        sets = [t.test for t in self.tasks] or [*self.heldout_retrieval, *self.zeroshot]
+        if not sets:
+            raise ValueError(f"{self.name}: a benchmark without tasks or held-out sets has no setting")
+        return sets[0].setting
 
     @property
     def heldout_zeroshot(self) -> list[ClassificationSet]:
