@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vlcl.data.benchmark import UnknownBenchmarkError
+from vlcl.data.registry import UnknownBenchmarkError
 from vlcl.data.embedded import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded
 
 

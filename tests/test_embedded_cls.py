@@ -12,7 +12,8 @@ import torch
 
 from vlcl.cli import main
 from vlcl.data import world
-from vlcl.data.benchmark import CaptionedImages, ClassificationSet, UnknownBenchmarkError, benchmark_builder, list_benchmarks
+from vlcl.data.benchmark import CaptionedImages, ClassificationSet
+from vlcl.data.registry import UnknownBenchmarkError, benchmark_builder, list_benchmarks
 from vlcl.data.embedded import build_embedded
 from vlcl.data.embedded_cls import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded_cls
 from vlcl.engine.loop import check_tokenizer_coverage

@@ -20,7 +20,7 @@ ERRORS = [
     ("vlcl.engine.checkpoint", "CheckpointError", BadInputError, ValueError),
     ("vlcl.methods.registry", "UnknownMethodError", BadInputError, ValueError),
     ("vlcl.models.loading", "ModelLoadError", BadInputError, RuntimeError),
-    ("vlcl.data.benchmark", "UnknownBenchmarkError", BadInputError, ValueError),
+    ("vlcl.data.registry", "UnknownBenchmarkError", BadInputError, ValueError),
     ("vlcl.data.images", "DataError", BadInputError, ValueError),
     ("vlcl.data.sources", "MissingDataError", BadInputError, ValueError),
     ("vlcl.data.feature_pairs", "FeatureDataError", BadInputError, ValueError),

@@ -250,7 +250,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
-    from vlcl.data.benchmark import list_benchmarks
+    from vlcl.data.registry import list_benchmarks
 
     for name, description in list_benchmarks().items():
         print(f"{name:12s} {description}")

@@ -26,9 +26,8 @@ from vlcl.data.benchmark import (
     ClassificationSet,
     RetrievalSet,
     Task,
-    register_benchmark,
-    resolve_task_names,
 )
+from vlcl.data.registry import register_benchmark, resolve_task_names
 
 
 @dataclass(frozen=True)

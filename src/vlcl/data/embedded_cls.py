@@ -27,9 +27,8 @@ from vlcl.data.benchmark import (
     CaptionedImages,
     ClassificationSet,
     Task,
-    register_benchmark,
-    resolve_task_names,
 )
+from vlcl.data.registry import register_benchmark, resolve_task_names
 from vlcl.data.embedded import HELDOUT_DOMAINS, _zeroshot_set
 from vlcl.data.embedded import _test_set as _retrieval_set
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlcl.data.benchmark import Benchmark, register_benchmark
+from vlcl.data.benchmark import Benchmark
 from vlcl.data.catalogue import FOLDERS, BenchmarkSpec, SetSpec
 from vlcl.data.formats import DataError
+from vlcl.data.registry import register_benchmark
 from vlcl.data.sources import discover
 
 FOLDERS_TEST_FRACTION = 0.2

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vlcl.data.benchmark import Benchmark, Task, register_benchmark, resolve_task_names
+from vlcl.data.benchmark import Benchmark, Task
 from vlcl.data.catalogue import DATASETS, DEFAULT_TEMPLATES, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
 from vlcl.data.folders import folders_spec  # also registers 'folders'
 from vlcl.data.formats import DataError, Problems, Sample, read_classnames, read_templates
 from vlcl.data.formats.folder import folder_classname
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from vlcl.data.registry import register_benchmark, resolve_task_names
 from vlcl.data.sources import (
     DEFAULT_CAPTION_FIELDS,
     MissingDataError,
