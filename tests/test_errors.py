@@ -23,7 +23,7 @@ ERRORS = [
     ("vlcl.data.registry", "UnknownBenchmarkError", BadInputError, ValueError),
     ("vlcl.data.images", "DataError", BadInputError, ValueError),
     ("vlcl.data.sources", "MissingDataError", BadInputError, ValueError),
-    ("vlcl.data.feature_pairs", "FeatureDataError", BadInputError, ValueError),
+    ("vlcl.data.benchmarks.feature_pairs", "FeatureDataError", BadInputError, ValueError),
     ("vlcl.export", "ExportError", BadInputError, ValueError),
     ("vlcl.metrics.retrieval", "NonFiniteError", RunFailedError, ValueError),
     ("vlcl.engine.train", "NonFiniteLossError", RunFailedError, RuntimeError),

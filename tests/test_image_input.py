@@ -219,9 +219,9 @@ def test_pillows_decompression_bomb_error_is_a_data_error():
 
 def test_the_limit_reaches_the_data_sets_a_benchmark_builds(tmp_path):
     from vlcl.config import DataConfig
-    from vlcl.data.catalogue import SetSpec
-    from vlcl.data.folders import folders_spec
-    from vlcl.data.named import build_named, load_set
+    from vlcl.data.benchmarks.catalogue import SetSpec
+    from vlcl.data.benchmarks.data_root import build_named, load_set
+    from vlcl.data.benchmarks.folders import folders_spec
 
     assert DataConfig().max_image_pixels == 89_478_485 and DataConfig(max_image_pixels=None).max_image_pixels is None
     with pytest.raises(Exception):
@@ -334,8 +334,8 @@ def test_a_key_in_two_shards_is_a_bad_sample(tmp_path):
 
 
 def test_compressed_shards_say_decompress_from_the_data_root(tmp_path):
-    from vlcl.data.catalogue import SetSpec
-    from vlcl.data.named import load_set
+    from vlcl.data.benchmarks.catalogue import SetSpec
+    from vlcl.data.benchmarks.data_root import load_set
 
     shards = write_wds(tmp_path / "root" / "mine" / "train", pairs(4), per_shard=2)
     for tar in list(shards.glob("*.tar")):
@@ -393,9 +393,8 @@ def test_a_caption_with_a_unicode_line_separator_stays_one_caption(tmp_path):
 
 def test_a_data_root_that_is_set_but_missing_is_named_as_set(tmp_path):
     from vlcl.config import DataConfig
-    from vlcl.data.catalogue import NAMED
-    from vlcl.data.folders import build_folders
-    from vlcl.data.named import build_named, validate_data_config
+    from vlcl.data.benchmarks.catalogue import NAMED
+    from vlcl.data.benchmarks.data_root import build_folders, build_named, validate_data_config
 
     missing = str(tmp_path / "nope")
     for build in (lambda: build_named(NAMED["vlcl8"], root=missing), lambda: build_folders(root=missing)):

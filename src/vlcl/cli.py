@@ -327,7 +327,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _named_benchmarks(*, folders: bool = True) -> list[str]:
     """The benchmarks read from a data root (``folders``: your own data sets, one sub-folder each)."""
-    from vlcl.data.catalogue import FOLDERS, NAMED
+    from vlcl.data.benchmarks.catalogue import FOLDERS, NAMED
 
     return [*NAMED, FOLDERS] if folders else list(NAMED)
 

@@ -4,7 +4,7 @@ Data sets hold images as uint8 arrays ``[N, H, W, 3]`` at the model's
 resolution: a numpy array (the embedded benchmark) or an
 :class:`~vlcl.data.images.ImageStore`, which indexes like one and decodes
 real image files only when a batch needs them (benchmarks read from a data
-root, :mod:`vlcl.data.named`).
+root, :mod:`vlcl.data.benchmarks.data_root`).
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ def _adopt(name: str, obj: object) -> None:
 
 
 def _discover() -> None:
-    """Every module of vlcl.data, then the ``vlcl.benchmarks`` entry points of installed packages."""
+    """Every module of vlcl.data.benchmarks, then the ``vlcl.benchmarks`` entry points of installed packages."""
     from vlcl.plugins import discover
 
-    discover("vlcl.data", "vlcl.benchmarks", _adopt)
+    discover("vlcl.data.benchmarks", "vlcl.benchmarks", _adopt)
 
 
 def list_benchmarks() -> dict[str, str]:

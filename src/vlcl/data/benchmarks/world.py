@@ -27,7 +27,7 @@ Rendering draws at :data:`SUPERSAMPLE` times the output size (128 px for 32 px
 images) in canvas units, then downsamples with a box filter. Geometry
 constants below are in those 128-px canvas units.
 
-Run ``python -m vlcl.data.world OUT_DIR`` to write one preview contact sheet
+Run ``python -m vlcl.data.benchmarks.world OUT_DIR`` to write one preview contact sheet
 per domain.
 """
 

@@ -1,18 +1,15 @@
-"""The ``folders`` benchmark: your own data sets, every sub-folder of the data root one, in any format vlcl reads (docs/data.md).
+"""The data sets of the ``folders`` benchmark: your own, every sub-folder of the data root one, in any format vlcl reads (docs/data.md).
 
-:mod:`vlcl.data.named` imports this module, so ``folders`` is registered with
-the papers' benchmarks.
+What each sub-folder is (:func:`folder_set_spec`) and the benchmark they make (:func:`folders_spec`); the benchmark
+is read and registered with the papers' benchmarks by :mod:`vlcl.data.benchmarks.data_root`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from vlcl.data.benchmark import Benchmark
-from vlcl.data.catalogue import FOLDERS, BenchmarkSpec, SetSpec
+from vlcl.data.benchmarks.catalogue import FOLDERS, BenchmarkSpec, SetSpec
 from vlcl.data.formats import DataError
-from vlcl.data.registry import register_benchmark
 from vlcl.data.sources import discover
 
 FOLDERS_TEST_FRACTION = 0.2
@@ -58,11 +55,3 @@ def folders_spec(
     )
     return spec, sets
 
-
-@register_benchmark(FOLDERS, "your own data sets: one sub-folder of data.root per task, any format (docs/data.md)")
-def build_folders(
-    *, root: str | None = None, tasks: list[str] | None = None, eval_sets: list[str] | None = None, **kwargs: Any
-) -> Benchmark:
-    from vlcl.data.named import DataRequest, build_selection, validate_data_config  # named imports this module
-
-    return build_selection(validate_data_config(DataRequest(FOLDERS, root, tasks, eval_sets)), **kwargs)

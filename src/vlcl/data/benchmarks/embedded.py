@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcl.data import world
 from vlcl.data.benchmark import (
     Benchmark,
     CaptionedImages,
@@ -27,6 +26,7 @@ from vlcl.data.benchmark import (
     RetrievalSet,
     Task,
 )
+from vlcl.data.benchmarks import world
 from vlcl.data.registry import register_benchmark, resolve_task_names
 
 
