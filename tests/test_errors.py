@@ -22,7 +22,7 @@ ERRORS = [
     ("vlcl.models.loading", "ModelLoadError", BadInputError, RuntimeError),
     ("vlcl.data.registry", "UnknownBenchmarkError", BadInputError, ValueError),
     ("vlcl.data.images", "DataError", BadInputError, ValueError),
-    ("vlcl.data.sources", "MissingDataError", BadInputError, ValueError),
+    ("vlcl.data.formats.detect", "MissingDataError", BadInputError, ValueError),
     ("vlcl.data.benchmarks.feature_pairs", "FeatureDataError", BadInputError, ValueError),
     ("vlcl.export", "ExportError", BadInputError, ValueError),
     ("vlcl.metrics.retrieval", "NonFiniteError", RunFailedError, ValueError),

@@ -35,9 +35,10 @@ from vlcl.data.formats import (
     read_templates,
     read_webdataset,
 )
+from vlcl.data.formats.detect import discover, read_source
 from vlcl.data.images import ImageStore, concat_images
 from vlcl.data.preprocess import ImagePreprocessor
-from vlcl.data.sources import discover, random_split, read_source
+from vlcl.data.samples import random_split
 
 PRE = ImagePreprocessor(16)
 
@@ -207,7 +208,7 @@ def test_corrupt_and_missing_images_name_the_file_and_line(tmp_path, items):
     store = ImageStore([s.image for s in samples], PRE)
     with pytest.raises(DataError, match=rf"data.csv: line 6: image .*{items[2][0]}: cannot be decoded"):
         store[2]
-    from vlcl.data.sources import check_images
+    from vlcl.data.samples import check_images
 
     with pytest.raises(DataError, match=r"data.csv: line 6: image .*img002.jpg is not an image"):
         check_images(samples, "header", Problems(), workers=0)
@@ -224,7 +225,7 @@ def test_truncated_image_is_found_by_a_full_check(tmp_path, items):
     data = (tmp_path / items[1][0]).read_bytes()
     (tmp_path / items[1][0]).write_bytes(data[: len(data) // 2])
     samples = read_csv(write_csv(tmp_path / "d.csv", items))
-    from vlcl.data.sources import check_images
+    from vlcl.data.samples import check_images
 
     problems = Problems("skip")
     check_images(samples, "full", problems, workers=0)

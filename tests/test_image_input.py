@@ -15,10 +15,11 @@ from PIL import Image
 
 from realdata import image_bytes, pairs, write_csv, write_images, write_wds
 from vlcl.data.formats import DataError, Problems, read_coco, read_csv, read_jsonl, read_karpathy, read_webdataset
+from vlcl.data.formats.detect import discover, read_source
 from vlcl.data.formats.folder import read_classnames
 from vlcl.data.images import FileImage, ImageSource, ImageStore, check_image
 from vlcl.data.preprocess import ImagePreprocessor, to_rgb
-from vlcl.data.sources import check_images, discover, read_source
+from vlcl.data.samples import check_images
 
 PRE = ImagePreprocessor(16)
 WIDTH = 64
@@ -429,7 +430,7 @@ def test_non_utf8_text_files_name_the_line(tmp_path):
 
 
 def discover_one(path: Path):
-    from vlcl.data.sources import Source
+    from vlcl.data.formats.detect import Source
 
     return Source("csv", path)
 

@@ -1,7 +1,7 @@
 """Reading the benchmarks whose data lives in a data root, building and registering them: ``vlcl8`` (C-CLIP), ``mtil`` (ZSCL), ``folders``.
 
 Every data set lives in its own folder ``<data.root>/<name>/`` in any format
-:mod:`vlcl.data.sources` recognises; what each one is and where to get it is
+:mod:`vlcl.data.formats.detect` recognises; what each one is and where to get it is
 :mod:`vlcl.data.benchmarks.catalogue`, your own data sets (``folders``) are
 :mod:`vlcl.data.benchmarks.folders`, and ``vlcl data check`` / ``prepare`` are
 :mod:`vlcl.data.check`. Class names and OpenAI's prompt templates ship with
@@ -24,21 +24,17 @@ from vlcl.data.benchmark import Benchmark, Task
 from vlcl.data.benchmarks.catalogue import DATASETS, DEFAULT_TEMPLATES, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
 from vlcl.data.benchmarks.folders import folders_spec
 from vlcl.data.formats import DataError, Problems, Sample, read_classnames, read_templates
+from vlcl.data.formats.detect import DEFAULT_CAPTION_FIELDS, MissingDataError, Source, discover, read_source
 from vlcl.data.formats.folder import folder_classname
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from vlcl.data.registry import register_benchmark, resolve_task_names
-from vlcl.data.sources import (
-    DEFAULT_CAPTION_FIELDS,
-    MissingDataError,
-    Source,
+from vlcl.data.samples import (
     captioned_images,
     check_images,
     classification_set,
-    discover,
     per_class,
     prompted_training_set,
     random_split,
-    read_source,
     retrieval_set,
     subsample,
 )

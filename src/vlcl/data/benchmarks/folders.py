@@ -10,15 +10,16 @@ from pathlib import Path
 
 from vlcl.data.benchmarks.catalogue import FOLDERS, BenchmarkSpec, SetSpec
 from vlcl.data.formats import DataError
-from vlcl.data.sources import discover
+from vlcl.data.formats.detect import discover
+from vlcl.data.formats.registry import get_format
 
 FOLDERS_TEST_FRACTION = 0.2
 
 
 def folder_set_spec(folder: Path) -> SetSpec:
-    """A data set folder of the ``folders`` benchmark: classification if it has ``classnames.txt`` or class folders."""
+    """A data set folder of the ``folders`` benchmark: classification if it has ``classnames.txt`` or data of a format that holds no captions (class folders)."""
     found = discover(folder)
-    labels = (folder / "classnames.txt").is_file() or any(source.format == "folder" for source in found.values())
+    labels = (folder / "classnames.txt").is_file() or any(not get_format(source.format).captions for source in found.values())
     return SetSpec(
         folder.name,
         folder.name,
