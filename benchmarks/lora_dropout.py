@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from vlcl.data.embedded import build_embedded
+from vlcl.data.benchmarks.embedded import build_embedded
 from vlcl.losses import clip_loss
 from vlcl.models import load_clip
 from vlcl.settings import make_batch

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from conftest import tiny_data
 from vlcl.cli import main
 from vlcl.config import build_config, config_to_dict, load_config
-from vlcl.data.feature_pairs import FeatureDataError, build_features, load_feature_file
+from vlcl.data.benchmarks.feature_pairs import FeatureDataError, build_features, load_feature_file
 from vlcl.engine.checkpoint import read_stage_checkpoint
 from vlcl.engine.loop import create_runner
 from vlcl.methods import RunContext, Stage, create_method

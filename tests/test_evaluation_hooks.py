@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vlcl.config import EvalConfig
-from vlcl.data.embedded_cls import build_embedded_cls
+from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.engine.evaluate import Evaluator
 from vlcl.engine.results import metrics_rows
 from vlcl.methods import Method

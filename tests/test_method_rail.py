@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from test_run import quick_args
 from vlcl.cli import main
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.data.embedded_cls import build_embedded_cls
+from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip
 from vlcl.methods.rail.analytic import kernel_ridge_solution, one_hot_targets, ridge_solution

@@ -603,7 +603,7 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
     (one from your own code: :func:`register_method` first). Problems raise
     :class:`~vlcl.engine.rundir.RunDirError` (or a checkpoint / model error) with one line naming the path.
     """
-    from vlcl.data.benchmark import benchmark_model_kind
+    from vlcl.data.registry import benchmark_model_kind
     from vlcl.methods import UnknownMethodError
     from vlcl.models.loading import load_clip
 

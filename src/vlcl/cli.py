@@ -250,7 +250,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
-    from vlcl.data.benchmark import list_benchmarks
+    from vlcl.data.registry import list_benchmarks
 
     for name, description in list_benchmarks().items():
         print(f"{name:12s} {description}")
@@ -327,7 +327,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _named_benchmarks(*, folders: bool = True) -> list[str]:
     """The benchmarks read from a data root (``folders``: your own data sets, one sub-folder each)."""
-    from vlcl.data.catalogue import FOLDERS, NAMED
+    from vlcl.data.benchmarks.catalogue import FOLDERS, NAMED
 
     return [*NAMED, FOLDERS] if folders else list(NAMED)
 

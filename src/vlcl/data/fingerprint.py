@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.data.images import ArrayImage, FileImage, ImageStore, TarMemberImage
 
 

@@ -23,7 +23,8 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, TrainConfig, config_to_dict
-from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, benchmark_model_kind
+from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet
+from vlcl.data.registry import benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint, evaluation_fingerprint
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (

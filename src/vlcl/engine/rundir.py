@@ -245,8 +245,8 @@ def check_config(config: RunConfig) -> None:
     the device and precision exist and fit together (one-line errors)."""
     import torch
 
-    from vlcl.data.benchmark import benchmark_builder
-    from vlcl.data.named import validate_data_config
+    from vlcl.data.benchmarks.data_root import validate_data_config
+    from vlcl.data.registry import benchmark_builder
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
 

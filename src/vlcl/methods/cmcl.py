@@ -71,7 +71,7 @@ import torch
 from pydantic import Field, model_validator
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.methods.base import Method, MethodOptions, ParameterGroup, Stage
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize

@@ -59,8 +59,8 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field, model_validator
 
-from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.data.benchmarks import world
 from vlcl.losses import (
     distillation_kl,  # noqa: F401  (zscl's KL, described below; importable from here)
     in_batch_distillation,

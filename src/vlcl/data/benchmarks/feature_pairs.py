@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from vlcl.data.benchmark import Benchmark, Task, register_benchmark
+from vlcl.data.benchmark import Benchmark, Task
 from vlcl.data.images import DataError
+from vlcl.data.registry import register_benchmark
 
 
 class FeatureDataError(DataError):
