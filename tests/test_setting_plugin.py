@@ -13,12 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vlcl.data.benchmark as benchmark_registry
+import vlcl.data.registry as benchmark_registry
 import vlcl.methods.registry as method_registry
 import vlcl.settings.base as setting_registry
 from test_run import quick_args
 from vlcl.cli import main
-from vlcl.data.benchmark import Benchmark, CaptionedImages, Task, benchmark_builder, list_benchmarks, register_benchmark
+from vlcl.data.benchmark import Benchmark, CaptionedImages, Task
+from vlcl.data.registry import benchmark_builder, list_benchmarks, register_benchmark
 from vlcl.methods import Method, list_methods, register_method
 from vlcl.settings import CaptionBatch, Setting, TaskMetric, list_settings, register_setting
 from vlcl.settings.captions import image_rows

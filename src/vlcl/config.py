@@ -91,7 +91,7 @@ class DataConfig(_Section):
     dropped (``vlcl.data.validation``; results.json ``data.validation``). For choosing hyper-parameters without test
     data (``vlcl compare --tune``); ``None`` = off: tasks are evaluated on their test splits."""
     features: list[FeaturePairConfig] | None = None
-    """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.feature_pairs)."""
+    """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.benchmarks.feature_pairs)."""
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
