@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 
 from vlcl.config import TrainConfig
-from vlcl.data.embedded import build_embedded
+from vlcl.data.benchmarks.embedded import build_embedded
 from vlcl.engine.train import train_on
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip

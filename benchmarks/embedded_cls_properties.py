@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from vlcl.data import world
-from vlcl.data.embedded_cls import RETRIEVAL_TEST_IMAGES
+from vlcl.data.benchmarks import world
+from vlcl.data.benchmarks.embedded_cls import RETRIEVAL_TEST_IMAGES
 
 ZEROSHOT_MIN_TOP1 = 70.0  # the shipped model's top-1 on every held-out zero-shot set: something to lose
 LEARNABLE_GAP = 20.0  # top-1 right after training on a task minus its top-1 before any training

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from vlcl.data.embedded import TEST_IMAGES
+from vlcl.data.benchmarks.embedded import TEST_IMAGES
 
 ZEROSHOT_MIN_TOP1 = 70.0
 LEARNABLE_GAP = 20.0

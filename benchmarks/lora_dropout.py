@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from vlcl.data.embedded import build_embedded
+from vlcl.data.benchmarks.embedded import build_embedded
 from vlcl.losses import clip_loss
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 from vlcl.models.encode import image_embeddings, text_embeddings
 from vlcl.models.lora import DEFAULT_TARGET_MODULES, LaneDropout, add_lora, lora_dropout_slots
 
@@ -50,8 +50,8 @@ def lora_step_ms(lane: bool, steps: int) -> float:
     batch = make_batch(bundle, data, torch.arange(64), torch.zeros(64, dtype=torch.long))
 
     def step() -> None:
-        images = image_embeddings(model, batch["pixel_values"])
-        texts = text_embeddings(model, batch["input_ids"], batch["attention_mask"])
+        images = image_embeddings(model, batch.pixel_values)
+        texts = text_embeddings(model, batch.input_ids, batch.attention_mask)
         loss = clip_loss(torch.nn.functional.normalize(images, dim=-1), torch.nn.functional.normalize(texts, dim=-1), model.logit_scale.exp())
         optimizer.zero_grad()
         loss.backward()

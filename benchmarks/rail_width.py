@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from vlcl.data.embedded_cls import build_embedded_cls
+from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.metrics import logit_accuracy, union_label_space, zeroshot_classifier
 from vlcl.models import load_clip

@@ -55,11 +55,11 @@ def runs() -> list[tuple[str, str]]:
     chosen = []
     for name in sorted(list_methods()):
         cls = method_class(name)
-        if "captions" in cls.task_kinds:
+        if "captions" in cls.settings:
             chosen.append((name, "embedded"))
-        if "classification" in cls.task_kinds:
+        if "classification" in cls.settings:
             chosen.append((name, "embedded_cls"))
-        if "feature_maps" in cls.model_kinds:
+        if "modality_pairs" in cls.settings:
             chosen.append((name, "features"))
     return chosen
 

@@ -27,7 +27,7 @@ def shipped_words():
     """Every word of the shipped class names and templates, split as the word-level tokenizer splits them."""
     import re
 
-    from vlcl.data.catalogue import shipped
+    from vlcl.data.benchmarks.catalogue import shipped
 
     texts = [t for kind in ("classnames", "templates") for names in shipped(kind).values() for t in names]
     return sorted({w.lower() for t in texts for w in re.findall(r"\w+|[^\w\s]+", t)})

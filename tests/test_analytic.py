@@ -1,4 +1,4 @@
-"""vlcl.models.analytic: RAIL's recursive ridge regression (primal and dual) and its zero-shot fusion."""
+"""vlcl.methods.rail.analytic: RAIL's recursive ridge regression (primal and dual) and its zero-shot fusion."""
 
 import io
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load, save
 
-from vlcl.models.analytic import (
+from vlcl.methods.rail.analytic import (
     DEFAULT_FUSION_WEIGHT,
     KernelRidge,
     RandomExpansion,

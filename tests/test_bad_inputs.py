@@ -1108,7 +1108,7 @@ def feature_task_smaller_than_batch(ctx):
     return feature_run(ctx, feature_file(ctx, **GOOD), None, "train.batch_size=16")
 
 
-@case("features", 2, r"method 'lwf' does not train a feature_maps model \(benchmark 'features'\); methods that do: cmcl, finetune")
+@case("features", 2, r"method 'lwf' does not support setting 'modality_pairs' \(modality pairs of pre-extracted features, a feature_maps model\), the setting of benchmark 'features'; methods that do: cmcl, finetune")
 def feature_mode_unknown_method(ctx):
     return feature_run(ctx, feature_file(ctx, **GOOD), None, "method.name=lwf")
 

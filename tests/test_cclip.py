@@ -16,7 +16,7 @@ from vlcl.engine.train import train_on
 from vlcl.losses import ckc_loss, clip_loss
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import encode_images, encode_texts, load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 from vlcl.models.lora import lora_parameters
 
 STAGE = Stage(0, "t0", (0,))

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from conftest import tiny_data
 from vlcl.config import TrainConfig, load_config
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.engine.loop import concatenate
+from vlcl.settings.captions import concatenate
 from vlcl.engine.train import planned_steps
 from vlcl.losses import class_prompt_loss, clip_loss
 from vlcl.methods import RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 
 STAGE = Stage(0, "t0", (0,))
@@ -63,10 +63,10 @@ def test_classification_batch_holds_labels_and_every_class_prompt(tiny_clip_dir)
     bundle = load_clip(str(tiny_clip_dir))
     data = class_data()
     batch = make_batch(bundle, data, torch.tensor([4, 5, 6]), torch.zeros(3, dtype=torch.long))
-    assert batch["labels"].tolist() == [1, 2, 0]
-    assert int(batch["class_templates"]) == 2 and len(batch["input_ids"]) == 3 * 2
+    assert batch.labels.tolist() == [1, 2, 0]
+    assert batch.class_templates == 2 and len(batch.input_ids) == 3 * 2
     first = make_batch(bundle, data.with_prompts("first"), torch.tensor([4]), torch.zeros(1, dtype=torch.long))
-    assert int(first["class_templates"]) == 1 and len(first["input_ids"]) == 3
+    assert first.class_templates == 1 and len(first.input_ids) == 3
 
 
 def test_base_loss_on_a_classification_batch_is_the_class_prompt_cross_entropy(tiny_clip_dir):
@@ -76,9 +76,9 @@ def test_base_loss_on_a_classification_batch_is_the_class_prompt_cross_entropy(t
     output = method.training_loss(batch, 0)
     assert set(output.logs) == {"ce"}
     model = method.model
-    prompts = text_embeddings(model, batch["input_ids"], batch["attention_mask"])
+    prompts = text_embeddings(model, batch.input_ids, batch.attention_mask)
     classes = class_embeddings(prompts, 2)
-    expected = class_prompt_loss(image_embeddings(model, batch["pixel_values"]), classes, batch["labels"], method.logit_scale(), label_smoothing=0.2)
+    expected = class_prompt_loss(image_embeddings(model, batch.pixel_values), classes, batch.labels, method.logit_scale(), label_smoothing=0.2)
     assert torch.allclose(output.loss, expected)
     # the class embedding averages the normalised template embeddings
     per_template = F.normalize(prompts, dim=-1).view(3, 2, -1)
@@ -94,7 +94,7 @@ def test_caption_batches_keep_the_clip_loss(tiny_clip_dir):
 
 CLIP_METHODS = [
     name for name in list_methods()
-    if "clip" in method_class(name).model_kinds and method_class(name).trains and method_class(name).optimises
+    if {"captions", "classification"} & set(method_class(name).settings) and method_class(name).trains and method_class(name).optimises
 ]
 
 
@@ -147,13 +147,13 @@ def test_replay_adds_the_old_classes_to_the_label_space(tiny_clip_dir):
     new = class_data(classes=["green triangle", "yellow star", "red circle"], name="new").with_prompts("first")
     method.begin_task(Stage(1, "new", (1,)), new)
     batch = make_batch(bundle, new, torch.arange(3), torch.zeros(3, dtype=torch.long))
-    full = method.with_replay(batch)
-    assert len(full["pixel_values"]) == 3 + 12 and full["replayed"].tolist() == [False] * 3 + [True] * 12
+    full, replayed = method.with_replay(batch)
+    assert len(full.pixel_values) == 3 + 12 and replayed.tolist() == [False] * 3 + [True] * 12
     # 'a photo of a red circle' is a current class: it keeps its label; 'blue square' is added as class 3
-    text = bundle.tokenizer.batch_decode(full["input_ids"], skip_special_tokens=True)
+    text = bundle.tokenizer.batch_decode(full.input_ids, skip_special_tokens=True)
     assert len(text) == 4 and "blue square" in text[3]
-    replayed = full["labels"][3:].tolist()
-    assert sorted(set(replayed)) == [2, 3] and replayed.count(2) == replayed.count(3) == 6
+    labels = full.labels[3:].tolist()
+    assert sorted(set(labels)) == [2, 3] and labels.count(2) == labels.count(3) == 6
     assert torch.isfinite(method.training_loss(batch, 0).loss)
 
 

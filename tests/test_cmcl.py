@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from conftest import tiny_data
 from vlcl.app.cli import main
 from vlcl.config import build_config, config_to_dict, load_config
-from vlcl.data.feature_pairs import FeatureDataError, build_features, load_feature_file
+from vlcl.data.benchmarks.feature_pairs import FeatureDataError, build_features, load_feature_file
 from vlcl.engine.checkpoint import read_stage_checkpoint
 from vlcl.engine.loop import create_runner
 from vlcl.methods import RunContext, Stage, create_method
@@ -262,7 +262,7 @@ def test_feature_mode_from_the_cli(tmp_path, capsys):
     assert main(["run", str(path), "-o", str(tmp_path / "cli-run")]) == 0
     assert (tmp_path / "cli-run" / "results.json").is_file()
     assert main(["run", str(path), "method.name=lwf", "-o", str(tmp_path / "bad")]) == 2
-    assert "method 'lwf' does not train a feature_maps model" in capsys.readouterr().err
+    assert "method 'lwf' does not support setting 'modality_pairs'" in capsys.readouterr().err
 
 
 def test_the_shipped_feature_config_has_the_official_settings():
@@ -307,7 +307,7 @@ def test_default_trains_every_linear_weight_and_official_only_the_projections(ti
     method_all, _ = setup_clip(tiny_clip_dir)
     linear = {f"{n}.weight" for n, m in method_all.model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert trainable_names(method_all) == linear and "logit_scale" not in trainable_names(method_all)
-    assert (method_all.settings.project, method_all.settings.rule, method_all.settings.input_threshold) == ("gradient", "energy", 0.97)
+    assert (method_all.dns.project, method_all.dns.rule, method_all.dns.input_threshold) == ("gradient", "energy", 0.97)
     for name, options in (("cmcl", {"layers": "projections"}), ("cmcl_official", {})):
         method, _ = setup_clip(tiny_clip_dir, name, **options)
         assert trainable_names(method) == {"visual_projection.weight", "text_projection.weight"}
@@ -316,9 +316,9 @@ def test_default_trains_every_linear_weight_and_official_only_the_projections(ti
 def test_official_is_cmcl_with_the_authors_settings(tiny_clip_dir):
     """cmcl_official = cmcl with projections only, gradient projection and absolute thresholds 0.1 / 0."""
     official, _ = setup_clip(tiny_clip_dir, "cmcl_official")
-    assert isinstance(official, CMCL) and CMCLOfficial.model_kinds == ("clip",)
+    assert isinstance(official, CMCL) and "modality_pairs" not in CMCLOfficial.settings
     same, _ = setup_clip(tiny_clip_dir, layers="projections", project="gradient", threshold="absolute", input_threshold=0.1, output_threshold=0.0)
-    assert official.settings == same.settings
+    assert official.dns == same.dns
     for method in (official, same):
         method.begin_task(Stage(0, "t0", (0,)), tiny_data())
         method.end_task(Stage(0, "t0", (0,)))

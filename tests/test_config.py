@@ -62,5 +62,36 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_method_options_pass_through():
-    config = load_config(None, ["method.name=finetune", "method.alpha=0.5"])
-    assert config.method.options() == {"alpha": 0.5}
+    config = load_config(None, ["method.name=lwf", "method.weight=0.5"])
+    assert config.method.options() == {"weight": 0.5}
+    assert type(config.method.typed_options()).__name__ == "LwFOptions" and config.method.typed_options().weight == 0.5
+
+
+def test_method_options_are_validated_once_when_the_config_is_built(monkeypatch):
+    """The method's Options parse the options when the config is built, with create_method's one-line errors;
+    create_method takes the typed options as they are (no second validation) and still validates a dict."""
+    from vlcl.methods import UnknownMethodError, create_method
+    from vlcl.methods import registry
+
+    with pytest.raises(UnknownMethodError) as error:
+        load_config(None, ["method.name=finetune", "method.alpha=0.5"])
+    assert str(error.value) == "unknown option 'method.alpha' for method 'finetune'; its options: none"
+    with pytest.raises(UnknownMethodError, match=r"^invalid value for 'method.weight': .* \(got 'x'\)$"):
+        load_config(None, ["method.name=lwf", "method.weight=x"])
+    with pytest.raises(ConfigError, match="^config: invalid value for 'train.lr'"):  # a config key's error comes first
+        load_config(None, ["method.name=lwf", "method.weight=x", "train.lr=x"])
+    config = load_config(None, ["method.name=lwf", "method.weight=0.5"])
+    calls = []
+    monkeypatch.setattr(registry, "parse_options", lambda *a: calls.append(a))
+    method = create_method(config.method.name, config.method.typed_options())
+    assert calls == [] and method.options == config.method.typed_options() and method.options is not config.method.typed_options()
+    monkeypatch.undo()
+    assert create_method("lwf", {"weight": 0.5}).options == method.options
+
+
+def test_a_method_not_registered_yet_is_looked_up_when_its_options_are_asked_for():
+    config = load_config(None, ["method.name=not_registered_here", "method.alpha=1"])  # load_run names such a run's method
+    from vlcl.methods import UnknownMethodError
+
+    with pytest.raises(UnknownMethodError, match="^unknown method 'not_registered_here'"):
+        config.method.typed_options()

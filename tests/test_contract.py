@@ -35,7 +35,7 @@ EVERY = "train.checkpoint_every_steps=3"
 def method_args(name: str) -> list[str]:
     """The tiny two-task run of a method: the caption tasks sketch and counting, or for a method that learns only
     classification tasks the classification tasks of the same names (``embedded_cls``)."""
-    benchmark = [] if "captions" in method_class(name).task_kinds else ["data.benchmark=embedded_cls"]
+    benchmark = [] if "captions" in method_class(name).settings else ["data.benchmark=embedded_cls"]
     return [f"method.name={name}", *benchmark, EVERY]
 
 
@@ -145,9 +145,9 @@ def test_sigkill_in_task_2_then_resume_equals_the_uninterrupted_run(name, refere
 
 
 def test_every_module_that_registers_a_method_is_found():
-    """No hand-kept list: each file of src/vlcl/methods with @register_method is in the registry."""
+    """No hand-kept list: each file of src/vlcl/methods (and of its packages) with @register_method is in the registry."""
     declared = set()
-    for path in (REPOSITORY / "src" / "vlcl" / "methods").glob("*.py"):
+    for path in (REPOSITORY / "src" / "vlcl" / "methods").rglob("*.py"):  # packages too (methods/rail/)
         text = path.read_text(encoding="utf-8")
         declared |= set(re.findall(r"@register_method\s+class \w+\([^)]*\):\s+name = \"(\w+)\"", text))
     assert declared and declared <= set(METHODS)

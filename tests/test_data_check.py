@@ -11,7 +11,7 @@ import pytest
 
 from realdata import make_vlcl8_root
 from vlcl.app.cli import main
-from vlcl.data.catalogue import DATASETS, MTIL, VLCL8
+from vlcl.data.benchmarks.catalogue import DATASETS, MTIL, VLCL8
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_prepare_names_every_source_and_layout(capsys):
 
 
 def test_shipped_class_names_and_templates_cover_every_classification_set():
-    from vlcl.data.catalogue import shipped
+    from vlcl.data.benchmarks.catalogue import shipped
 
     names, templates = shipped("classnames"), shipped("templates")
     counts = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlcl.models.ddas import (
+from vlcl.methods.moe_adapters.ddas import (
     FROZEN_MODEL,
     TaskAutoencoder,
     autoencoder_parameter_count,

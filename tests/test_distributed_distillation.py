@@ -27,7 +27,7 @@ from test_classification_training import class_data
 from vlcl.engine.distributed import average_gradients, mean_over_processes
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 
 WORLD = 2
 LOCAL_ROWS = 4  # N per process; the single process takes all 2N

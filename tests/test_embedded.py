@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vlcl.data.benchmark import UnknownBenchmarkError
-from vlcl.data.embedded import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded
+from vlcl.data.benchmarks.embedded import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded
+from vlcl.data.registry import UnknownBenchmarkError
 
 
 def small(**kwargs):
@@ -43,7 +43,7 @@ def test_task_selection_and_errors():
 
 
 def test_the_base_task_is_new_pairs_of_the_pretraining_world_tested_on_the_heldout_base_set():
-    from vlcl.data.embedded import pretraining_set
+    from vlcl.data.benchmarks.embedded import pretraining_set
 
     bench = small(tasks=["base"])
     task, heldout_base = bench.tasks[0], bench.heldout_retrieval[0]

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from vlcl.app.cli import main
-from vlcl.data import world
-from vlcl.data.benchmark import CaptionedImages, ClassificationSet, UnknownBenchmarkError, benchmark_builder, list_benchmarks
-from vlcl.data.embedded import build_embedded
-from vlcl.data.embedded_cls import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded_cls
+from vlcl.data.benchmark import CaptionedImages, ClassificationSet
+from vlcl.data.benchmarks import world
+from vlcl.data.benchmarks.embedded import build_embedded
+from vlcl.data.benchmarks.embedded_cls import AVAILABLE_TASKS, DEFAULT_SEQUENCE, build_embedded_cls
+from vlcl.data.registry import UnknownBenchmarkError, benchmark_builder, list_benchmarks
 from vlcl.engine.loop import check_tokenizer_coverage
 from vlcl.models import load_clip
 from vlcl.models.coverage import unknown_words, words_of
@@ -38,7 +39,7 @@ def test_registered_and_found_by_name():
 
 def test_default_sequence_is_classification_tasks():
     bench = small()
-    assert bench.name == "embedded_cls" and bench.classification_tasks
+    assert bench.name == "embedded_cls" and bench.setting == "classification"
     assert bench.task_names == list(DEFAULT_SEQUENCE) and len(bench.task_names) >= 5
     for task in bench.tasks:
         spec = world.CLASS_TASKS[task.name]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vlcl.config import EvalConfig
-from vlcl.data.embedded_cls import build_embedded_cls
+from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.engine.evaluate import Evaluator
 from vlcl.engine.results import metrics_rows
 from vlcl.methods import Method
@@ -89,7 +89,7 @@ class Oracle(Method):
 def oracle(setting, extra_columns=0):
     bundle, benchmark, evaluator = setting
     task = benchmark.tasks[0].test
-    images = evaluator._images(bundle.model, task.images)  # the features the evaluation computes
+    images = evaluator.image_features(bundle.model, task.images)  # the features the evaluation computes
     return task, Oracle(images, task.labels.tolist(), [tuple(p) for p in task.prompts()], extra_columns)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from realdata import image_bytes, write_image_folder
-from vlcl.data.folders import folders_spec
+from vlcl.data.benchmarks.data_root import load_set
+from vlcl.data.benchmarks.folders import folders_spec
 from vlcl.data.formats import read_image_folder
 from vlcl.data.formats.folder import class_order
-from vlcl.data.named import load_set
 
 DIGITS = ["5", "6", "7", "8", "9"]
 

@@ -35,9 +35,10 @@ from vlcl.data.formats import (
     read_templates,
     read_webdataset,
 )
+from vlcl.data.formats.detect import discover, read_source
 from vlcl.data.images import ImageStore, concat_images
 from vlcl.data.preprocess import ImagePreprocessor
-from vlcl.data.sources import discover, random_split, read_source
+from vlcl.data.samples import random_split
 
 PRE = ImagePreprocessor(16)
 
@@ -185,6 +186,35 @@ def test_discover_recognises_every_layout(tmp_path, items):
     assert discover(tmp_path / "nothing") == {}
 
 
+
+def test_a_registered_format_is_found_and_read_without_a_list_of_formats(tmp_path, monkeypatch):
+    """A new format is one module that calls register_format: discover and read_source ask the registry."""
+    from vlcl.data.formats import Sample, registry
+    from vlcl.data.images import FileImage
+
+    registry.get_format("csv")  # the shipped formats first, then a toy one beside them (removed after the test)
+    monkeypatch.setattr(registry, "_FORMATS", dict(registry._FORMATS))
+
+    def find(folder, split):
+        if (folder / f"{split}.toy").is_file():
+            yield registry.Source("toy", folder / f"{split}.toy")
+
+    def read(source, request):
+        lines = source.path.read_text().split()
+        return [Sample(FileImage(source.path.parent / line), [f"a {line}"]) for line in lines], None
+
+    registry.register_format("toy", read=read, labels=False, find=(registry.Finder("split_file", 15, find),))
+    (tmp_path / "train.toy").write_text("a.png b.png")
+    (tmp_path / "train.tsv").write_text("filepath\ttitle\n")  # csv (rank 10) is asked first: its file wins
+    (tmp_path / "test.toy").write_text("c.png")
+    found = discover(tmp_path)
+    assert {k: v.format for k, v in found.items()} == {"train": "csv", "test": "toy"}
+    samples, _ = read_source(found["test"], labels=False, problems=Problems())
+    assert [s.captions for s in samples] == [["a c.png"]]
+    assert not registry.get_format("toy").labels and registry.get_format("folder").captions is False
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_format("toy", read=read)
+
 def test_random_split_is_fixed_by_the_seed(items):
     from vlcl.data.formats import Sample
     from vlcl.data.images import FileImage
@@ -207,7 +237,7 @@ def test_corrupt_and_missing_images_name_the_file_and_line(tmp_path, items):
     store = ImageStore([s.image for s in samples], PRE)
     with pytest.raises(DataError, match=rf"data.csv: line 6: image .*{items[2][0]}: cannot be decoded"):
         store[2]
-    from vlcl.data.sources import check_images
+    from vlcl.data.samples import check_images
 
     with pytest.raises(DataError, match=r"data.csv: line 6: image .*img002.jpg is not an image"):
         check_images(samples, "header", Problems(), workers=0)
@@ -224,7 +254,7 @@ def test_truncated_image_is_found_by_a_full_check(tmp_path, items):
     data = (tmp_path / items[1][0]).read_bytes()
     (tmp_path / items[1][0]).write_bytes(data[: len(data) // 2])
     samples = read_csv(write_csv(tmp_path / "d.csv", items))
-    from vlcl.data.sources import check_images
+    from vlcl.data.samples import check_images
 
     problems = Problems("skip")
     check_images(samples, "full", problems, workers=0)

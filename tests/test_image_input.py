@@ -15,10 +15,11 @@ from PIL import Image
 
 from realdata import image_bytes, pairs, write_csv, write_images, write_wds
 from vlcl.data.formats import DataError, Problems, read_coco, read_csv, read_jsonl, read_karpathy, read_webdataset
+from vlcl.data.formats.detect import discover, read_source
 from vlcl.data.formats.folder import read_classnames
 from vlcl.data.images import FileImage, ImageSource, ImageStore, check_image
 from vlcl.data.preprocess import ImagePreprocessor, to_rgb
-from vlcl.data.sources import check_images, discover, read_source
+from vlcl.data.samples import check_images
 
 PRE = ImagePreprocessor(16)
 WIDTH = 64
@@ -219,9 +220,9 @@ def test_pillows_decompression_bomb_error_is_a_data_error():
 
 def test_the_limit_reaches_the_data_sets_a_benchmark_builds(tmp_path):
     from vlcl.config import DataConfig
-    from vlcl.data.catalogue import SetSpec
-    from vlcl.data.folders import folders_spec
-    from vlcl.data.named import build_named, load_set
+    from vlcl.data.benchmarks.catalogue import SetSpec
+    from vlcl.data.benchmarks.data_root import build_named, load_set
+    from vlcl.data.benchmarks.folders import folders_spec
 
     assert DataConfig().max_image_pixels == 89_478_485 and DataConfig(max_image_pixels=None).max_image_pixels is None
     with pytest.raises(Exception):
@@ -334,8 +335,8 @@ def test_a_key_in_two_shards_is_a_bad_sample(tmp_path):
 
 
 def test_compressed_shards_say_decompress_from_the_data_root(tmp_path):
-    from vlcl.data.catalogue import SetSpec
-    from vlcl.data.named import load_set
+    from vlcl.data.benchmarks.catalogue import SetSpec
+    from vlcl.data.benchmarks.data_root import load_set
 
     shards = write_wds(tmp_path / "root" / "mine" / "train", pairs(4), per_shard=2)
     for tar in list(shards.glob("*.tar")):
@@ -393,9 +394,8 @@ def test_a_caption_with_a_unicode_line_separator_stays_one_caption(tmp_path):
 
 def test_a_data_root_that_is_set_but_missing_is_named_as_set(tmp_path):
     from vlcl.config import DataConfig
-    from vlcl.data.catalogue import NAMED
-    from vlcl.data.folders import build_folders
-    from vlcl.data.named import build_named, validate_data_config
+    from vlcl.data.benchmarks.catalogue import NAMED
+    from vlcl.data.benchmarks.data_root import build_folders, build_named, validate_data_config
 
     missing = str(tmp_path / "nope")
     for build in (lambda: build_named(NAMED["vlcl8"], root=missing), lambda: build_folders(root=missing)):
@@ -430,7 +430,7 @@ def test_non_utf8_text_files_name_the_line(tmp_path):
 
 
 def discover_one(path: Path):
-    from vlcl.data.sources import Source
+    from vlcl.data.formats.detect import Source
 
     return Source("csv", path)
 

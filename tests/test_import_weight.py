@@ -24,7 +24,7 @@ def test_results_record_their_format_and_older_files_are_read(tmp_path):
     from vlcl.report.files import read_results
     from vlcl.schema import RESULTS_FORMAT, results_format
 
-    assert RESULTS_FORMAT == 2 and results_format({}, "x") == 1 and results_format({"format": 2}, "x") == 2
+    assert RESULTS_FORMAT == 3 and results_format({}, "x") == 1 and results_format({"format": 2}, "x") == 2
     from vlcl.report.files import REQUIRED_KEYS
 
     older = {key: kind() for key, kind in REQUIRED_KEYS.items()}  # every key a report needs, and no 'format'

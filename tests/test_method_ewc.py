@@ -11,7 +11,7 @@ from conftest import tiny_data
 from vlcl.engine.checkpoint import read_stage_checkpoint, write_stage_checkpoint
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 from vlcl.models.loading import ClipBundle
 
 STAGES = [Stage(0, "t0", (0,)), Stage(1, "t1", (1,))]

@@ -11,7 +11,7 @@ from conftest import tiny_data
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.lwf import softened_kl
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 
 STAGE = Stage(0, "t0", (0,))
 

@@ -13,7 +13,7 @@ from conftest import tiny_data
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.modx import spatial_alignment_loss
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 
 STAGE = Stage(0, "t0", (0,))
 

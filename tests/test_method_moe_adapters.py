@@ -9,8 +9,8 @@ import torch
 
 from test_run import quick_args
 from vlcl.app.cli import main
-from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.data.benchmarks import world
 from vlcl.engine.checkpoint import read_stage_checkpoint
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip

@@ -28,7 +28,7 @@ from vlcl.methods.mulki import (
     teacher_weights,
 )
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 
 STAGES = [Stage(0, "t0", (0,)), Stage(1, "t1", (1,))]
 SMALL = {"prototypes": 4}

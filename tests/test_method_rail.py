@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from test_run import quick_args
 from vlcl.app.cli import main
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.data.embedded_cls import build_embedded_cls
+from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.models import load_clip
-from vlcl.models.analytic import kernel_ridge_solution, one_hot_targets, ridge_solution
+from vlcl.methods.rail.analytic import kernel_ridge_solution, one_hot_targets, ridge_solution
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_a_caption_benchmark_is_refused_in_one_line_before_anything_is_written(t
     run_dir = tmp_path / "run"
     assert main(["run", *quick_args(world_clip_dir, "method.name=rail"), "-o", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "method 'rail' does not learn image-caption (retrieval) tasks" in err
+    assert len(err.splitlines()) == 1 and "method 'rail' does not support setting 'captions' (image-caption (retrieval) tasks)" in err
     assert not run_dir.exists()
 
 

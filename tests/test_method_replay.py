@@ -12,7 +12,7 @@ from vlcl.engine.checkpoint import read_stage_checkpoint, write_stage_checkpoint
 from vlcl.methods import RunContext, Stage, create_method
 from vlcl.methods.replay import ReservoirBuffer
 from vlcl.models import load_clip
-from vlcl.models.batches import make_batch
+from vlcl.settings import make_batch
 from vlcl.models.loading import ClipBundle
 
 STAGES = [Stage(0, "t0", (0,)), Stage(1, "t1", (1,))]
@@ -102,19 +102,19 @@ def test_training_batch_is_current_plus_replayed_rows_deterministically(tiny_cli
         method.end_task(STAGES[0])
         method.begin_task(STAGES[1], new)
         batch = make_batch(bundle, new, torch.arange(8), torch.zeros(8, dtype=torch.long))
-        full = method.with_replay(batch)
-        assert len(full["pixel_values"]) == len(full["input_ids"]) == len(full["attention_mask"]) == 12
-        assert torch.equal(full["pixel_values"][:8], batch["pixel_values"])
-        assert full["replayed"].tolist() == [False] * 8 + [True] * 4
-        assert (full["sample_index"][8:] == -1).all()
+        full, replayed = method.with_replay(batch)
+        assert len(full.pixel_values) == len(full.input_ids) == len(full.attention_mask) == 12
+        assert torch.equal(full.pixel_values[:8], batch.pixel_values)
+        assert replayed.tolist() == [False] * 8 + [True] * 4
+        assert (full.sample_index[8:] == -1).all()
         buffered = bundle.preprocess.normalize_uint8(method.buffer.images[:10])
-        assert all(any(torch.equal(row, b) for b in buffered) for row in full["pixel_values"][8:])
+        assert all(any(torch.equal(row, b) for b in buffered) for row in full.pixel_values[8:])
         output = method.training_loss(batch, 0)
         assert output.logs["replayed"] == 4.0
         output.loss.backward()
         batches.append(full)
     for key in ("pixel_values", "input_ids", "attention_mask"):
-        assert torch.equal(batches[0][key], batches[1][key])
+        assert torch.equal(getattr(batches[0], key), getattr(batches[1], key))
 
 
 def test_trains_under_the_engine(tiny_clip_dir):

@@ -95,7 +95,7 @@ def test_preprocess_resizes_crops_and_normalises():
 def test_shipped_model_knows_the_base_world():
     """The asset is the pre-trained model the README describes, not a random one."""
     from vlcl.config import EvalConfig
-    from vlcl.data.embedded import build_embedded
+    from vlcl.data.benchmarks.embedded import build_embedded
     from vlcl.engine.evaluate import Evaluator
 
     bundle = load_clip("embedded")

@@ -10,7 +10,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from vlcl.models.encode import image_embeddings, text_embeddings
-from vlcl.models.moe import AdapterExpert, MoEAdapterLayer, MoEAdapters, add_moe_adapters, moe_parameter_count
+from vlcl.methods.moe_adapters.moe import AdapterExpert, MoEAdapterLayer, MoEAdapters, add_moe_adapters, moe_parameter_count
 
 BOS, EOS = 30, 31
 

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from transformers import CLIPConfig, CLIPModel
 
 from vlcl.methods.moe_adapters import sum_usage_over_processes
-from vlcl.models.moe import add_moe_adapters
+from vlcl.methods.moe_adapters.moe import add_moe_adapters
 
 WORLD = 2
 EXPERTS = 6

@@ -8,7 +8,7 @@ import pytest
 
 from realdata import write_csv, write_image_folder, write_images
 from vlcl.app.cli import main
-from vlcl.data.benchmark import benchmark_builder
+from vlcl.data.registry import benchmark_builder
 from vlcl.engine.loop import RunInputError, check_tokenizer_coverage
 from vlcl.models import load_clip
 from vlcl.models.coverage import coverage, unknown_words, words_of

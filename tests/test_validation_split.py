@@ -10,8 +10,8 @@ from PIL import Image
 from vlcl.app.cli import main
 from vlcl.config import ConfigError, load_config
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet, Task
-from vlcl.data.embedded import build_embedded
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.embedded import build_embedded
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.data.images import FileImage, ImageStore
 from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.data.validation import split_indices, validation_split

@@ -1,4 +1,4 @@
-"""The procedural image-caption world (vlcl.data.world)."""
+"""The procedural image-caption world (vlcl.data.benchmarks.world)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from vlcl.data import world
-from vlcl.data.world import DomainSpec, Scene, WorldObject
+from vlcl.data.benchmarks import world
+from vlcl.data.benchmarks.world import DomainSpec, Scene, WorldObject
 
 VOCAB = set(world.world_vocabulary())
 
@@ -43,7 +43,7 @@ def test_split_is_deterministic_and_seed_dependent():
 
 def test_split_is_identical_in_another_process():
     code = (
-        "import hashlib; from vlcl.data import world\n"
+        "import hashlib; from vlcl.data.benchmarks import world\n"
         "s = world.generate_split('counting', 6, seed=1, split='test', captions_per_image=3)\n"
         "h = hashlib.sha256(s.images.tobytes()); h.update('\\n'.join('|'.join(c) for c in s.captions).encode())\n"
         "print(h.hexdigest())"

@@ -2,8 +2,10 @@
 
 Every section is a pydantic model with ``extra="forbid"`` so that a typo is an
 error naming the key and the valid choices, never a silently ignored setting.
-The ``method`` section is open: its extra keys are the chosen method's options
-and are validated by the method registry (see :mod:`vlcl.methods`).
+The ``method`` section is open: its extra keys are the chosen method's options,
+validated against the method's ``Options`` when the config is built (the method
+registry is looked up then, never when this module is imported; see
+:meth:`MethodConfig.typed_options`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from vlcl.errors import BadInputError
 
@@ -89,7 +91,7 @@ class DataConfig(_Section):
     dropped (``vlcl.data.validation``; results.json ``data.validation``). For choosing hyper-parameters without test
     data (``vlcl compare --tune``); ``None`` = off: tasks are evaluated on their test splits."""
     features: list[FeaturePairConfig] | None = None
-    """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.feature_pairs)."""
+    """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.benchmarks.feature_pairs)."""
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -236,19 +238,54 @@ class LoggingConfig(_Section):
     seconds of a task (0: every step), besides one at each task's start and end and each evaluation's end."""
 
 
+class _InvalidMethodOptions(ValueError):
+    """Carries the method registry's one-line error out of :class:`MethodConfig`'s validator, through pydantic's
+    ValidationError, to :func:`build_config`, which raises it as it is (its message and its class unchanged)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class MethodConfig(BaseModel):
+    """``method.name`` and the method's options (the extra keys), validated against the method's ``Options`` once,
+    when the config is built; :meth:`typed_options` gives the result."""
+
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str = "finetune"
+    _typed: Any = PrivateAttr(default=None)
+    """The method's ``Options`` (a vlcl.methods.MethodOptions); None while the method is not registered."""
 
     @model_validator(mode="after")
-    def _finite_options(self) -> "MethodConfig":
+    def _valid_options(self) -> "MethodConfig":
         for key, value in (self.model_extra or {}).items():
             if _non_finite_path(value, key):
                 raise ValueError(f"option '{_non_finite_path(value, key)}' must be a finite number, got {value!r}")
+        # The method registry is above this layer: imported here, when a config is built, never with vlcl.config.
+        from vlcl.methods.registry import UnknownMethodError, method_class, parse_options
+
+        try:
+            method_class(self.name)
+        except UnknownMethodError:  # not registered (yet): typed_options() looks again, and names it as create_method does
+            return self
+        try:
+            self._typed = parse_options(self.name, self.options())
+        except UnknownMethodError as exc:
+            raise _InvalidMethodOptions(exc) from None
         return self
 
     def options(self) -> dict[str, Any]:
+        """The options as given (the untyped ``method.*`` keys, without ``name``)."""
         return dict(self.model_extra or {})
+
+    def typed_options(self) -> Any:
+        """The options validated into the method's ``Options``, for ``create_method(name, options)``; an
+        UnknownMethodError when the method is not registered in this process."""
+        if self._typed is None:
+            from vlcl.methods.registry import parse_options
+
+            self._typed = parse_options(self.name, self.options())
+        return self._typed
 
 
 class CheckpointConfig(_Section):
@@ -271,7 +308,7 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    method: MethodConfig = MethodConfig()
+    method: MethodConfig = Field(default_factory=MethodConfig)  # built when used: it looks its method up
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
 
@@ -330,8 +367,8 @@ def _most_specific(errors: list[Any]) -> Any:
     return inside[0] if inside else errors[0]
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    first = _most_specific(error.errors())
+def _format_validation_error(errors: list[Any], source: str) -> str:
+    first = _most_specific(errors)
     parts = _key_parts(first)
     loc = tuple(str(p) for p in parts)
     key = _dotted(parts)
@@ -399,11 +436,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _method_options_error(error: Any) -> Exception | None:
+    """The method registry's own error inside one of pydantic's errors (see :class:`_InvalidMethodOptions`)."""
+    carried = (error.get("ctx") or {}).get("error")
+    return carried.error if isinstance(carried, _InvalidMethodOptions) else None
+
+
 def build_config(tree: dict[str, Any], source: str = "config") -> RunConfig:
+    """The RunConfig of ``tree``, the method's options validated with it. A problem is one line: a config key's
+    (ConfigError, naming ``source``) before the method's options' (the method registry's error, as
+    ``create_method`` words it)."""
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        errors = exc.errors()
+        others = [e for e in errors if _method_options_error(e) is None]
+        if not others:
+            raise _method_options_error(errors[0]) from None
+        raise ConfigError(_format_validation_error(others, source)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

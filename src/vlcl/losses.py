@@ -19,11 +19,20 @@ gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+
+@dataclass
+class LossOutput:
+    """A training step's loss (what the engine calls backward on) and the terms to log, by name."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
 
 
 def _world() -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Finding methods and benchmarks without a hand-kept list: the package's own modules, then entry points.
 
-A module in ``vlcl/methods/`` (or ``vlcl/data/``) registers what it defines
+A module in ``vlcl/methods/`` (or ``vlcl/data/benchmarks/``) registers what it defines
 when it is imported (``@register_method``, ``@register_benchmark``);
 :func:`discover` imports every module of the package once, then loads every
 entry point of the group, the way pytest finds plugins. A lab keeps its method

@@ -35,9 +35,9 @@ from vlcl.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from vlcl.api.loading import ZERO_SHOT_CHUNK, LoadedRun, load_run, read_run_config
-    from vlcl.data.benchmark import list_benchmarks
-    from vlcl.data.catalogue import FOLDERS as FOLDERS_BENCHMARK
-    from vlcl.data.catalogue import NAMED as NAMED_BENCHMARKS
+    from vlcl.data.registry import list_benchmarks
+    from vlcl.data.benchmarks.catalogue import FOLDERS as FOLDERS_BENCHMARK
+    from vlcl.data.benchmarks.catalogue import NAMED as NAMED_BENCHMARKS
     from vlcl.data.check import check_benchmark, coverage_fails, coverage_lines, prepare_text
     from vlcl.engine.rundir import RunDirError
     from vlcl.export import ExportError, export_run
@@ -75,9 +75,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "export_run": ("vlcl.export", "export_run"),
     "list_methods": ("vlcl.methods", "list_methods"),
     "method_class": ("vlcl.methods", "method_class"),
-    "list_benchmarks": ("vlcl.data.benchmark", "list_benchmarks"),
-    "NAMED_BENCHMARKS": ("vlcl.data.catalogue", "NAMED"),
-    "FOLDERS_BENCHMARK": ("vlcl.data.catalogue", "FOLDERS"),
+    "list_benchmarks": ("vlcl.data.registry", "list_benchmarks"),
+    "NAMED_BENCHMARKS": ("vlcl.data.benchmarks.catalogue", "NAMED"),
+    "FOLDERS_BENCHMARK": ("vlcl.data.benchmarks.catalogue", "FOLDERS"),
     **{name: ("vlcl.data.check", name) for name in ("check_benchmark", "coverage_fails", "coverage_lines", "prepare_text")},
     "coverage": ("vlcl.models.coverage", "coverage"),
     "indistinguishable_classes": ("vlcl.models.coverage", "indistinguishable_classes"),

@@ -375,7 +375,7 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
     (one from your own code: :func:`register_method` first). Problems raise
     :class:`~vlcl.engine.rundir.RunDirError` (or a checkpoint / model error) with one line naming the path.
     """
-    from vlcl.data.benchmark import benchmark_model_kind
+    from vlcl.data.registry import benchmark_model_kind
     from vlcl.methods import UnknownMethodError
     from vlcl.models.loading import load_clip
 
@@ -431,7 +431,7 @@ def _rebuild_method(path: Path, config: RunConfig, bundle: Any, checkpoint: Path
             benchmark.append(build_benchmark(config.data, image_size=bundle.preprocess.image_size, preprocess=bundle.preprocess))
         return benchmark[0]
 
-    method = create_method(config.method.name, config.method.options())
+    method = create_method(config.method.name, config.method.typed_options())
     context = RunContext(
         task_names=_task_names(path, config, load_benchmark),
         seed=config.seed,

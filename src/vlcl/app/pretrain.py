@@ -20,8 +20,8 @@ from rich.console import Console
 from transformers import CLIPConfig, CLIPModel
 
 from vlcl.config import TrainConfig
-from vlcl.data import world
-from vlcl.data.embedded import pretraining_set
+from vlcl.data.benchmarks import world
+from vlcl.data.benchmarks.embedded import pretraining_set
 from vlcl.data.preprocess import ImagePreprocessor
 from vlcl.engine.train import train_on
 from vlcl.methods import RunContext, create_method

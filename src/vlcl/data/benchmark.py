@@ -4,19 +4,18 @@ Data sets hold images as uint8 arrays ``[N, H, W, 3]`` at the model's
 resolution: a numpy array (the embedded benchmark) or an
 :class:`~vlcl.data.images.ImageStore`, which indexes like one and decodes
 real image files only when a batch needs them (benchmarks read from a data
-root, :mod:`vlcl.data.named`).
+root, :mod:`vlcl.data.benchmarks.data_root`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from vlcl.data.images import ImageStore
-from vlcl.errors import BadInputError
 
 Images = np.ndarray | ImageStore
 """uint8 [N, H, W, 3] at the model's resolution, in memory or decoded on indexing."""
@@ -57,6 +56,11 @@ class CaptionedImages:
         """True when the task trains with cross-entropy over its class prompts."""
         return self.labels is not None
 
+    @property
+    def setting(self) -> str:
+        """The setting whose batches these are (vlcl.settings): ``classification`` with labels, else ``captions``."""
+        return "classification" if self.classification else "captions"
+
     def with_prompts(self, mode: str) -> "CaptionedImages":
         """The same data whose classes keep every template's prompt (``average``) or the first only (``first``)."""
         if self.class_prompts is None or mode == "average":
@@ -81,6 +85,8 @@ def _check_class_data(name: str, labels: torch.Tensor, prompts: list[list[str]],
 class RetrievalSet:
     """A retrieval test set: every caption points at its image (several captions per image)."""
 
+    setting: ClassVar[str] = "captions"
+    """The setting of a benchmark whose tasks are tested on such sets (vlcl.settings)."""
     name: str
     images: Images  # uint8 [N, H, W, 3]
     captions: list[str]
@@ -97,6 +103,7 @@ class RetrievalSet:
 class ClassificationSet:
     """A zero-shot classification set: class names and prompt templates containing ``{}``."""
 
+    setting: ClassVar[str] = "classification"
     name: str
     images: Images  # uint8 [N, H, W, 3]
     labels: torch.Tensor  # long [N]
@@ -132,9 +139,9 @@ class Benchmark:
     """Where the data came from and the bad samples skipped (``data.on_bad_sample=skip``), for results.json."""
 
     def __post_init__(self) -> None:
-        kinds = {isinstance(t.test, ClassificationSet) for t in self.tasks}
-        if len(kinds) > 1:
-            raise ValueError(f"{self.name}: tasks mix retrieval and classification test sets")
+        settings = sorted({t.test.setting for t in self.tasks})
+        if len(settings) > 1:
+            raise ValueError(f"{self.name}: tasks mix the test sets of settings {', '.join(settings)}")
         for task in self.tasks:
             if isinstance(task.test, ClassificationSet) and all(z is not task.test for z in self.zeroshot):
                 self.zeroshot.append(task.test)
@@ -144,9 +151,14 @@ class Benchmark:
         return [t.name for t in self.tasks]
 
     @property
-    def classification_tasks(self) -> bool:
-        """True when the tasks are scored by classification accuracy (MTIL), not retrieval recall."""
-        return bool(self.tasks) and isinstance(self.tasks[0].test, ClassificationSet)
+    def setting(self) -> str:
+        """The name of the setting its tasks' test sets belong to (vlcl.settings: ``captions``,
+        ``classification``, ``modality_pairs``...), which decides how the run trains, scores and reports them.
+        A benchmark without tasks (held-out sets only, for evaluation) takes the setting of its held-out sets."""
+        sets = [t.test for t in self.tasks] or [*self.heldout_retrieval, *self.zeroshot]
+        if not sets:
+            raise ValueError(f"{self.name}: a benchmark without tasks or held-out sets has no setting")
+        return sets[0].setting
 
     @property
     def heldout_zeroshot(self) -> list[ClassificationSet]:
@@ -178,80 +190,3 @@ def _test_texts(dataset: RetrievalSet | ClassificationSet) -> list[str]:
     if isinstance(dataset, ClassificationSet):
         return [p for prompts in dataset.prompts() for p in prompts]
     return []
-
-
-BenchmarkBuilder = Callable[..., Benchmark]
-_BENCHMARKS: dict[str, tuple[BenchmarkBuilder, str]] = {}
-
-
-class UnknownBenchmarkError(BadInputError, ValueError):
-    pass
-
-
-_MODEL_KINDS: dict[str, str] = {}
-MODEL_KINDS = ("clip", "feature_maps")
-"""What a benchmark trains: a CLIPModel (images and captions), or one linear map per modality over
-pre-extracted features (CMCL's modality pairs)."""
-
-
-def register_benchmark(name: str, description: str, model: str = "clip") -> Callable[[BenchmarkBuilder], BenchmarkBuilder]:
-    """Register a builder under ``name``; ``model`` is the kind of model its tasks train (one of MODEL_KINDS)."""
-    if model not in MODEL_KINDS:
-        raise ValueError(f"benchmark '{name}': model kind '{model}' is not one of {MODEL_KINDS}")
-
-    def wrap(builder: BenchmarkBuilder) -> BenchmarkBuilder:
-        _BENCHMARKS[name] = (builder, description)
-        _MODEL_KINDS[name] = model
-        return builder
-
-    return wrap
-
-
-def benchmark_model_kind(name: str) -> str:
-    """The kind of model the benchmark ``name`` trains (raises UnknownBenchmarkError for an unknown name)."""
-    benchmark_builder(name)
-    return _MODEL_KINDS.get(name, "clip")
-
-
-def _adopt(name: str, obj: object) -> None:
-    """An entry point that names a builder function registers it under the entry point's name."""
-    if callable(obj) and not isinstance(obj, type) and name not in _BENCHMARKS:
-        doc = (obj.__doc__ or "").strip().splitlines()
-        _BENCHMARKS[name] = (obj, doc[0] if doc else f"from entry point {name}")
-
-
-def _discover() -> None:
-    """Every module of vlcl.data, then the ``vlcl.benchmarks`` entry points of installed packages."""
-    from vlcl.plugins import discover
-
-    discover("vlcl.data", "vlcl.benchmarks", _adopt)
-
-
-def list_benchmarks() -> dict[str, str]:
-    _discover()
-    return {name: desc for name, (_, desc) in sorted(_BENCHMARKS.items())}
-
-
-def benchmark_builder(name: str) -> BenchmarkBuilder:
-    _discover()
-    if name not in _BENCHMARKS:
-        from vlcl.plugins import unknown_name
-
-        raise UnknownBenchmarkError(unknown_name("benchmark", name, list(_BENCHMARKS), "data.benchmark"))
-    return _BENCHMARKS[name][0]
-
-
-def resolve_task_names(benchmark: str, available: list[str], requested: list[str] | None, default: list[str]) -> list[str]:
-    """The tasks a run uses, in order: ``data.tasks`` if given (validated), else the benchmark's default sequence."""
-    if requested is None:
-        return list(default)
-    unknown = [n for n in requested if n not in available]
-    if unknown:
-        raise UnknownBenchmarkError(
-            f"unknown task '{unknown[0]}' in 'data.tasks'; tasks of '{benchmark}': {', '.join(available)}"
-        )
-    if len(set(requested)) != len(requested):
-        raise UnknownBenchmarkError("'data.tasks' names a task twice")
-    if not requested:
-        raise UnknownBenchmarkError("'data.tasks' is empty")
-    return list(requested)

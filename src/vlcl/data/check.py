@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from vlcl.data.catalogue import DATASETS, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
+from vlcl.data.benchmarks.catalogue import DATASETS, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
+from vlcl.data.benchmarks.data_root import DataRequest, LoadedSet, data_root_dir, load_set, validate_data_config
 from vlcl.data.formats import DataError, Sample
+from vlcl.data.formats.detect import MissingDataError, discover
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from vlcl.data.named import DataRequest, data_root_dir, load_set, validate_data_config
-from vlcl.data.sources import MissingDataError, discover
 
 if TYPE_CHECKING:
     from vlcl.models.coverage import Coverage
@@ -102,7 +102,7 @@ def check_set(
 
 
 def class_prompts(loaded: LoadedSet) -> list[list[str]]:
-    """Per class, its prompts: every template filled with the class name (vlcl.data.sources)."""
+    """Per class, its prompts: every template filled with the class name (vlcl.data.samples)."""
     return [[t.format(c) for t in loaded.templates] for c in loaded.classnames]
 
 

@@ -14,6 +14,8 @@ exactly the same size under the same name is not a case worth that cost.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, RetrievalSet
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.data.images import ArrayImage, FileImage, ImageStore, TarMemberImage
 
 
@@ -80,6 +82,8 @@ def _update_set(digest, data, root: str) -> None:
         for modality in data.modalities:
             digest.update(np.ascontiguousarray(data.arrays[modality].numpy()).tobytes())
         return
+    elif dataclasses.is_dataclass(data):  # a set of a setting registered outside vlcl: every field but its images
+        _update(digest, *(getattr(data, f.name) for f in dataclasses.fields(data) if f.name not in ("name", "images")))
     _update_images(digest, data.images, root)
 
 

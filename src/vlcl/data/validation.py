@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, Images, RetrievalSet, Task
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.data.images import DataError, ImageStore
 
 

@@ -6,14 +6,11 @@ zero-shot set: top-1, top-5 and mean per-class recall with template-averaged
 class embeddings. Captions are tokenised once per run and reused at every
 stage.
 
-Classification tasks are also scored task-agnostically, with no task
-identity at test time: each task's test images classified among the union of
-the classes of every task of the sequence (``task_agnostic``, the X-TAIL
-setting of RAIL: seen and unseen tasks, so Transfer / Avg / Last are defined
-as for the per-task matrix), and among the union of the classes of the tasks
-trained so far (``seen_classes``: for every k, the first k tasks among their
-k tasks' classes; the results pick k = the tasks a stage has trained).
-Classes whose prompts are identical are one class.
+The benchmark's setting (vlcl.settings) then adds what it scores beside them
+(``Setting.stage_metrics``): the classification setting scores its tasks
+task-agnostically with :meth:`Evaluator.task_agnostic`, each task's test
+images among the union of several tasks' classes (classes whose prompts are
+identical are one class).
 """
 
 from __future__ import annotations
@@ -43,6 +40,7 @@ from vlcl.metrics import (
     zeroshot_classifier,
 )
 from vlcl.models.encode import encode_images, encode_token_batches, tokenize
+from vlcl.settings import Setting, setting_of
 
 Progress = Callable[[str], None]
 
@@ -81,10 +79,15 @@ def _named(set_name: str, evaluate, *args):
 
 
 class Evaluator:
-    def __init__(self, benchmark: Benchmark, tokenizer, preprocess: ImagePreprocessor, context_length: int, config: EvalConfig):
+    def __init__(
+        self, benchmark: Benchmark, tokenizer, preprocess: ImagePreprocessor, context_length: int, config: EvalConfig,
+        setting: Setting | None = None,
+    ):
         from vlcl.metrics.retrieval import caption_groups
 
         self.benchmark = benchmark
+        self.setting = setting or setting_of(benchmark)
+        self.tokenizer, self.context_length = tokenizer, context_length
         self.preprocess = preprocess
         self.config = config
         self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -102,7 +105,7 @@ class Evaluator:
     def set_count(self) -> int:
         return len(self.benchmark.retrieval_sets()) + len(self.benchmark.zeroshot)
 
-    def _images(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
+    def image_features(self, model: CLIPModel, images: np.ndarray) -> torch.Tensor:
         """Image features; under torchrun each process encodes a contiguous shard and the shards are gathered."""
         first, last = shard_range(len(images))
         chunks = [torch.zeros(0, model.config.projection_dim)]
@@ -110,6 +113,10 @@ class Evaluator:
             pixels = self.preprocess.normalize_uint8(images[start : min(last, start + self.config.batch_size)])
             chunks.append(encode_images(model, pixels, self.config.batch_size))
         return gather_rows(torch.cat(chunks), len(images))
+
+    def text_features(self, model: CLIPModel, texts: list[str]) -> torch.Tensor:
+        """Un-normalised features of ``texts`` (tokenised as the run's retrieval captions are)."""
+        return self._texts(model, *tokenize(self.tokenizer, texts, self.context_length))
 
     def _texts(self, model: CLIPModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         first, last = shard_range(len(ids))
@@ -120,7 +127,7 @@ class Evaluator:
         return gather_rows(local, len(ids))
 
     def retrieval(self, model: CLIPModel, dataset: RetrievalSet) -> dict[str, dict[str, float]]:
-        image_features = self._images(model, dataset.images)
+        image_features = self.image_features(model, dataset.images)
         ids, mask = self._tokens[dataset.name]
         text_features = self._texts(model, ids, mask)
         recall = retrieval_recall(
@@ -165,7 +172,7 @@ class Evaluator:
 
     def _class_features(self, model: CLIPModel, dataset: ClassificationSet) -> tuple[torch.Tensor, torch.Tensor]:
         """(image features, class embeddings) of a classification set; kept for the task-agnostic scores."""
-        image_features = self._images(model, dataset.images)
+        image_features = self.image_features(model, dataset.images)
         ids, mask = self._prompt_tokens[dataset.name]
         prompts = self._texts(model, ids, mask)
         classifier = zeroshot_classifier(prompts.view(len(dataset.classnames), len(dataset.templates), -1))
@@ -212,12 +219,7 @@ class Evaluator:
             result["routes"] = routes
         if per_class:
             result["per_class"] = per_class  # not a metric kind: the stage record keeps it apart (StageRecord)
-        tasks = [t.test for t in self.benchmark.tasks if isinstance(t.test, ClassificationSet)]
-        if tasks:
-            # the first k tasks' classes, for every k: the stage picks the k it has trained (vlcl.engine.results);
-            # k = every task is the task-agnostic score
-            result["seen_classes"] = {str(k): self.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
-            result["task_agnostic"] = result["seen_classes"][str(len(tasks))]
+        result.update(self.setting.stage_metrics(self, model))
         self._features, self._hooks = {}, NoHooks()
         model.train(was_training)
         return result
@@ -227,9 +229,10 @@ class PairEvaluator:
     """The protocol of the modality-pair setting (``features``): after every stage, every pair's test set in both
     directions (A->B reported as ``i2t``, B->A as ``t2i``; cosine similarity, as every retrieval number in vlcl)."""
 
-    def __init__(self, benchmark: Benchmark, config: EvalConfig):
+    def __init__(self, benchmark: Benchmark, config: EvalConfig, setting: Setting | None = None):
         self.benchmark = benchmark
         self.config = config
+        self.setting = setting or setting_of(benchmark)
 
     @property
     def set_count(self) -> int:
@@ -248,4 +251,4 @@ class PairEvaluator:
             recall = _named(task.name, retrieval_recall, fa, fb, torch.arange(len(fb)), tuple(self.config.ks))
             recall["mean_R@1"] = mean_recall_at_1(recall)
             retrieval[task.name] = recall
-        return {"retrieval": retrieval, "alignment": {}, "zeroshot": {}}
+        return {"retrieval": retrieval, "alignment": {}, "zeroshot": {}, **self.setting.stage_metrics(self, model)}

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from vlcl.config import EvalConfig, RunConfig
-from vlcl.data.benchmark import Benchmark, RetrievalSet
+from vlcl.data.benchmark import Benchmark
 from vlcl.data.registry import build_benchmark
 from vlcl.data.validation import validation_split
 from vlcl.engine.evaluate import Evaluator, PairEvaluator
@@ -99,7 +99,7 @@ def probe_features(bundle: ClipBundle, benchmark: Benchmark, count: int = 4) -> 
     """Encode a few images and captions of the first task: a model whose weights are finite but whose features
     overflow to inf or NaN fails here, before the run directory is touched, not at the first evaluation."""
     test = benchmark.tasks[0].test
-    texts = test.captions[:count] if isinstance(test, RetrievalSet) else [p for prompts in test.prompts()[:count] for p in prompts[:1]]
+    texts = benchmark.texts_by_set().get(benchmark.tasks[0].name, [])[:count] or ["a photo"]
     model = bundle.model
     was_training = model.training
     model.eval()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from vlcl.engine.results import flatten_metrics
+from vlcl.engine.results import METRIC_KINDS, flatten_metrics
 from vlcl.methods.base import ParameterGroup
 
 LOG_FILE = "log.jsonl"
@@ -81,9 +81,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def metric_scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+def metric_scalars(metrics: dict[str, Any], order: tuple[str, ...] = METRIC_KINDS) -> dict[str, Any]:
     """One evaluation's scalars keyed ``<kind>/<set>/<metric>`` (metrics.csv's rows, results.flatten_metrics)."""
-    return {f"{kind}/{set_name}/{metric}": value for kind, set_name, metric, value in flatten_metrics(metrics)}
+    return {f"{kind}/{set_name}/{metric}": value for kind, set_name, metric, value in flatten_metrics(metrics, order)}
 
 
 class NullLogbook:
@@ -141,8 +141,10 @@ class Logbook(NullLogbook):
     resume that fails before doing anything (a checkpoint that does not fit, a signal) leaves the log as it
     found it, byte for byte, like every other file of the run."""
 
-    def __init__(self, run_dir: Path, *, append: bool, tensorboard: bool = False):
+    def __init__(self, run_dir: Path, *, append: bool, tensorboard: bool = False, metric_kinds: tuple[str, ...] = METRIC_KINDS):
         self.path = Path(run_dir) / LOG_FILE
+        self.metric_kinds = metric_kinds
+        """The order of the metric kinds of ``eval`` records: the setting's (vlcl.settings)."""
         self.session = next_session(self.path) if append else 0
         self.tensorboard_dir = Path(run_dir) / TENSORBOARD_DIR if tensorboard else None
         self._writer = None
@@ -221,7 +223,7 @@ class Logbook(NullLogbook):
                                 "kind": kind, "set": set_name, "message": message})
 
     def evaluation(self, *, stage: int, stage_name: str, global_step: int, metrics: dict[str, Any], seconds: float) -> None:
-        scalars = metric_scalars(metrics)
+        scalars = metric_scalars(metrics, self.metric_kinds)
         self._write("eval", {"stage": stage, "stage_name": stage_name, "global_step": global_step, "seconds": seconds,
                              "metrics": scalars})
         if self.tensorboard_dir is not None:
@@ -280,9 +282,9 @@ class Logbook(NullLogbook):
             self._file.close()
 
 
-def open_logbook(run_dir: Path, *, main: bool, append: bool, tensorboard: bool) -> NullLogbook:
+def open_logbook(run_dir: Path, *, main: bool, append: bool, tensorboard: bool, metric_kinds: tuple[str, ...] = METRIC_KINDS) -> NullLogbook:
     """The main process's :class:`Logbook`, a :class:`NullLogbook` for the others."""
-    return Logbook(run_dir, append=append, tensorboard=tensorboard) if main else NullLogbook()
+    return Logbook(run_dir, append=append, tensorboard=tensorboard, metric_kinds=metric_kinds) if main else NullLogbook()
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from (seed, stage index) and data order comes from its own generator.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import platform
 import sys
 import time
@@ -24,9 +23,9 @@ import torch
 from rich.console import Console
 
 from vlcl.config import RunConfig, TrainConfig, config_to_dict
-from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet, benchmark_model_kind
+from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet
+from vlcl.data.registry import benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint, evaluation_fingerprint
-from vlcl.data.images import concat_images
 from vlcl.engine import distributed
 from vlcl.engine.checkpoint import (
     LATEST,
@@ -54,6 +53,7 @@ from vlcl.methods import Method, RunContext, Stage, create_method, list_methods,
 from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
 from vlcl.seeds import stage_seed
+from vlcl.settings import Setting, setting_of
 
 
 @dataclass
@@ -99,35 +99,19 @@ def load_method_state(method: Method, state: dict[str, Any], checkpoint: Path) -
         ) from None
 
 
-def _check_model_kind(method: Method, kind: str, benchmark: str) -> None:
-    """The benchmark's kind of model is one the method trains (``Method.model_kinds``)."""
-    if kind not in method.model_kinds:
-        able = [name for name in list_methods() if kind in method_class(name).model_kinds]
+def _check_setting(method: Method, benchmark: Benchmark, name: str, model_kind: str) -> Setting:
+    """The benchmark's setting (vlcl.settings) is one the method supports (``Method.settings``) and trains the
+    kind of model the benchmark was registered with."""
+    setting = setting_of(benchmark)
+    if setting.model_kind != model_kind:
         raise RunInputError(
-            f"method '{method.name}' does not train a {kind} model (benchmark '{benchmark}'); methods that do: {', '.join(able)}"
+            f"benchmark '{name}' is registered to train a {model_kind} model, but its tasks belong to setting "
+            f"'{setting.name}', which trains a {setting.model_kind} model"
         )
-
-
-def _task_kind(benchmark: Benchmark) -> str | None:
-    """``classification`` or ``captions`` (image-caption retrieval tasks); None for modality pairs, which
-    ``model_kinds`` already decides."""
-    if benchmark.classification_tasks:
-        return "classification"
-    if benchmark.tasks and all(isinstance(t.train, CaptionedImages) for t in benchmark.tasks):
-        return "captions"
-    return None
-
-
-def _check_task_kind(method: Method, benchmark: Benchmark, name: str) -> None:
-    """The benchmark's tasks are a kind the method learns (``Method.task_kinds``)."""
-    kind = _task_kind(benchmark)
-    if kind is not None and kind not in method.task_kinds:
-        able = [m for m in list_methods() if kind in method_class(m).task_kinds]
-        words = {"captions": "image-caption (retrieval)", "classification": "classification"}
-        raise RunInputError(
-            f"method '{method.name}' does not learn {words[kind]} tasks, the tasks of benchmark '{name}' (it learns "
-            f"{' and '.join(words[k] for k in method.task_kinds)} tasks); methods that do: {', '.join(able)}"
-        )
+    if setting.name not in method.settings:
+        able = [m for m in list_methods() if setting.name in method_class(m).settings]
+        raise RunInputError(setting.refusal(method.name, name, able))
+    return setting
 
 
 def _check_method_state(method: Method, hook: str = "state_dict") -> None:
@@ -212,25 +196,6 @@ def check_class_sets(benchmark: Benchmark, tokenizer, context_length: int) -> No
             )
 
 
-def concatenate(datasets: list[CaptionedImages]) -> CaptionedImages:
-    """One training set of several tasks (a joint stage). Classification tasks keep their classes apart: the
-    label space is every task's classes one after the other, each task's labels shifted past the ones before."""
-    if len(datasets) == 1:
-        return datasets[0]
-    labels = prompts = None
-    if all(d.classification for d in datasets):
-        offsets = itertools.accumulate((len(d.class_prompts) for d in datasets[:-1]), initial=0)
-        labels = torch.cat([d.labels + offset for d, offset in zip(datasets, offsets)])
-        prompts = [p for d in datasets for p in d.class_prompts]
-    return CaptionedImages(
-        "+".join(d.name for d in datasets),
-        concat_images([d.images for d in datasets]),  # image stores stay lazy
-        [caps for d in datasets for caps in d.captions],
-        labels,
-        prompts,
-    )
-
-
 class ContinualRunner:
     """Runs one method through one benchmark into ``run_dir``."""
 
@@ -272,17 +237,16 @@ class ContinualRunner:
             raise RunInputError(TENSORBOARD_MISSING)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        method = create_method(cfg.method.name, cfg.method.options())
+        method = create_method(cfg.method.name, cfg.method.typed_options())
         pointer = self._resume_pointer() if resume else None
         self.resume_step = None
         self.resuming, self.resumed_from = resume, pointer["path"] if pointer else None
         base = (pointer.get("base") if "step" in pointer else pointer["path"]) if pointer else None
         latest = self.checkpoints / base if base else None
         kind = benchmark_model_kind(cfg.data.benchmark)
-        _check_model_kind(method, kind, cfg.data.benchmark)
         self.models = models_of_kind(kind)
         model, benchmark = self.models.load(cfg, latest, self._device())
-        _check_task_kind(method, benchmark, cfg.data.benchmark)
+        self.setting = _check_setting(method, benchmark, cfg.data.benchmark, kind)
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
         self._check_batches(method, benchmark)
         bundle = self.models.bundle
@@ -374,16 +338,11 @@ class ContinualRunner:
 
     def _stage_data(self, stage: Stage, benchmark: Benchmark) -> CaptionedImages:
         """The stage's training data, classification tasks with the prompts ``train.class_prompts`` asks for."""
-        mode = self.config.train.class_prompts
         parts = [benchmark.tasks[i].train for i in stage.task_indices]
-        if not all(isinstance(part, CaptionedImages) for part in parts):  # modality pairs: one task per stage
-            if len(parts) > 1:
-                raise RunInputError(f"stage '{stage.name}': modality pairs train one pair per stage")
-            return parts[0]
         try:
-            return concatenate([part.with_prompts(mode) for part in parts])
+            return self.setting.stage_data(parts, self.config.train.class_prompts)
         except ValueError as exc:
-            raise RunInputError(f"stage '{stage.name}': {exc} (train.class_prompts={mode})") from None
+            raise RunInputError(f"stage '{stage.name}': {exc}") from None
 
     def _stage_train_config(self, stage: Stage, benchmark: Benchmark) -> TrainConfig:
         """``train`` with the stage's one learning rate per tower (``train.lr`` and ``train.text_lr`` may give one
@@ -427,7 +386,10 @@ class ContinualRunner:
         if self.state is None:
             self.prepare()
         main = distributed.current().is_main
-        self.logbook = open_logbook(self.run_dir, main=main, append=self.resuming, tensorboard=self.config.logging.tensorboard)
+        self.logbook = open_logbook(
+            self.run_dir, main=main, append=self.resuming, tensorboard=self.config.logging.tensorboard,
+            metric_kinds=self.setting.metric_kinds,
+        )
         try:
             return self._run(started, main)
         except BaseException as exc:
@@ -605,6 +567,7 @@ class ContinualRunner:
             records=[r.to_json() for r in records],
             wall_seconds=round(time.perf_counter() - started, 3),
             versions=library_versions(),
+            setting=self.setting,
         )
         write_results(self.run_dir, results)
         return results

@@ -20,16 +20,10 @@ from vlcl.fileio import atomic_write_json, atomic_write_text
 from vlcl.methods.base import Stage
 from vlcl.metrics import continual_summary, zeroshot_retention_summary
 from vlcl.schema import RESULTS_FORMAT
-
-RECALL_KEYS = ("mean_R@1", "i2t_R@1", "t2i_R@1")
-
+from vlcl.settings import Setting, setting_of
 
 def _retrieval(record: dict[str, Any], set_name: str, key: str) -> float:
     return record["metrics"]["retrieval"][set_name][key]
-
-
-def _top1(record: dict[str, Any], set_name: str, key: str) -> float:
-    return record["metrics"]["zeroshot"][set_name]["top1"]
 
 
 def _is_continual(stages: list[Stage], num_tasks: int) -> bool:
@@ -38,26 +32,30 @@ def _is_continual(stages: list[Stage], num_tasks: int) -> bool:
 
 
 def assemble_results(
-    *, config: dict, benchmark: Benchmark, stages: list[Stage], records: list[dict[str, Any]], wall_seconds: float, versions: dict
+    *, config: dict, benchmark: Benchmark, stages: list[Stage], records: list[dict[str, Any]], wall_seconds: float, versions: dict,
+    setting: Setting | None = None,
 ) -> dict[str, Any]:
+    """results.json of a run: the setting (vlcl.settings) decides where a task's score is read, the matrices
+    and their summary section, and what it adds (the classification setting's task-agnostic matrices)."""
+    setting = setting or setting_of(benchmark)
+    metric = setting.metric
     pretrained, trained = records[0], records[1:]
     tasks = benchmark.task_names
     heldout = [s.name for s in benchmark.heldout_retrieval]
-    # Classification tasks (MTIL) are scored by top-1 accuracy in their own label space, retrieval tasks by recall.
-    classification = bool(getattr(benchmark, "classification_tasks", False))
-    keys, score, section = (("top1",), _top1, "classification") if classification else (RECALL_KEYS, _retrieval, "retrieval")
-    heldout_zeroshot = list(getattr(benchmark, "heldout_zeroshot", benchmark.zeroshot))
-    matrices = {key: [[score(r, t, key) for t in tasks] for r in trained] for key in keys}
+    score = lambda record, task, key: setting.task_score(record["metrics"], task, key)  # noqa: E731
+    heldout_zeroshot = list(benchmark.heldout_zeroshot)
+    matrices = {key: [[score(r, t, key) for t in tasks] for r in trained] for key in metric.keys}
     complete = len(trained) == len(stages)
+    continual = complete and _is_continual(stages, len(tasks))
     summary: dict[str, Any] = {
         "complete": complete,
         "definitions": "Last/Avg/Transfer: ZSCL; BWT; forgetting = max-minus-final (Mammoth); PD = pretrained - final",
     }
     if trained:
-        if complete and _is_continual(stages, len(tasks)):
-            summary[section] = {key: continual_summary(m) for key, m in matrices.items()}
+        if continual:
+            summary[metric.section] = {key: continual_summary(m) for key, m in matrices.items()}
         else:  # joint training or an unfinished run: only the last row is meaningful
-            summary[section] = {key: {"last": sum(m[-1]) / len(m[-1])} for key, m in matrices.items()}
+            summary[metric.section] = {key: {"last": sum(m[-1]) / len(m[-1])} for key, m in matrices.items()}
         summary["zeroshot_top1"] = {
             z.name: zeroshot_retention_summary(
                 pretrained["metrics"]["zeroshot"][z.name]["top1"], [r["metrics"]["zeroshot"][z.name]["top1"] for r in trained]
@@ -70,25 +68,22 @@ def assemble_results(
         }
         pds = [v["pd"] for v in summary["zeroshot_top1"].values()]
         summary["zeroshot_mean_pd"] = sum(pds) / len(pds) if pds else None
-    agnostic = task_agnostic_results(tasks, pretrained, trained, continual=complete and _is_continual(stages, len(tasks)))
-    if agnostic and trained:
-        summary["task_agnostic"] = agnostic["summary"]
-        summary["seen_classes"] = agnostic["seen_classes"]["summary"]
+    sections, extra_summary = setting.results_sections(tasks, pretrained, trained, continual=continual)
+    summary.update(extra_summary)
     return {
         "format": RESULTS_FORMAT,
         "config": config,
         "benchmark": benchmark.name,
         "method": config["method"]["name"],
+        "setting": setting.to_json(),
         "tasks": tasks,
         "heldout_retrieval": heldout,
         "zeroshot_sets": [z.name for z in heldout_zeroshot],
-        "task_metric": "top1" if classification else "mean_R@1",
+        "task_metric": metric.headline,
         "stage_names": [s.name for s in stages],
-        "pretrained": {
-            ("top1_row" if classification else "R@1_row"): {key: [score(pretrained, t, key) for t in tasks] for key in keys},
-        },
+        "pretrained": {metric.pretrained_row: {key: [score(pretrained, t, key) for t in tasks] for key in metric.keys}},
         "matrices": matrices,
-        **({"task_agnostic": agnostic} if agnostic else {}),
+        **sections,
         "summary": summary,
         "warnings": [w for r in records for w in r.get("warnings", [])],
         "stages": records,
@@ -102,45 +97,17 @@ def assemble_results(
     }
 
 
-TASK_AGNOSTIC_DEFINITION = (
-    "top-1 with no task identity: 'matrix' classifies every task's test images among the classes of every task "
-    "(X-TAIL, RAIL 2024; Transfer/Avg/Last as for the per-task matrix); 'seen_classes' among the classes of the tasks "
-    "trained so far, for those tasks only (null for tasks not yet trained). Classes with identical prompts are one class."
-)
-
-
-def task_agnostic_results(tasks: list[str], pretrained: dict, trained: list[dict], *, continual: bool) -> dict[str, Any] | None:
-    """The task-agnostic scores of a classification sequence (``vlcl.engine.evaluate``), None for retrieval tasks."""
-    if "task_agnostic" not in pretrained["metrics"]:
-        return None
-    row = lambda record: [record["metrics"]["task_agnostic"][t]["top1"] for t in tasks]  # noqa: E731
-    matrix = [row(r) for r in trained]
-    seen_rows, count = [], 0
-    for record in trained:
-        count += len(record["trained_on"])
-        scores = record["metrics"]["seen_classes"][str(count)]
-        seen_rows.append([scores.get(t, {}).get("top1") for t in tasks])
-    result: dict[str, Any] = {"definition": TASK_AGNOSTIC_DEFINITION, "pretrained_row": row(pretrained), "matrix": matrix}
-    if matrix:
-        result["summary"] = continual_summary(matrix) if continual else {"last": fmean(matrix[-1])}
-    seen_means = [fmean(v for v in r if v is not None) for r in seen_rows]
-    result["seen_classes"] = {
-        "matrix": seen_rows,
-        "summary": {"last": seen_means[-1], "avg": fmean(seen_means)} if seen_means else {},
-    }
-    return result
-
-
 METRIC_KINDS = ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes")  # routes: set -> route -> share
-"""The kinds every evaluation may hold, in metrics.csv's order; any other kind an evaluator adds follows them in
-its own order, so that a new kind of metric is never silently left out of metrics.csv and the log."""
+"""The order of the metric kinds of a results file that does not record its setting's (``setting.metric_kinds``)."""
 
 
-def flatten_metrics(metrics: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
-    """One evaluation's scalars as (kind, set, metric, value), in metrics.csv's order (its rows and the ``eval``
-    records of log.jsonl both come from here). A kind nested deeper than set -> metric (``seen_classes``: the
-    number of tasks seen -> set -> metric) names its set by the path, ``2/aircraft``."""
-    kinds = [k for k in METRIC_KINDS if k in metrics] + [k for k in metrics if k not in METRIC_KINDS]
+def flatten_metrics(metrics: dict[str, Any], order: tuple[str, ...] | list[str] = METRIC_KINDS) -> list[tuple[str, str, str, Any]]:
+    """One evaluation's scalars as (kind, set, metric, value), the kinds in ``order`` (the setting's
+    ``metric_kinds``) and then every other kind in the evaluation's own order, so that a new kind of metric is
+    never silently left out (metrics.csv's rows and the ``eval`` records of log.jsonl both come from here). A kind
+    nested deeper than set -> metric (``seen_classes``: the number of tasks seen -> set -> metric) names its set by
+    the path, ``2/aircraft``."""
+    kinds = [k for k in order if k in metrics] + [k for k in metrics if k not in order]
     return [(kind, set_name, metric, value) for kind in kinds for set_name, metric, value in _scalars(metrics[kind])]
 
 
@@ -159,10 +126,11 @@ def _scalars(values: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str, An
 
 def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Long format: one row per (stage, set, kind, metric)."""
+    order = results.get("setting", {}).get("metric_kinds", METRIC_KINDS)
     return [
         {"stage_index": record["index"], "stage": record["name"], "set": set_name, "kind": kind, "metric": metric, "value": value}
         for record in results["stages"]
-        for kind, set_name, metric, value in flatten_metrics(record["metrics"])
+        for kind, set_name, metric, value in flatten_metrics(record["metrics"], order)
     ]
 
 

@@ -179,7 +179,7 @@ def restartable(run_dir: Path, config: RunConfig | None) -> bool:
         return False
     try:
         return not config_diff(config_to_dict(build_config(read_yaml(saved), str(saved))), config_to_dict(config))
-    except ConfigError:
+    except BadInputError:  # a config key (ConfigError) or the method's options (UnknownMethodError) the saved config fails on
         return False
 
 
@@ -245,8 +245,8 @@ def check_config(config: RunConfig) -> None:
     the device and precision exist and fit together (one-line errors)."""
     import torch
 
-    from vlcl.data.benchmark import benchmark_builder
-    from vlcl.data.named import validate_data_config
+    from vlcl.data.benchmarks.data_root import validate_data_config
+    from vlcl.data.registry import benchmark_builder
     from vlcl.methods import create_method
     from vlcl.models.loading import resolve_model_path
 
@@ -256,7 +256,7 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError("device=cuda but CUDA is not available here; use device=auto or device=cpu")
     if config.data.benchmark == "features" and not config.data.features:
         raise ConfigError("data.benchmark=features needs a data.features list of {name, modalities, train, test}")
-    create_method(config.method.name, config.method.options())
+    create_method(config.method.name, config.method.typed_options())
     benchmark_builder(config.data.benchmark)
     resolve_model_path(config.model.path)
     validate_data_config(config.data)

@@ -24,8 +24,8 @@ from vlcl.engine.optim import build_optimizer, build_scheduler
 from vlcl.engine.progress import RunProgress
 from vlcl.errors import RunFailedError
 from vlcl.methods.base import Method
-from vlcl.models.batches import make_batch
 from vlcl.models.loading import ClipBundle
+from vlcl.settings import make_batch
 
 
 class NonFiniteLossError(RunFailedError, RuntimeError):
@@ -244,7 +244,7 @@ def train_on(
             for micro in range(train.accumulate_steps):
                 first = (within * train.accumulate_steps + micro) * train.batch_size + info.rank * local
                 idx = cursor.order[first : first + local]
-                batch = {k: v.to(device) for k, v in make_batch(bundle, data, idx, cursor.picks[idx]).items()}
+                batch = make_batch(bundle, data, idx, cursor.picks[idx]).to(device)
                 with autocast(train.precision, device):
                     output = method.training_loss(batch, step)
                 loss = output.loss.float() / train.accumulate_steps

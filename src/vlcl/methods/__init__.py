@@ -1,4 +1,5 @@
-"""Continual-learning methods, registered by name. ``create_method(name, options)`` builds one."""
+"""Continual-learning methods, registered by name. ``create_method(name, options)`` builds one (``options``: the typed
+``Options`` a config validated, ``config.method.typed_options()``, or a dict, validated by ``parse_options``)."""
 
 # The methods themselves are found when first asked for (vlcl.methods.registry: every module of this
 # package, then the "vlcl.methods" entry points of installed packages); nothing to list here.
@@ -16,6 +17,7 @@ from vlcl.methods.registry import (
     create_method,
     list_methods,
     method_class,
+    parse_options,
     register_method,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "create_method",
     "list_methods",
     "method_class",
+    "parse_options",
     "register_method",
     "split_parameters",
 ]

@@ -65,11 +65,10 @@ from pydantic import BaseModel, ConfigDict
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.losses import class_prompt_loss, clip_loss
-from vlcl.models.batches import is_classification, pair_of, text_side_embeddings
 from vlcl.models.encode import image_embeddings
 from vlcl.models.loading import ClipBundle
-from vlcl.models.maps import pair_loss
+from vlcl.losses import LossOutput
+from vlcl.settings import Batch, CaptionBatch
 
 
 EVALUATION_HOOKS = ("evaluation_route", "classification_logits")
@@ -122,12 +121,6 @@ class RunContext:
 
 
 @dataclass
-class LossOutput:
-    loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class ParameterGroup:
     """Parameters that share a learning rate; ``tower`` picks ``train.lr`` or ``train.text_lr``."""
 
@@ -166,13 +159,12 @@ class Method:
     then evaluates and checkpoints the stage, but builds no optimiser and takes no step (``training_loss`` and the
     optimiser hooks are never called; there are no in-task checkpoints: an interrupted stage is redone whole on
     ``--resume``). Read only when ``trains`` is True."""
-    task_kinds: ClassVar[tuple[str, ...]] = ("captions", "classification")
-    """The kinds of task it learns: ``captions`` (image-caption pairs, scored by retrieval) and/or
-    ``classification`` (labels and class prompts, scored by top-1). A benchmark of another kind is refused before
-    anything is written (RAIL's regression needs classes)."""
-    model_kinds: ClassVar[tuple[str, ...]] = ("clip",)
-    """The models it trains: ``clip`` (a CLIPModel) and/or ``feature_maps`` (one linear map per modality, the
-    ``features`` benchmark); the default CLIP loss and the modality-pair loss are both in ``training_loss``."""
+    settings: ClassVar[tuple[str, ...]] = ("captions", "classification")
+    """The settings it supports (vlcl.settings): ``captions`` (image-caption pairs, scored by retrieval),
+    ``classification`` (labels and class prompts, scored by top-1), ``modality_pairs`` (one linear map per
+    modality over pre-extracted features), or a setting registered outside vlcl. A run on any other setting is
+    refused before anything is written (RAIL's regression needs classes). The default ``training_loss`` is the
+    setting's (its batch's ``default_loss``)."""
     docs_page: ClassVar[Path | None] = None
     """Its documentation page; None = docs/methods/<name>.md of the vlcl repository. A method in another
     package points at its own page (the contract test reads the options table there)."""
@@ -213,39 +205,32 @@ class Method:
     def parameter_groups(self) -> list[ParameterGroup]:
         return split_parameters(self.model)
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, batch: CaptionBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised (image, text) embeddings of a batch under the trained model: one text per image for a
         caption batch, one per class (its templates' mean) for a classification batch."""
-        return image_embeddings(self.model, batch["pixel_values"]), text_side_embeddings(self.model, batch)
+        return image_embeddings(self.model, batch.pixel_values), batch.text_side(self.model)
 
     def logit_scale(self) -> torch.Tensor:
         """The multiplier of cosine similarities (exp of the learnable temperature), capped at 100 as in CLIP."""
         return self.model.logit_scale.exp().clamp(max=100.0)
 
-    def task_loss(self, images: torch.Tensor, texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
-        """The loss of the task the batch comes from, and its log name: cross-entropy over the class prompts
-        (``ce``, label smoothing ``train.label_smoothing``) for a classification batch, the CLIP loss (``clip``)
-        for a caption batch. ``images``, ``texts``: :meth:`encode`'s output."""
-        if is_classification(batch):
-            smoothing = self.context.label_smoothing
-            return "ce", class_prompt_loss(images, texts, batch["labels"], self.logit_scale(), label_smoothing=smoothing)
-        return "clip", clip_loss(images, texts, self.logit_scale(), gather=self.context.gather)
+    def task_loss(self, images: torch.Tensor, texts: torch.Tensor, batch: CaptionBatch) -> tuple[str, torch.Tensor]:
+        """The loss of the task the batch comes from, and its log name, as its setting defines it (the batch's
+        ``task_loss``): the CLIP loss (``clip``) of a caption batch, cross-entropy over the class prompts (``ce``,
+        label smoothing ``train.label_smoothing``) of a classification batch. ``images``, ``texts``:
+        :meth:`encode`'s output."""
+        return batch.task_loss(images, texts, self.logit_scale(), self.context)
 
     @staticmethod
-    def paired_texts(texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def paired_texts(texts: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
         """One text per image: the caption's embedding, or for a classification batch its class's. For terms
         defined on image-text pairs (C-CLIP's CKC, Mod-X's and MulKI's in-batch terms)."""
-        return texts[batch["labels"]] if is_classification(batch) else texts
+        return batch.paired_texts(texts)
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
-        pair = pair_of(batch)
-        if pair is not None:  # modality pairs (feature_maps): CMCL's one-directional loss over the mapped features
-            modalities, xa, xb = pair
-            loss = pair_loss(self.model, modalities, xa, xb)
-            return LossOutput(loss, {"pair": float(loss.detach())})
-        images, texts = self.encode(batch)
-        name, loss = self.task_loss(images, texts, batch)
-        return LossOutput(loss, {name: float(loss.detach())})
+    def training_loss(self, batch: Batch, step: int) -> LossOutput:
+        """The setting's default loss (:meth:`vlcl.settings.Batch.default_loss`): :meth:`task_loss` of
+        :meth:`encode` for a CLIP batch, CMCL's one-directional loss for a modality pair."""
+        return batch.default_loss(self)
 
     def before_optimizer_step(self, step: int) -> None:
         """Gradient hook: gradients are populated and clipped; change them here (e.g. projection)."""

@@ -38,7 +38,8 @@ from vlcl.losses import batch_moments, ckc_loss, gathers
 from vlcl.methods.base import LossOutput, ParameterGroup, Stage
 from vlcl.methods.lora import LoRA, LoRAOptions
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
+from vlcl.settings import CaptionBatch
 
 
 class CCLIPOptions(LoRAOptions):
@@ -133,7 +134,7 @@ class CCLIP(LoRA):
         tau = self.options.ckc_temperature
         return 1.0 / tau if tau is not None else self.logit_scale()
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
         images, texts = self.encode(batch)
         name, contrastive = self.task_loss(images, texts, batch)
         old_images, old_texts = self.teacher.features(batch)

@@ -71,7 +71,7 @@ import torch
 from pydantic import Field, model_validator
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.data.feature_pairs import ModalityPairs
+from vlcl.data.benchmarks.feature_pairs import ModalityPairs
 from vlcl.methods.base import Method, MethodOptions, ParameterGroup, Stage
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
@@ -278,7 +278,7 @@ class CMCL(Method):
     Options = CMCLOptions
     tuning_grid = {"input_threshold": (0.97, 0.99)}  # energy kept: GPM's 0.97, and one that protects more
 
-    model_kinds = ("clip", "feature_maps")
+    settings = ("captions", "classification", "modality_pairs")
 
     def dns_settings(self) -> DNSSettings:
         o = self.options
@@ -286,8 +286,8 @@ class CMCL(Method):
 
     def setup(self, model, context) -> None:
         super().setup(model, context)
-        self.settings = self.dns_settings()
-        self.space = DualNullSpace(self.settings.input_threshold, self.settings.output_threshold, self.settings.rule)
+        self.dns = self.dns_settings()
+        self.space = DualNullSpace(self.dns.input_threshold, self.dns.output_threshold, self.dns.rule)
         self.data: CaptionedImages | ModalityPairs | None = None
         self.before_step: dict[str, torch.Tensor] = {}
         self.on_maps = isinstance(model, ModalityMaps)
@@ -301,7 +301,7 @@ class CMCL(Method):
     def protected_modules(self) -> dict[str, torch.nn.Linear]:
         """key -> Linear module: the modalities' projections, then (layers=all) every inner Linear by name."""
         modules = {key: getattr(self.model, attr) for key, attr in PROJECTIONS.items()}
-        if self.settings.layers == "all":
+        if self.dns.layers == "all":
             for name, module in self.model.named_modules():
                 if isinstance(module, torch.nn.Linear) and name not in PROJECTIONS.values():
                     modules[name] = module
@@ -326,7 +326,7 @@ class CMCL(Method):
             self._project_maps_before_step()
             return
         weights = self.protected()
-        if self.settings.project == "update":
+        if self.dns.project == "update":
             self.before_step = {key: w.detach().clone() for key, w in weights.items()}
             return
         for key, weight in weights.items():
@@ -370,7 +370,7 @@ class CMCL(Method):
         """sum x x^T and the count of the inputs of every protected layer over the task: every image (all its
         tokens) and every caption (its tokens, not its padding, which never reaches the text feature)."""
         sums: dict[str, RunningCovariance] = {}
-        bundle, size = self.context.bundle, self.settings.covariance_batch_size
+        bundle, size = self.context.bundle, self.dns.covariance_batch_size
         device = self.model.logit_scale.device
         tokens: dict[str, torch.Tensor | None] = {"mask": None}
         with self.recording(sums, tokens), torch.no_grad():
@@ -415,7 +415,7 @@ class CMCL(Method):
 
     def _project_maps_before_step(self) -> None:
         """DNS on [W | b]: the gradient before AdamW (CMCL), or remember the weights (project=update)."""
-        if self.settings.project == "update":
+        if self.dns.project == "update":
             self.before_step = {m: joint_weight(layer).detach().clone() for m, layer in self.pair_maps().items()}
             return
         for m, layer in self.pair_maps().items():

@@ -41,7 +41,7 @@ class CMCLOfficial(CMCL):
     Options = CMCLOfficialOptions
     tuning_grid = {"input_threshold": (0.1, 1.0)}  # the authors' lambda_min, and one that frees more directions
 
-    model_kinds = ("clip",)  # the modality-pair setting is cmcl's feature mode (docs/methods/cmcl.md)
+    settings = ("captions", "classification")  # the modality-pair setting is cmcl's feature mode (docs/methods/cmcl.md)
 
     def dns_settings(self) -> DNSSettings:
         o = self.options

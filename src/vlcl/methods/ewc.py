@@ -37,8 +37,8 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.models.batches import make_batch
 from vlcl.seeds import fisher_seed
+from vlcl.settings import CaptionBatch, make_batch
 
 
 class EWCOptions(MethodOptions):
@@ -80,7 +80,7 @@ class EWC(Method):
     def ewc_penalty(self) -> torch.Tensor:
         return self.options.penalty / 2 * self.quadratic()
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
         images, texts = self.encode(batch)
         name, task = self.task_loss(images, texts, batch)
         if not self.fisher:
@@ -107,7 +107,7 @@ class EWC(Method):
         try:
             for b in range(batches):
                 idx = order[b * batch_size : (b + 1) * batch_size]
-                batch = {k: v.to(device) for k, v in make_batch(self.context.bundle, data, idx, picks[idx]).items()}
+                batch = make_batch(self.context.bundle, data, idx, picks[idx]).to(device)
                 images, texts = self.encode(batch)
                 _, loss = self.task_loss(images, texts, batch)
                 grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)

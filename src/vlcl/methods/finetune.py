@@ -12,4 +12,4 @@ from vlcl.methods.registry import register_method
 class FineTune(Method):
     name = "finetune"
     description = "full fine-tuning task after task with the CLIP loss (lower bound on stability)"
-    model_kinds = ("clip", "feature_maps")
+    settings = ("captions", "classification", "modality_pairs")

@@ -46,8 +46,8 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import distillation_kl, in_batch_distillation
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
-from vlcl.models.batches import is_classification
+from vlcl.methods.parts.teacher import FrozenTeacher
+from vlcl.settings import CaptionBatch
 
 
 class LwFOptions(MethodOptions):
@@ -99,7 +99,7 @@ class LwF(Method):
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
         images, texts = self.encode(batch)
         scale = self.logit_scale()
         name, contrastive = self.task_loss(images, texts, batch)
@@ -112,7 +112,7 @@ class LwF(Method):
             old_texts,
             self.teacher.logit_scale,
             self.options.temperature,
-            both_directions=not is_classification(batch),
+            both_directions=batch.one_text_per_image,
             gather=self.context.gather,
         )
         loss = contrastive + self.options.weight * distill

@@ -47,7 +47,8 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import cross_similarities, row_offset, world_size
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
+from vlcl.settings import CaptionBatch
 
 
 class ModXOptions(MethodOptions):
@@ -132,7 +133,7 @@ class ModX(Method):
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
         name, contrastive = self.task_loss(images, texts, batch)

@@ -82,10 +82,11 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import distillation_kl, match_log_probabilities
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
+from vlcl.methods.parts.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
-from vlcl.methods.teacher import FrozenTeacher
+from vlcl.methods.parts.teacher import FrozenTeacher
 from vlcl.seeds import prototype_seed
+from vlcl.settings import CaptionBatch
 
 TEACHER_NAMES = ("initial", "previous")
 
@@ -293,7 +294,7 @@ class MulKI(InitialWeightsAndEnsemble, Method):
         self.start = self.ensemble = None
 
     # -- losses -------------------------------------------------------------------------
-    def distillation(self, images: torch.Tensor, texts: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def distillation(self, images: torch.Tensor, texts: torch.Tensor, batch: CaptionBatch) -> dict[str, torch.Tensor]:
         """Per-teacher terms, the teacher weights and their weighted means over the batch (student embeddings un-normalised)."""
         opts = self.options
         u, v = F.normalize(images, dim=-1), F.normalize(texts, dim=-1)
@@ -317,7 +318,7 @@ class MulKI(InitialWeightsAndEnsemble, Method):
         out["weights"] = weights
         return out
 
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
         opts = self.options
         images, texts = self.encode(batch)
         name, contrastive = self.task_loss(images, texts, batch)

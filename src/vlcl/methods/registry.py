@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vlcl.errors import BadInputError
-from vlcl.methods.base import Method
+from vlcl.methods.base import Method, MethodOptions
 from vlcl.plugins import NotAPlugin, described, discover, unknown_name
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -74,11 +74,13 @@ def method_class(name: str) -> type[Method]:
     return _REGISTRY[name]
 
 
-def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
-    """Build a method from its name and its ``method.*`` options, validating the options."""
+def parse_options(name: str, options: dict[str, Any] | None = None) -> MethodOptions:
+    """The ``method.*`` options of method ``name`` validated into its typed ``Options``; a one-line
+    :class:`UnknownMethodError` for an unknown method, an unknown option or an invalid value. Called once per
+    config, when it is built (:meth:`vlcl.config.MethodConfig.typed_options` keeps the result)."""
     cls = method_class(name)
     try:
-        parsed = cls.Options.model_validate(options or {})
+        return cls.Options.model_validate(options or {})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = "method." + ".".join(str(p) for p in first["loc"])
@@ -90,4 +92,14 @@ def create_method(name: str, options: dict[str, Any] | None = None) -> Method:
         if not first["loc"]:  # a check across options: the message names them
             raise UnknownMethodError(f"method '{name}': {message}") from None
         raise UnknownMethodError(f"invalid value for '{key}': {message} (got {first.get('input')!r})") from None
-    return cls(parsed)
+
+
+def create_method(name: str, options: MethodOptions | dict[str, Any] | None = None) -> Method:
+    """Build a method from its name and its options: the typed ``Options`` a config validated
+    (``config.method.typed_options()``), used as they are, or a dict of ``method.*`` options, validated here."""
+    cls = method_class(name)
+    if isinstance(options, MethodOptions) and not isinstance(options, cls.Options):
+        options = options.model_dump()  # another class's options (a method registered again since): its values
+    if isinstance(options, MethodOptions):
+        return cls(options.model_copy(deep=True))  # each method its own copy, as a fresh validation gave it
+    return cls(parse_options(name, options))

@@ -40,8 +40,7 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.models.batches import is_classification
-from vlcl.models.encode import tokenize
+from vlcl.settings import CaptionBatch
 from vlcl.seeds import replay_seed
 
 
@@ -115,16 +114,6 @@ class ReservoirBuffer:
             self.images[: len(captions)] = images
 
 
-def pad_tokens(ids: torch.Tensor, mask: torch.Tensor, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    extra = width - ids.shape[1]
-    if extra <= 0:
-        return ids, mask
-    return (
-        torch.cat([ids, ids.new_full((len(ids), extra), pad_id)], dim=1),
-        torch.cat([mask, mask.new_zeros((len(mask), extra))], dim=1),
-    )
-
-
 @register_method
 class Replay(Method):
     name = "replay"
@@ -141,60 +130,23 @@ class Replay(Method):
         self.data = data
         self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 2))
 
-    def with_replay(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch followed by up to ``replay_batch_size`` buffer rows; ``replayed`` marks them (sample_index -1)."""
+    def with_replay(self, batch: CaptionBatch) -> tuple[CaptionBatch, torch.Tensor]:
+        """The batch followed by up to ``replay_batch_size`` buffer pairs (their rows' sample_index -1), added as
+        the batch's setting adds image-caption pairs (a classification batch maps each caption to its class), and
+        the mask of the replayed rows."""
         if not len(self.buffer):
-            return {**batch, "replayed": torch.zeros(len(batch["pixel_values"]), dtype=torch.bool)}
+            return batch, torch.zeros(len(batch), dtype=torch.bool)
         if self.generator is None:  # training without begin_task (tests): a fixed stream
             self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, 0, 2))
         bundle = self.context.bundle
         images, captions = self.buffer.sample(self.options.replay_batch_size, self.generator)
-        device = batch["pixel_values"].device
-        pixels = bundle.preprocess.normalize_uint8(images).to(device=device, dtype=batch["pixel_values"].dtype)
-        extra: dict[str, torch.Tensor] = {}
-        if is_classification(batch):
-            captions, extra = self.replayed_classes(batch, captions)
-        if captions:
-            ids, mask = tokenize(bundle.tokenizer, captions, bundle.context_length)
-        else:  # every replayed class is a current one: the text side stays as it is
-            ids, mask = batch["input_ids"][:0], batch["attention_mask"][:0]
-        width = max(ids.shape[1], batch["input_ids"].shape[1])
-        pad_id = bundle.tokenizer.pad_token_id if bundle.tokenizer.pad_token_id is not None else 0
-        cur_ids, cur_mask = pad_tokens(batch["input_ids"], batch["attention_mask"], width, pad_id)
-        ids, mask = pad_tokens(ids.to(device), mask.to(device), width, pad_id)
-        n_old, n_new = len(images), len(batch["pixel_values"])
-        minus_one = torch.full((n_old,), -1, dtype=torch.long, device=batch["sample_index"].device)
-        return {
-            **batch,
-            **extra,
-            "pixel_values": torch.cat([batch["pixel_values"], pixels]),
-            "input_ids": torch.cat([cur_ids, ids]),
-            "attention_mask": torch.cat([cur_mask, mask]),
-            "sample_index": torch.cat([batch["sample_index"], minus_one]),
-            "caption_index": torch.cat([batch["caption_index"], minus_one]),
-            "replayed": torch.cat([torch.zeros(n_new, dtype=torch.bool), torch.ones(n_old, dtype=torch.bool)]),
-        }
+        full = batch.with_pairs(bundle.preprocess.normalize_uint8(images), captions, bundle)
+        return full, torch.cat([torch.zeros(len(batch), dtype=torch.bool), torch.ones(len(images), dtype=torch.bool)])
 
-    def replayed_classes(self, batch: dict[str, torch.Tensor], captions: list[str]) -> tuple[list[str], dict[str, torch.Tensor]]:
-        """For a classification batch: the prompts of the old classes to add to its text side (each repeated
-        once per template, so that a class's template mean is its one prompt) and the labels of every row."""
-        templates = int(batch["class_templates"])
-        current = [prompts[0] for prompts in self.data.class_prompts] if self.data is not None else []
-        index = {prompt: c for c, prompt in enumerate(current)}
-        added: list[str] = []
-        labels = []
-        for caption in captions:
-            if caption not in index:
-                index[caption] = len(current) + len(added)
-                added.append(caption)
-            labels.append(index[caption])
-        new_labels = torch.tensor(labels, dtype=torch.long, device=batch["labels"].device)
-        return [c for c in added for _ in range(templates)], {"labels": torch.cat([batch["labels"], new_labels])}
-
-    def training_loss(self, batch: dict[str, torch.Tensor], step: int) -> LossOutput:
-        full = self.with_replay(batch)
+    def training_loss(self, batch: CaptionBatch, step: int) -> LossOutput:
+        full, replayed = self.with_replay(batch)
         output = super().training_loss(full, step)
-        output.logs["replayed"] = float(full["replayed"].sum())
+        output.logs["replayed"] = float(replayed.sum())
         return output
 
     def end_task(self, stage: Stage) -> None:

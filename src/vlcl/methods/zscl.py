@@ -59,8 +59,8 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import Field, model_validator
 
-from vlcl.data import world
 from vlcl.data.benchmark import CaptionedImages
+from vlcl.data.benchmarks import world
 from vlcl.losses import (
     distillation_kl,  # noqa: F401  (zscl's KL, described below; importable from here)
     in_batch_distillation,
@@ -68,7 +68,7 @@ from vlcl.losses import (
     splits_evenly,
 )
 from vlcl.methods.base import LossOutput, Method, MethodOptions, RunContext, Stage
-from vlcl.methods.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
+from vlcl.methods.parts.ensemble import InitialWeightsAndEnsemble, WeightEnsemble, parameter_copy
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.seeds import reference_batch_seed, reference_seed

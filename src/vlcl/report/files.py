@@ -12,6 +12,7 @@ from typing import Any
 from vlcl.errors import BadInputError
 from vlcl.fileio import read_json_file
 from vlcl.schema import results_format
+from vlcl.schema import task_metric_of
 
 REQUIRED_KEYS: dict[str, type] = {
     "method": str,
@@ -57,11 +58,11 @@ def _is_number(value: Any) -> bool:
 
 
 def check_stage_metrics(results: dict[str, Any], path: str | Path) -> None:
-    """Every stage's numbers that the tables and plots read: the task metric of every task (mean R@1, or top-1 for
-    classification tasks), every held-out set's mean R@1 and every zero-shot set's top-1. The first one missing
+    """Every stage's numbers that the tables and plots read: the task metric of every task (its setting's: mean
+    R@1, top-1 for classification tasks...), every held-out set's mean R@1 and every zero-shot set's top-1. The first one missing
     is a :class:`ReportError` naming ``path``, the stage and the key (null is a number not measured: shown as ``-``)."""
-    classification = results.get("task_metric") == "top1"
-    wanted = [("zeroshot" if classification else "retrieval", t, "top1" if classification else "mean_R@1") for t in results["tasks"]]
+    metric = task_metric_of(results)
+    wanted = [(metric["kind"], t, metric["headline"]) for t in results["tasks"]]
     wanted += [("retrieval", h, "mean_R@1") for h in results["heldout_retrieval"]]
     wanted += [("zeroshot", z, "top1") for z in results["zeroshot_sets"]]
     for i, stage in enumerate(results["stages"]):

@@ -48,6 +48,7 @@ from vlcl.report.tables import (
     table_groups,
     warning_lines,
 )
+from vlcl.schema import task_metric_of
 
 REPORT_NAME = "report.html"
 """The page ``vlcl run`` and ``vlcl compare`` write into their directory."""
@@ -179,8 +180,8 @@ def _column(name: str) -> int:
 
 def _plasticity(results: dict[str, Any]) -> float | None:
     summary = results["summary"]
-    section = summary.get("classification" if results.get("task_metric") == "top1" else "retrieval")
-    value = lookup(section, results.get("task_metric", "mean_R@1"), "plasticity")
+    metric = task_metric_of(results)
+    value = lookup(summary.get(metric["section"]), metric["headline"], "plasticity")
     return plots._number(value)
 
 
@@ -209,8 +210,8 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str 
             cells.append(f"<strong>{text}</strong>" if mark == "best" else f"{text} ~" if mark == "within" else text)
         seconds = mean_std([run.results.get("timings", {}).get("train_seconds") for run in group.runs])
         body.append([_e(label), str(row["seeds"])] + cells + [_e(format_mean_std(*seconds))])
-    metrics = {r.results.get("task_metric", "mean_R@1") for g in groups for r in g.runs}
-    metric = "top-1" if metrics == {"top1"} else "mean R@1" if metrics == {"mean_R@1"} else "the task metric"
+    metrics = {task_metric_of(r.results)["name"] for g in groups for r in g.runs}
+    metric = metrics.pop() if len(metrics) == 1 else "the task metric"
     parts = [
         f'<section id="{_e(anchor)}"><h2>{_e(heading)}</h2>',
         f'<p class="meta">{len(groups)} method(s), {sum(len(g.runs) for g in groups)} run(s). Last, Avg, Transfer, BWT, '

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlcl.report.tables import lookup, stages_not_run
+from vlcl.schema import task_metric_of
 
 DPI = 80
 """Pixels per inch of the PNGs: a 7-inch-wide plot is 560 pixels, sharp enough on a page and quick to draw."""
@@ -112,7 +113,7 @@ def _number(value: Any) -> float | None:
 
 
 def task_metric_label(results: dict[str, Any]) -> str:
-    return "top-1 (%)" if results.get("task_metric") == "top1" else "mean R@1 (%)"
+    return task_metric_of(results)["axis"]
 
 
 @dataclass
@@ -133,7 +134,8 @@ def stage_axis(results: dict[str, Any]) -> list[str]:
 
 
 def stage_table(results: dict[str, Any]) -> StageTable:
-    kind, key = ("zeroshot", "top1") if results.get("task_metric") == "top1" else ("retrieval", "mean_R@1")
+    metric = task_metric_of(results)
+    kind, key = metric["kind"], metric["headline"]
     stages = results["stages"]
     missing = len(stages_not_run(results))
     return StageTable(

@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vlcl.schema import setting_of_results, task_metric_of
+
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -20,12 +22,11 @@ def stage_rows(results: dict[str, Any], key: str = "mean_R@1") -> tuple[list[str
     tasks, heldout, zs = results["tasks"], results["heldout_retrieval"], results["zeroshot_sets"]
     header = ["after"] + tasks + [f"{h} (held out)" for h in heldout] + [f"{z} top1" for z in zs]
     rows = []
+    metric = task_metric_of(results)  # where the run's setting scores its tasks
+    task_key = key if key in metric["keys"] else metric["headline"]
     for record in results["stages"]:
         m = record["metrics"]
-        if results.get("task_metric") == "top1":  # classification tasks (MTIL): top-1 accuracy in the task's label space
-            cells = [m["zeroshot"][t]["top1"] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
-        else:
-            cells = [m["retrieval"][t][key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
+        cells = [m[metric["kind"]][t][task_key] for t in tasks] + [m["retrieval"][h][key] for h in heldout]
         cells += [m["zeroshot"][z]["top1"] for z in zs]
         rows.append([record["name"]] + [_fmt(c) for c in cells])
     rows += [[f"{name} (not run)"] + ["-"] * (len(header) - 1) for name in stages_not_run(results)]
@@ -131,16 +132,14 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
-    summary = results["summary"]
+    summary, setting = results["summary"], setting_of_results(results)
+    metric = setting["metric"]
     rows = []
-    for name, value in summary.get("retrieval", {}).get("mean_R@1", {}).items():
-        rows.append((f"retrieval R@1 {name}", _fmt(value)))
-    for name, value in summary.get("classification", {}).get("top1", {}).items():
-        rows.append((f"accuracy top1 {name}", _fmt(value)))
-    for name, value in summary.get("task_agnostic", {}).items():  # classification: every task's classes at once
-        rows.append((f"task-agnostic top1 {name}", _fmt(value)))
-    for name, value in summary.get("seen_classes", {}).items():
-        rows.append((f"seen-classes top1 {name}", _fmt(value)))
+    for name, value in summary.get(metric["section"], {}).get(metric["headline"], {}).items():
+        rows.append((f"{metric['summary_label']} {name}", _fmt(value)))
+    for key, label in setting["summary_rows"]:  # the setting's own (classification: every task's classes at once)
+        for name, value in summary.get(key, {}).items():
+            rows.append((f"{label} {name}", _fmt(value)))
     for name, value in summary.get("zeroshot_top1", {}).items():
         rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
     for name, value in summary.get("heldout_mean_R@1", {}).items():
@@ -150,7 +149,7 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def render_console(results: dict[str, Any], console: Console) -> None:
     header, rows = stage_rows(results)
-    metric = "top-1 accuracy in each task's label space, %" if results.get("task_metric") == "top1" else "R@1 (mean of image->text and text->image, %)"
+    metric = task_metric_of(results)["label"]
     mark = incomplete_mark(results)
     table = Table(title=f"{results['method']} on {results['benchmark']}{' ' + mark if mark else ''}: {metric}")
     for i, column in enumerate(header):
@@ -203,8 +202,7 @@ def markdown_report(results: dict[str, Any], label: str | None = None) -> str:
     parts = [
         f"### {label or run_label(results)} on {results['benchmark']}" + (f" {mark}" if mark else ""),
         "",
-        ("top-1 accuracy (%, each task in its own label space)" if results.get("task_metric") == "top1" else "R@1 (mean of both directions, %)")
-        + ", rows = evaluation after each stage:",
+        task_metric_of(results)["label"] + ", rows = evaluation after each stage:",
         "",
         markdown_table(header, rows),
         "",
@@ -339,9 +337,9 @@ COMPARISON_COLUMNS: tuple[tuple[str, bool], ...] = (
 
 def comparison_values(results: dict[str, Any]) -> list[float | None]:
     """One run's leaderboard numbers, in the order of COMPARISON_COLUMNS (None where undefined)."""
-    s = results["summary"]
+    s, metric = results["summary"], task_metric_of(results)
     return [
-        lookup(s, "retrieval", "mean_R@1", key) if "retrieval" in s else lookup(s, "classification", "top1", key)
+        lookup(s, metric["section"], metric["headline"], key)
         for key in ("last", "avg", "transfer", "bwt", "forgetting")
     ] + [s.get("zeroshot_mean_pd"), lookup(s, "heldout_mean_R@1", "base", "final"), lookup(s, "task_agnostic", "last")]
 
@@ -362,14 +360,9 @@ def row_label(label: str, results: dict[str, Any]) -> str:
 
 
 def comparison_key(results: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
-    """What must be equal for two runs' numbers to share a column: the benchmark, the task metric (mean R@1 or
-    top-1) and the task list."""
-    return str(results["benchmark"]), str(results.get("task_metric", "mean_R@1")), tuple(map(str, results["tasks"]))
-
-
-def metric_name(task_metric: str) -> str:
-    return {"top1": "top-1 accuracy (%, each task in its own label space)", "mean_R@1": "mean R@1 (%, image->text and text->image)"}.get(
-        task_metric, task_metric)
+    """What must be equal for two runs' numbers to share a column: the benchmark, the task metric (its title: mean
+    R@1, top-1...) and the task list."""
+    return str(results["benchmark"]), str(task_metric_of(results)["title"]), tuple(map(str, results["tasks"]))
 
 
 def table_groups(keys: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[str, list[int]]]:
@@ -381,7 +374,7 @@ def table_groups(keys: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[str
         order.setdefault(key, []).append(i)
     shared = {k[:2] for k in order if sum(o[:2] == k[:2] for o in order) > 1}
     return [
-        (f"{benchmark}: {metric_name(metric)}" + (f", tasks {', '.join(tasks)}" if (benchmark, metric) in shared else ""), indices)
+        (f"{benchmark}: {metric}" + (f", tasks {', '.join(tasks)}" if (benchmark, metric) in shared else ""), indices)
         for (benchmark, metric, tasks), indices in order.items()
     ]
 

@@ -123,12 +123,12 @@ def task_order(config: RunConfig) -> list[str]:
     if config.data.tasks:
         return list(config.data.tasks)
     if config.data.benchmark == "embedded":
-        from vlcl.data.embedded import DEFAULT_SEQUENCE
+        from vlcl.data.benchmarks.embedded import DEFAULT_SEQUENCE
 
         return list(DEFAULT_SEQUENCE)
     if config.data.benchmark == "features":
         return [f.name for f in config.data.features or []]
-    from vlcl.data.named import validate_data_config
+    from vlcl.data.benchmarks.data_root import validate_data_config
 
     selection = validate_data_config(config.data)
     if selection is not None:  # read from a data root: the catalogue (or the folders) give the order

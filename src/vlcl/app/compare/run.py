@@ -74,7 +74,7 @@ class Comparison:
         self.tune_seed = seeds[0] if seeds else None
         for spec in specs:  # validate every method before running any
             config = self._config(spec, self.seed_overrides[0])
-            create_method(config.method.name, config.method.options())
+            create_method(config.method.name, config.method.typed_options())
         self.tunings: list[MethodTuning] = self._plan_tuning(tuning) if tuning is not None else []
         """1. tuning: every grid point of every method that trains, on its proxy."""
         self.tuning_of = {p["run"]: t for t in self.tunings for p in t.points}
@@ -107,7 +107,7 @@ class Comparison:
             points = []
             for values in grid_points(grid):
                 config = self._config(spec, self.seed_overrides[0], proxy, [f"{k}={yaml_value(v)}" for k, v in values.items()])
-                create_method(config.method.name, config.method.options())  # a bad grid value fails here, before any run
+                create_method(config.method.name, config.method.typed_options())  # a bad grid value fails here, before any run
                 run = f"tuning/{spec.label}/{point_name(values)}"
                 points.append({"values": values, "run": run, "score": None, "objective": None, "status": "pending", "config": config})
             tunings.append(MethodTuning(spec, grid, points))

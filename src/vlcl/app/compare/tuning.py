@@ -12,6 +12,7 @@ from typing import Any
 from vlcl.app.compare.plan import CompareError, MethodSpec, short_value
 from vlcl.fileio import atomic_write_text
 from vlcl.report.tables import markdown_table
+from vlcl.schema import task_metric_of
 
 
 LR_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
@@ -76,9 +77,8 @@ class Tuning:
 def tuning_score(results: dict[str, Any], objective: str = "last") -> tuple[float, str]:
     """(score, what it is): the validation Last or Avg (``objective``) of the task metric; Last for a run whose
     stages are not one per task (joint: Avg is not defined)."""
-    summary = results["summary"]
-    section = summary.get("classification" if results.get("task_metric") == "top1" else "retrieval", {})
-    values = section.get(results.get("task_metric", "mean_R@1"), {})
+    metric = task_metric_of(results)
+    values = results["summary"].get(metric["section"], {}).get(metric["headline"], {})
     if objective == "avg" and values.get("avg") is not None:
         return float(values["avg"]), "Avg"
     if values.get("last") is not None:

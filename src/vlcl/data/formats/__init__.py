@@ -14,6 +14,11 @@ Images are never decoded here: a sample holds an :class:`~vlcl.data.images.Image
 and :class:`~vlcl.data.images.ImageStore` decodes it when a batch needs it.
 A bad sample (missing or corrupt image, malformed JSON line, empty caption)
 goes to :class:`Problems`, which raises or counts it.
+
+Each format's module also registers the format (:func:`~vlcl.data.formats.registry.register_format`: its
+name, where it is found in a data set folder, how it is read), and :mod:`vlcl.data.formats.detect` finds and
+reads a data set folder's sources by asking the registry. A new format is one new module here that calls
+``register_format``; every module of this package is imported before the registry is first asked.
 """
 
 from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, group_by_image

@@ -1,8 +1,13 @@
-"""COCO captions JSON and Karpathy split JSON (the Flickr30K 1K and COCO 5K test splits)."""
+"""COCO captions JSON and Karpathy split JSON (the Flickr30K 1K and COCO 5K test splits).
+
+Found as ``<split>.json`` or ``annotations/captions_<split>*.json`` (COCO), and as ``dataset_*.json`` (Karpathy:
+its ``train`` + ``restval``, ``test`` and ``val``) in a data set folder.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ from vlcl.data.formats.base import (
     need_file,
     read_text,
 )
+from vlcl.data.formats.registry import Finder, ReadRequest, Source, register_format
 from vlcl.data.images import FileImage
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "test": ("test",), "val": ("val",), "restval": ("restval",)}
@@ -138,3 +144,54 @@ def read_karpathy(
         if captions:
             samples.append(Sample(FileImage(root / name(image), origin), captions, key=name(image)))
     return samples
+
+
+# -- as registered formats ---------------------------------------------------------------------------------
+
+
+def _is_karpathy_name(path: Path) -> bool:
+    """``dataset_coco.json``, ``dataset_flickr30k.json``... (not the Hugging Face ``dataset_info.json`` / ``dataset_dict.json``)."""
+    if path.name in ("dataset_info.json", "dataset_dict.json"):
+        return False
+    return path.name.startswith("dataset_") or "karpathy" in path.name.lower()
+
+
+def _karpathy_files(folder: Path) -> Iterator[tuple[str, Source]]:
+    for file in sorted(folder.glob("*.json")):
+        if _is_karpathy_name(file):
+            for split in ("train", "test", "val"):
+                yield split, Source("karpathy", file, split)
+
+
+def _split_json(folder: Path, split: str) -> Iterator[Source]:
+    if (folder / f"{split}.json").is_file():
+        yield Source("coco", folder / f"{split}.json")
+
+
+def _annotation_files(folder: Path) -> Iterator[tuple[str, Source]]:
+    for file in sorted((folder / "annotations").glob("captions_*.json")):
+        yield "train" if "train" in file.stem else "val" if "val" in file.stem else "test", Source("coco", file)
+
+
+def _captions_only(source: Source, request: ReadRequest) -> None:
+    if request.labels:
+        raise DataError(f"{source.path}: {source.format} files hold captions, not class labels")
+
+
+def _read_coco_source(source: Source, request: ReadRequest) -> tuple[list[Sample], None]:
+    _captions_only(source, request)
+    return read_coco(source.path, problems=request.problems), None
+
+
+def _read_karpathy_source(source: Source, request: ReadRequest) -> tuple[list[Sample], None]:
+    _captions_only(source, request)
+    return read_karpathy(source.path, split=source.split or "test", problems=request.problems), None
+
+
+register_format(
+    "coco",
+    read=_read_coco_source,
+    labels=False,
+    find=(Finder("split_file", 30, _split_json), Finder("folder_splits", 10, _annotation_files)),
+)
+register_format("karpathy", read=_read_karpathy_source, labels=False, find=(Finder("folder", 20, _karpathy_files),))

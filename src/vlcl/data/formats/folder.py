@@ -23,6 +23,8 @@ The splits of one data set share one label space: for a split folder named
 split folders of those names that are image folders count too, so a class with
 no images in one split keeps the same label in every split (an empty class
 folder also keeps a class in the label space).
+
+Found as a split's sub-folder ``<split>/<class>/*.jpg`` of a data set folder.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlcl.data.formats.base import DataError, Problems, Sample, natural_key, read_text, unreadable
+from vlcl.data.formats.registry import SPLITS, Finder, ReadRequest, Source, register_format
 from vlcl.data.images import IMAGE_EXTENSIONS, FileImage
 
 CLASSNAME_FILES = ("classnames.txt",)
 TEMPLATE_FILES = ("zeroshot_classification_templates.txt", "templates.txt")
 
 
-SPLIT_FOLDERS = ("train", "test", "val", "validation")  # the split folder names of vlcl.data.sources.SPLITS
+SPLIT_FOLDERS = SPLITS  # the split folder names
 
 
 def class_order(names: list[str]) -> list[str]:
@@ -139,3 +142,19 @@ def read_templates(*folders: Path) -> tuple[list[str], Path] | None:
 
 def folder_classname(name: str) -> str:
     return name.replace("_", " ").strip()
+
+
+# -- as a registered format ----------------------------------------------------------------------------------
+
+
+def _read_folder_source(source: Source, request: ReadRequest) -> tuple[list[Sample], list[str]]:
+    if not request.labels:
+        raise DataError(f"{source.path}: an image folder holds classification data, not captions")
+    return read_image_folder(source.path, problems=request.problems)
+
+
+def _class_folders_of(sub: Path) -> Source | None:
+    return Source("folder", sub) if is_image_folder(sub) else None
+
+
+register_format("folder", read=_read_folder_source, captions=False, find=(Finder("split_folder", 40, _class_folders_of),))

@@ -4,13 +4,20 @@ Needs the optional ``datasets`` package (``pip install 'vlcl[hf]'``), imported
 only when such data is read. Images stay in the memory-mapped Arrow table
 until a batch reads them; parquet files are converted once into the
 ``datasets`` cache, as ``datasets`` always does.
+
+Found as a data set folder's ``dataset_dict.json`` (or ``state.json``: one split, the whole data set) or a split's
+sub-folder with ``state.json`` (``hf``), and as ``<split>-*.parquet`` in the folder, ``data/`` or a split's
+sub-folder (``parquet``, a hub download).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, natural_key
+from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, natural_key, read_text
+from vlcl.data.formats.registry import Finder, ReadRequest, Source, register_format
 from vlcl.data.images import ArrowImage
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
@@ -139,3 +146,61 @@ def read_hf(
         if captions:
             samples.append(Sample(ArrowImage(table, row, column, base_dir, origin), captions))
     return samples, None
+
+
+# -- as registered formats -----------------------------------------------------------------------------------
+
+
+def _dataset_dict_splits(path: Path) -> list[str]:
+    """The ``splits`` list of a Hugging Face ``dataset_dict.json``."""
+    try:
+        data = json.loads(read_text(path, "Hugging Face dataset_dict.json"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(split, str) for split in splits):
+        raise DataError(f"{path}: expected an object with a 'splits' list of names (got {str(data)[:60]!r})")
+    return splits
+
+
+def _saved_dataset(folder: Path) -> Iterator[tuple[str, Source]]:
+    if (folder / "dataset_dict.json").is_file():
+        for split in _dataset_dict_splits(folder / "dataset_dict.json"):
+            yield split, Source("hf", folder, split)
+    elif (folder / "state.json").is_file():
+        yield "all", Source("hf", folder)
+
+
+def _saved_split(sub: Path) -> Source | None:
+    return Source("hf", sub) if (sub / "state.json").is_file() else None
+
+
+def _parquet_split(sub: Path) -> Source | None:
+    return Source("parquet", sub, files=tuple(sorted(sub.glob("*.parquet")))) if any(sub.glob("*.parquet")) else None
+
+
+def _parquet_files_by_split(folder: Path) -> Iterator[tuple[str, Source]]:
+    for split, files in parquet_splits(folder).items():
+        yield split, Source("parquet", folder, files=tuple(files))
+
+
+def _read_table_source(source: Source, request: ReadRequest) -> tuple[list[Sample], list[str] | None]:
+    return read_hf(
+        source.path,
+        split=source.split if source.format == "hf" else None,
+        files=list(source.files) or None,
+        image_column=request.image,
+        caption_columns=request.captions,
+        label_column=request.label if request.labels else None,
+        problems=request.problems,
+    )
+
+
+register_format(
+    "hf", read=_read_table_source, find=(Finder("folder", 10, _saved_dataset), Finder("split_folder", 20, _saved_split))
+)
+register_format(
+    "parquet",
+    read=_read_table_source,
+    find=(Finder("split_folder", 30, _parquet_split), Finder("folder_splits", 20, _parquet_files_by_split)),
+)

@@ -1,10 +1,15 @@
-"""Annotation files of one line per pair: CSV/TSV (open_clip's convention) and JSON Lines."""
+"""Annotation files of one line per pair: CSV/TSV (open_clip's convention) and JSON Lines.
+
+Found as ``<split>.csv`` / ``<split>.tsv`` / ``<split>.jsonl`` in a data set folder, or as the one
+``*.csv`` / ``*.tsv`` / ``*.jsonl`` file without a split name (the whole data set).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from vlcl.data.formats.base import (
@@ -16,7 +21,9 @@ from vlcl.data.formats.base import (
     group_by_image,
     need_file,
     read_text,
+    unreadable,
 )
+from vlcl.data.formats.registry import SPLITS, Finder, ReadRequest, Source, register_format
 from vlcl.data.images import FileImage
 
 csv.field_size_limit(1 << 24)
@@ -131,3 +138,102 @@ def read_jsonl(
         if captions:
             samples.append(Sample(FileImage(file, origin), captions, key=str(file)))
     return group_by_image(samples) if label_key is None else samples
+
+
+# -- as registered formats: found in a data set folder, read with the fields a request names ---------------
+
+
+def _csv_header(path: Path) -> list[str]:
+    # the header only, to choose columns; read_csv then reads (and checks) the whole file
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+            return next(csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: malformed CSV ({exc})") from None
+    except OSError as exc:
+        raise unreadable(path, exc, "annotation file") from None
+
+
+def _jsonl_keys(path: Path) -> list[str]:
+    """The keys of the first JSON object of a JSON Lines file, to choose fields; read_jsonl then checks every line."""
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(record, dict):
+                    return list(record)
+    except OSError as exc:
+        raise unreadable(path, exc, "annotation file") from None
+    return []
+
+
+def _pick(present: list[str], candidates: tuple[str, ...], what: str, where: Path) -> str:
+    for name in candidates:
+        if name in present:
+            return name
+    raise DataError(
+        f"{where}: no {what} field {' or '.join(repr(c) for c in candidates)} (found: {', '.join(present) or 'none'})"
+    )
+
+
+def _read_csv_source(source: Source, request: ReadRequest) -> tuple[list[Sample], None]:
+    path = source.path
+    header = _csv_header(path)
+    if request.labels:
+        raise DataError(f"{path}: CSV files hold captions; classification data goes in image folders, JSONL or WebDataset")
+    return read_csv(
+        path,
+        image_column=_pick(header, request.image_fields, "image", path),
+        caption_column=_pick(header, request.captions, "caption", path),
+        problems=request.problems,
+    ), None
+
+
+def _read_jsonl_source(source: Source, request: ReadRequest) -> tuple[list[Sample], None]:
+    path, images, captions = source.path, request.image_fields, request.captions
+    keys = _jsonl_keys(path)
+    image_key = _pick(keys, images, "image", path) if keys else images[0]
+    if request.labels:
+        return read_jsonl(path, image_key=image_key, label_key=request.label, problems=request.problems), None
+    caption_key = _pick(keys, captions, "caption", path) if keys else captions[0]
+    return read_jsonl(path, image_key=image_key, caption_key=caption_key, problems=request.problems), None
+
+
+def _split_files(fmt: str, suffixes: tuple[str, ...]):
+    def find(folder: Path, split: str) -> Iterator[Source]:
+        for suffix in suffixes:
+            if (folder / f"{split}{suffix}").is_file():
+                yield Source(fmt, folder / f"{split}{suffix}")
+
+    return find
+
+
+def _one_file(fmt: str, suffixes: tuple[str, ...]):
+    """The whole data set: the one file of a suffix whose name is no split's."""
+
+    def find(folder: Path) -> Iterator[tuple[str, Source]]:
+        for suffix in suffixes:
+            files = [f for f in sorted(folder.glob(f"*{suffix}")) if f.stem not in SPLITS]
+            if len(files) == 1:
+                yield "all", Source(fmt, files[0])
+
+    return find
+
+
+register_format(
+    "csv",
+    read=_read_csv_source,
+    labels=False,
+    find=(
+        Finder("split_file", 10, _split_files("csv", (".csv", ".tsv"))),
+        Finder("whole", 20, _one_file("csv", (".csv", ".tsv"))),
+    ),
+)
+register_format(
+    "jsonl",
+    read=_read_jsonl_source,
+    find=(Finder("split_file", 20, _split_files("jsonl", (".jsonl",))), Finder("whole", 30, _one_file("jsonl", (".jsonl",)))),
+)

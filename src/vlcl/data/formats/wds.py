@@ -6,6 +6,10 @@ neither unpacked nor held in memory and any sample can be read in any order
 (the training loop shuffles). Shards must be uncompressed ``.tar`` files, the
 WebDataset convention. A ``.txt`` holds one caption per line (open_clip writes
 one, CLIP_benchmark's retrieval shards several).
+
+Found as a split's sub-folder of ``*.tar`` shards, or ``*.tar`` in the data set folder (the whole data set).
+Compressed shards (``*.tar.gz``, ``*.tgz``) where nothing else is found are taken as WebDataset too, so that
+reading them says to decompress them rather than that the folder holds nothing vlcl reads.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlcl.data.formats.base import DataError, Problems, Sample, clean_captions, natural_key, unreadable
+from vlcl.data.formats.registry import Finder, ReadRequest, Source, register_format
 from vlcl.data.images import IMAGE_EXTENSIONS, TarMemberImage
 
 TEXT_LIMIT = 1 << 20
@@ -243,3 +248,44 @@ def read_webdataset(
             if captions:
                 samples.append(Sample(image, captions))
     return samples
+
+
+# -- as a registered format ----------------------------------------------------------------------------------
+
+
+def _read_wds_source(source: Source, request: ReadRequest) -> tuple[list[Sample], None]:
+    captions = request.captions
+    exts = tuple(dict.fromkeys(c for c in (*captions, "txt") if "." in c or c.isalnum()))
+    return read_webdataset(
+        source.path, caption_ext=exts, json_caption_key=captions, labels=request.labels, problems=request.problems
+    ), None
+
+
+def _shard_folder(sub: Path) -> Source | None:
+    return Source("wds", sub) if any(sub.glob("*.tar")) else None
+
+
+def _compressed_shard_folder(sub: Path) -> Source | None:
+    return Source("wds", sub) if compressed_shards(sub) else None
+
+
+def _shards(folder: Path) -> Iterator[tuple[str, Source]]:
+    if any(folder.glob("*.tar")):
+        yield "all", Source("wds", folder)
+
+
+def _compressed(folder: Path) -> Iterator[tuple[str, Source]]:
+    if compressed_shards(folder):
+        yield "all", Source("wds", folder)
+
+
+register_format(
+    "wds",
+    read=_read_wds_source,
+    find=(
+        Finder("split_folder", 10, _shard_folder),
+        Finder("split_folder", 50, _compressed_shard_folder),
+        Finder("whole", 10, _shards),
+        Finder("fallback", 10, _compressed),
+    ),
+)

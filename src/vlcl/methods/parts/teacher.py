@@ -18,9 +18,10 @@ import torch
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
-from vlcl.models.batches import class_prompt_tokens, is_classification, text_side_embeddings
 from vlcl.models.encode import image_embeddings, text_embeddings, tokenize
 from vlcl.models.loading import ClipBundle
+from vlcl.settings import CaptionBatch
+from vlcl.settings.classification import class_text_side
 
 
 class TeacherCache:
@@ -46,16 +47,13 @@ class TeacherCache:
                 ]
             )
         self.classes = None
-        if data.class_prompts is not None:
-            tokens = {k: v.to(device) for k, v in class_prompt_tokens(bundle, data.class_prompts).items()}
+        if data.class_prompts is not None:  # a classification task: its batches' text side is the classes
             with torch.no_grad():
-                self.classes = text_side_embeddings(teacher, tokens)
+                self.classes = class_text_side(teacher, bundle, data.class_prompts, device)
 
-    def lookup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        sample_index, caption_index = batch["sample_index"].to(self.images.device), batch["caption_index"].to(self.images.device)
-        if is_classification(batch):
-            return self.images[sample_index], self.classes
-        return self.images[sample_index], self.texts[sample_index * self.captions_per_image + caption_index]
+    def lookup(self, batch: CaptionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[batch.sample_index.to(self.images.device)]
+        return images, batch.teacher_texts(self.texts, self.classes, self.captions_per_image)
 
 
 class FrozenTeacher:
@@ -67,10 +65,10 @@ class FrozenTeacher:
         self.cache = TeacherCache(model_copy, data, bundle, batch_size) if cache and data is not None else None
         self.model = None if self.cache is not None else model_copy  # the cache replaces the second model
 
-    def features(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, batch: CaptionBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised (image, text) embeddings of the batch's pairs (of its images and classes for a
         classification batch), without gradients."""
         if self.cache is not None:
             return self.cache.lookup(batch)
         with torch.no_grad():
-            return image_embeddings(self.model, batch["pixel_values"]), text_side_embeddings(self.model, batch)
+            return image_embeddings(self.model, batch.pixel_values), batch.text_side(self.model)

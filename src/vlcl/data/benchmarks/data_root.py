@@ -1,9 +1,9 @@
-"""Reading the benchmarks whose data lives in a data root, and building them: ``vlcl8`` (C-CLIP), ``mtil`` (ZSCL), ``folders``.
+"""Reading the benchmarks whose data lives in a data root, building and registering them: ``vlcl8`` (C-CLIP), ``mtil`` (ZSCL), ``folders``.
 
 Every data set lives in its own folder ``<data.root>/<name>/`` in any format
-:mod:`vlcl.data.sources` recognises; what each one is and where to get it is
-:mod:`vlcl.data.catalogue`, your own data sets (``folders``) are
-:mod:`vlcl.data.folders`, and ``vlcl data check`` / ``prepare`` are
+:mod:`vlcl.data.formats.detect` recognises; what each one is and where to get it is
+:mod:`vlcl.data.benchmarks.catalogue`, your own data sets (``folders``) are
+:mod:`vlcl.data.benchmarks.folders`, and ``vlcl data check`` / ``prepare`` are
 :mod:`vlcl.data.check`. Class names and OpenAI's prompt templates ship with
 vlcl (``vlcl/data/assets``); a data set folder's own ``classnames.txt`` /
 ``zeroshot_classification_templates.txt`` take precedence.
@@ -20,24 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vlcl.data.benchmark import Benchmark, Task, register_benchmark, resolve_task_names
-from vlcl.data.catalogue import DATASETS, DEFAULT_TEMPLATES, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
-from vlcl.data.folders import folders_spec  # also registers 'folders'
+from vlcl.data.benchmark import Benchmark, Task
+from vlcl.data.benchmarks.catalogue import DATASETS, DEFAULT_TEMPLATES, FOLDERS, NAMED, BenchmarkSpec, SetSpec, shipped
+from vlcl.data.benchmarks.folders import folders_spec
 from vlcl.data.formats import DataError, Problems, Sample, read_classnames, read_templates
+from vlcl.data.formats.detect import DEFAULT_CAPTION_FIELDS, MissingDataError, Source, discover, read_source
 from vlcl.data.formats.folder import folder_classname
 from vlcl.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from vlcl.data.sources import (
-    DEFAULT_CAPTION_FIELDS,
-    MissingDataError,
-    Source,
+from vlcl.data.registry import register_benchmark, resolve_task_names
+from vlcl.data.samples import (
     captioned_images,
     check_images,
     classification_set,
-    discover,
     per_class,
     prompted_training_set,
     random_split,
-    read_source,
     retrieval_set,
     subsample,
 )
@@ -49,6 +46,7 @@ __all__ = [
     "DataRequest",
     "DataSelection",
     "LoadedSet",
+    "build_folders",
     "build_named",
     "build_selection",
     "data_root_dir",
@@ -361,3 +359,10 @@ def _register(spec: BenchmarkSpec) -> None:
 
 for _spec in NAMED.values():
     _register(_spec)
+
+
+@register_benchmark(FOLDERS, "your own data sets: one sub-folder of data.root per task, any format (docs/data.md)")
+def build_folders(
+    *, root: str | None = None, tasks: list[str] | None = None, eval_sets: list[str] | None = None, **kwargs: Any
+) -> Benchmark:
+    return build_selection(validate_data_config(DataRequest(FOLDERS, root, tasks, eval_sets)), **kwargs)

@@ -1,6 +1,6 @@
 """The embedded classification benchmark: MTIL's protocol on the procedural world, no download.
 
-Each task is a class space of the world (:data:`vlcl.data.world.CLASS_TASKS`)
+Each task is a class space of the world (:data:`vlcl.data.benchmarks.world.CLASS_TASKS`)
 that the shipped CLIP was not pre-trained on - new shape words, counts,
 fills, spatial relations, a pixel-art style - trained as MTIL trains:
 cross-entropy over the task's class prompts, scored by top-1 in the task's
@@ -21,17 +21,16 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcl.data import world
 from vlcl.data.benchmark import (
     Benchmark,
     CaptionedImages,
     ClassificationSet,
     Task,
-    register_benchmark,
-    resolve_task_names,
 )
-from vlcl.data.embedded import HELDOUT_DOMAINS, _zeroshot_set
-from vlcl.data.embedded import _test_set as _retrieval_set
+from vlcl.data.benchmarks import world
+from vlcl.data.benchmarks.embedded import HELDOUT_DOMAINS, _zeroshot_set
+from vlcl.data.benchmarks.embedded import _test_set as _retrieval_set
+from vlcl.data.registry import register_benchmark, resolve_task_names
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from vlcl.data.benchmark import Benchmark, Task, register_benchmark
+from vlcl.data.benchmark import Benchmark, Task
 from vlcl.data.images import DataError
+from vlcl.data.registry import register_benchmark
 
 
 class FeatureDataError(DataError):
@@ -33,6 +34,8 @@ class FeatureDataError(DataError):
 class ModalityPairs:
     """Positive pairs of two modalities: row i of ``arrays[a]`` and ``arrays[b]`` belong together."""
 
+    setting: ClassVar[str] = "modality_pairs"
+    """Training and test data of the modality-pair setting (vlcl.settings)."""
     name: str
     modalities: tuple[str, str]
     arrays: dict[str, torch.Tensor]

@@ -2,8 +2,8 @@
 
 Data only: the papers' benchmarks ``vlcl8`` (C-CLIP) and ``mtil`` / ``mtil_order2``
 (ZSCL), their data sets, and the class names and prompt templates that ship with
-vlcl (``vlcl/data/assets``). Reading the data is :mod:`vlcl.data.named`; your own
-data sets (the ``folders`` benchmark) are :mod:`vlcl.data.folders`; ``vlcl data
+vlcl (``vlcl/data/assets``). Reading the data is :mod:`vlcl.data.benchmarks.data_root`; your own
+data sets (the ``folders`` benchmark) are :mod:`vlcl.data.benchmarks.folders`; ``vlcl data
 check`` / ``prepare`` are :mod:`vlcl.data.check`. Only the standard library is
 imported here.
 """
@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Literal
 
 FOLDERS = "folders"
-"""The benchmark of your own data sets: every sub-folder of the data root (:mod:`vlcl.data.folders`)."""
+"""The benchmark of your own data sets: every sub-folder of the data root (:mod:`vlcl.data.benchmarks.folders`)."""
 
 DEFAULT_TEMPLATES = ["a photo of a {}."]
 """The prompt template of a classification set with neither its own nor shipped templates."""

@@ -19,16 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
-from vlcl.data import world
 from vlcl.data.benchmark import (
     Benchmark,
     CaptionedImages,
     ClassificationSet,
     RetrievalSet,
     Task,
-    register_benchmark,
-    resolve_task_names,
 )
+from vlcl.data.benchmarks import world
+from vlcl.data.registry import register_benchmark, resolve_task_names
 
 
 @dataclass(frozen=True)

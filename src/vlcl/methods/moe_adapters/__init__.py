@@ -5,14 +5,14 @@ Vision-Language Models via Mixture-of-Experts Adapters", CVPR 2024; the
 authors' code JiazuoYu/MoE-Adapters4CL at 4572d97 (facts: docs/methods/moe_adapters.md).
 
 The CLIP model is frozen. Every block of both towers gets E adapter experts
-beside its MLP and one noisy top-k router per task (vlcl.models.moe):
+beside its MLP and one noisy top-k router per task (vlcl.methods.moe_adapters.moe):
 
     h' = h + MLP(LN2(h)) + sum_{e in top_k(z)} softmax(z_top_k)_e * E_e(h),   z = h_0 W_t (+ noise in training)
 
 Task t trains its router W_t, V_t and the experts not yet frozen, with the
 task's loss (CLIP loss or cross-entropy over class prompts); at its end the
 ``freeze_top`` experts its training used most in every layer are frozen for
-good. DDAS (vlcl.models.ddas): an autoencoder per task on the frozen model's
+good. DDAS (vlcl.methods.moe_adapters.ddas): an autoencoder per task on the frozen model's
 image embeddings of the task's training images, one on reference images;
 a test set goes to the router of the autoencoder that reconstructs it best,
 or to the frozen CLIP when that is the reference autoencoder or the error is
@@ -35,9 +35,9 @@ from vlcl.losses import world_size
 from vlcl.methods.base import Method, MethodOptions, ParameterGroup, RunContext, Stage
 from vlcl.methods.registry import register_method
 from vlcl.methods.zscl import embedded_reference, preprocessed_images, reference_image_files
-from vlcl.models.ddas import FROZEN_MODEL, TaskAutoencoder, fit_autoencoder, reconstruction_errors, select_routes
+from vlcl.methods.moe_adapters.ddas import FROZEN_MODEL, TaskAutoencoder, fit_autoencoder, reconstruction_errors, select_routes
 from vlcl.models.encode import image_embeddings
-from vlcl.models.moe import MoEAdapters, add_moe_adapters
+from vlcl.methods.moe_adapters.moe import MoEAdapters, add_moe_adapters
 from vlcl.seeds import ddas_seed
 
 FROZEN_LABEL = "frozen"

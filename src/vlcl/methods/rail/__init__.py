@@ -7,9 +7,9 @@ unit-norm image embeddings of the training images update, in closed form, a ridg
 over the union of the classes seen so far:
 
 * ``form=primal``: phi(x) = ReLU(A x), A a fixed random [H, d] matrix, then W = (Phi^T Phi + gamma I)^{-1} Phi^T Y
-  kept recursively (:class:`vlcl.models.analytic.RecursiveRidge`, batch after batch);
+  kept recursively (:class:`vlcl.methods.rail.analytic.RecursiveRidge`, batch after batch);
 * ``form=dual``: Gaussian kernel ridge regression alpha = (K + lambda I)^{-1} Y on every training feature so far,
-  re-solved after each task as the official code does (:func:`vlcl.models.analytic.kernel_ridge_solution`).
+  re-solved after each task as the official code does (:func:`vlcl.methods.rail.analytic.kernel_ridge_solution`).
 
 Either way the regression after any task equals the joint solution on all data seen. At evaluation
 (:meth:`RAIL.classification_logits`), p = softmax(100 cos) over the given classes; an image whose zero-shot argmax
@@ -28,7 +28,7 @@ from pydantic import Field
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import Method, MethodOptions, RunContext, Stage
 from vlcl.methods.registry import register_method
-from vlcl.models.analytic import (
+from vlcl.methods.rail.analytic import (
     DEFAULT_FUSION_WEIGHT,
     DEFAULT_KERNEL_GAMMA,
     DEFAULT_KERNEL_LAMBDA,
@@ -77,7 +77,7 @@ class RAIL(Method):
     description = "frozen CLIP + closed-form ridge (primal) / kernel ridge (dual) regression per task, fused with zero-shot"
     Options = RAILOptions
     optimises = False
-    task_kinds = ("classification",)
+    settings = ("classification",)
 
     def setup(self, model, context: RunContext) -> None:
         super().setup(model, context)

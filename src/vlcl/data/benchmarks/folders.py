@@ -1,26 +1,25 @@
-"""The ``folders`` benchmark: your own data sets, every sub-folder of the data root one, in any format vlcl reads (docs/data.md).
+"""The data sets of the ``folders`` benchmark: your own, every sub-folder of the data root one, in any format vlcl reads (docs/data.md).
 
-:mod:`vlcl.data.named` imports this module, so ``folders`` is registered with
-the papers' benchmarks.
+What each sub-folder is (:func:`folder_set_spec`) and the benchmark they make (:func:`folders_spec`); the benchmark
+is read and registered with the papers' benchmarks by :mod:`vlcl.data.benchmarks.data_root`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from vlcl.data.benchmark import Benchmark, register_benchmark
-from vlcl.data.catalogue import FOLDERS, BenchmarkSpec, SetSpec
+from vlcl.data.benchmarks.catalogue import FOLDERS, BenchmarkSpec, SetSpec
 from vlcl.data.formats import DataError
-from vlcl.data.sources import discover
+from vlcl.data.formats.detect import discover
+from vlcl.data.formats.registry import get_format
 
 FOLDERS_TEST_FRACTION = 0.2
 
 
 def folder_set_spec(folder: Path) -> SetSpec:
-    """A data set folder of the ``folders`` benchmark: classification if it has ``classnames.txt`` or class folders."""
+    """A data set folder of the ``folders`` benchmark: classification if it has ``classnames.txt`` or data of a format that holds no captions (class folders)."""
     found = discover(folder)
-    labels = (folder / "classnames.txt").is_file() or any(source.format == "folder" for source in found.values())
+    labels = (folder / "classnames.txt").is_file() or any(not get_format(source.format).captions for source in found.values())
     return SetSpec(
         folder.name,
         folder.name,
@@ -57,11 +56,3 @@ def folders_spec(
     )
     return spec, sets
 
-
-@register_benchmark(FOLDERS, "your own data sets: one sub-folder of data.root per task, any format (docs/data.md)")
-def build_folders(
-    *, root: str | None = None, tasks: list[str] | None = None, eval_sets: list[str] | None = None, **kwargs: Any
-) -> Benchmark:
-    from vlcl.data.named import DataRequest, build_selection, validate_data_config  # named imports this module
-
-    return build_selection(validate_data_config(DataRequest(FOLDERS, root, tasks, eval_sets)), **kwargs)
