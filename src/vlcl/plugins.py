@@ -1,7 +1,7 @@
-"""Finding methods and benchmarks without a hand-kept list: the package's own modules, then entry points.
+"""Finding methods, settings and benchmarks without a hand-kept list: the package's own modules, then entry points.
 
-A module in ``vlcl/methods/`` (or ``vlcl/data/benchmarks/``) registers what it defines
-when it is imported (``@register_method``, ``@register_benchmark``);
+A module in ``vlcl/methods/`` (or ``vlcl/settings/``, ``vlcl/data/benchmarks/``) registers what it defines
+when it is imported (``@register_method``, ``@register_setting``, ``@register_benchmark``);
 :func:`discover` imports every module of the package once, then loads every
 entry point of the group, the way pytest finds plugins. A lab keeps its method
 in its own package and declares it in its ``pyproject.toml``::
