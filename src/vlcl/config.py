@@ -92,6 +92,10 @@ class DataConfig(_Section):
     data (``vlcl compare --tune``); ``None`` = off: tasks are evaluated on their test splits."""
     features: list[FeaturePairConfig] | None = None
     """Feature mode's sequence of modality pairs (CMCL's setting; the ``features`` benchmark, vlcl.data.benchmarks.feature_pairs)."""
+    stream: Literal["off", "online"] = "off"
+    """``online``: the benchmark's tasks become one stream of batches (online lifelong learning, SIT): every
+    training sample is seen once, in the order of ``stream.boundaries``, with ``train.online_iters`` optimiser steps
+    per incoming batch, and the method is told nothing of the tasks (docs/streams.md); ``off``: one task at a time."""
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -135,6 +139,9 @@ class TrainConfig(_Section):
     class_prompts: Literal["first", "average"] = "first"
     """A classification task's class text during training: its first template filled with the class name (ZSCL,
     MoE-Adapters), or the mean embedding of every template's prompt. Evaluation always averages every template."""
+    online_iters: int = Field(3, ge=1)
+    """In a stream (``data.stream=online``): optimiser steps on each incoming batch before the next arrives (the
+    SIT authors' ``online_iter``: 3). Not used one task at a time."""
     gather_features: bool = True
     """Under torchrun: contrast each process's rows against every process's features (global-batch negatives,
     gradients kept, as open_clip's gather-with-grad); false keeps losses per process (as the C-CLIP authors)."""
@@ -198,6 +205,10 @@ class EvalConfig(_Section):
     MiB); the numbers do not depend on it."""
     chunk_size: int | None = Field(None, ge=1)
     """At most this many images per similarity tile (None: as the memory gives); the numbers do not depend on it."""
+    every_samples: int = Field(1000, ge=1)
+    """In a stream (``data.stream=online``): evaluate on the classes (or caption pairs) seen so far every this many
+    training samples (the SIT authors' ``eval_period``: 1000); the mean of these is A_auc. Not used one task at a
+    time."""
     confusion_max_classes: int = Field(100, ge=0)
     """results.json keeps each classification set's confusion matrix (``per_class``) up to this many classes; a
     larger label space keeps its per-class top-1 and support only (a 1000-class matrix is a million counts per
@@ -295,6 +306,26 @@ class CheckpointConfig(_Section):
     Older ones are removed once a newer one is complete."""
 
 
+class StreamConfig(_Section):
+    """How the tasks of a benchmark become one stream (``data.stream=online``; vlcl.data.stream, docs/streams.md)."""
+
+    boundaries: Literal["sharp", "si_blurry"] = "si_blurry"
+    """``sharp``: the benchmark's tasks one after another, each shuffled; ``si_blurry``: the Si-Blurry stream of SIT
+    (and MVP/MISA): the classes of every task pooled, ``disjoint_percent`` of them each in one hidden task, the rest
+    blurred across tasks (needs labels: a classification benchmark)."""
+    tasks: int | None = Field(None, ge=1)
+    """Hidden tasks of a Si-Blurry stream; ``None`` = the benchmark's number of tasks (the authors: 5)."""
+    disjoint_percent: int = Field(50, ge=0, le=100)
+    """Si-Blurry's N: the percentage of classes that appear in one hidden task only (the authors: 50)."""
+    blurry_percent: int = Field(10, ge=0, le=100)
+    """Si-Blurry's M: the percentage of the blurry classes' samples moved to other hidden tasks (the authors: 10)."""
+    random_sizes: bool = True
+    """Si-Blurry with random hidden-task sizes (the authors' ``--rnd_NM``); false: equal numbers of classes."""
+    reset_optimizer: bool = True
+    """Rebuild the optimiser (moments and step count) when a hidden task begins, as the authors' trainer does at
+    each task; the method itself is told nothing. False: one optimiser for the whole stream."""
+
+
 class RunConfig(_Section):
     seed: int = 0
     name: str | None = None
@@ -311,6 +342,7 @@ class RunConfig(_Section):
     method: MethodConfig = Field(default_factory=MethodConfig)  # built when used: it looks its method up
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    stream: StreamConfig = StreamConfig()
 
     @property
     def run_name(self) -> str:

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from vlcl.config import RunConfig, TrainConfig, config_to_dict
 from vlcl.data.benchmark import Benchmark, CaptionedImages, ClassificationSet
+from vlcl.data.online import OnlineStream, StreamError, build_stream
 from vlcl.data.registry import benchmark_model_kind
 from vlcl.data.fingerprint import benchmark_fingerprint, evaluation_fingerprint
 from vlcl.engine import distributed
@@ -47,6 +48,7 @@ from vlcl.engine.logbook import TENSORBOARD_MISSING, NullLogbook, open_logbook, 
 from vlcl.engine.results import assemble_results, stages_on_disk, write_results
 from vlcl.engine.shared_eval import changes_evaluation, pretrained_key, read_shared, store_shared
 from vlcl.engine.progress import RunProgress, StagePlan
+from vlcl.engine.stream import evaluation_batches, stream_without_training, train_on_stream
 from vlcl.engine.train import planned_steps, train_on
 from vlcl.errors import BadInputError
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
@@ -112,6 +114,22 @@ def _check_setting(method: Method, benchmark: Benchmark, name: str, model_kind: 
         able = [m for m in list_methods() if setting.name in method_class(m).settings]
         raise RunInputError(setting.refusal(method.name, name, able))
     return setting
+
+
+def _check_stream(method: Method, setting: Setting) -> None:
+    """A stream run (``data.stream=online``) needs a method that works without task boundaries, evaluated by its
+    evaluation model alone, on a setting that can be scored along a stream."""
+    if method.needs_task_boundaries:
+        able = [m for m in list_methods() if not method_class(m).needs_task_boundaries]
+        raise RunInputError(
+            f"method '{method.name}' needs task boundaries, and a stream (data.stream=online) gives none; methods that "
+            f"work without them: {', '.join(able)}"
+        )
+    beyond = method.evaluation_beyond_model()
+    if beyond is not None:
+        raise RunInputError(f"method '{method.name}': its evaluation {beyond}, which a stream's evaluation does not call")
+    if not setting.streams():
+        raise RunInputError(f"setting '{setting.name}' ({setting.task_words}) cannot run as a stream (data.stream=online)")
 
 
 def _check_method_state(method: Method, hook: str = "state_dict") -> None:
@@ -208,6 +226,8 @@ class ContinualRunner:
         self.progress = RunProgress(self.console, config.logging.progress_interval_s)
         """The console's bars or plain lines, and the run's estimate (vlcl.engine.progress)."""
         self.checkpoints = self.run_dir / "checkpoints"
+        self.stream: OnlineStream | None = None
+        """On a stream run (``data.stream=online``): the benchmark as one stream, built by :meth:`prepare`."""
         self.notes: list[str] = []
         """What :meth:`prepare` found worth saying (resuming from where), printed when the run starts."""
         self.state: tuple[Method, ClipBundle | None, Benchmark, list[StageRecord], int] | None = None
@@ -247,6 +267,7 @@ class ContinualRunner:
         self.models = models_of_kind(kind)
         model, benchmark = self.models.load(cfg, latest, self._device())
         self.setting = _check_setting(method, benchmark, cfg.data.benchmark, kind)
+        self.stream = self._build_stream(method, benchmark) if cfg.data.stream == "online" else None
         self.data_fingerprint = benchmark_fingerprint(benchmark, cfg.data.root)
         self._check_batches(method, benchmark)
         bundle = self.models.bundle
@@ -320,12 +341,38 @@ class ContinualRunner:
                 "resuming would replace the results with less complete ones"
             )
 
+    def _build_stream(self, method: Method, benchmark: Benchmark) -> OnlineStream:
+        """The benchmark's tasks as one stream (vlcl.data.online), each task's data as its stage would train it."""
+        _check_stream(method, self.setting)
+        cfg = self.config
+        if cfg.train.accumulate_steps != 1:
+            raise RunInputError("train.accumulate_steps: a stream's step is one incoming batch; expected 1")
+        parts = [self._stage_data(Stage(i, name, (i,)), benchmark) for i, name in enumerate(benchmark.task_names)]
+        try:
+            stream = build_stream(benchmark, cfg.stream, cfg.train.batch_size, cfg.data.seed, trains=parts)
+        except StreamError as exc:
+            raise RunInputError(str(exc)) from None
+        if not any(p["periodic"] for p in evaluation_batches(stream, cfg.eval.every_samples).values()):
+            raise RunInputError(
+                f"eval.every_samples={cfg.eval.every_samples} is more than the stream's {len(stream.data)} samples: A_auc "
+                "would have no point; lower it"
+            )
+        return stream
+
+    def _stages(self, method: Method, benchmark: Benchmark) -> list[Stage]:
+        """The method's stages, or on a stream the one stage ``stream`` over every task."""
+        if self.stream is not None:
+            return [Stage(0, "stream", tuple(range(len(benchmark.tasks))))]
+        return method.stages(benchmark.task_names)
+
     def _check_batches(self, method: Method, benchmark: Benchmark) -> None:
         train = self.config.train
         world = distributed.current().world
         if train.batch_size % world:
             raise RunInputError(f"train.batch_size={train.batch_size} must be divisible by the {world} processes")
         if not (method.trains and method.optimises):
+            return
+        if self.stream is not None:
             return
         for stage in method.stages(benchmark.task_names):
             self._stage_train_config(stage, benchmark)
@@ -338,6 +385,8 @@ class ContinualRunner:
 
     def _stage_data(self, stage: Stage, benchmark: Benchmark) -> CaptionedImages:
         """The stage's training data, classification tasks with the prompts ``train.class_prompts`` asks for."""
+        if self.stream is not None:  # a stream run's one stage
+            return self.stream.data
         parts = [benchmark.tasks[i].train for i in stage.task_indices]
         try:
             return self.setting.stage_data(parts, self.config.train.class_prompts)
@@ -427,7 +476,7 @@ class ContinualRunner:
                 f"[yellow]skipped {skipped} bad samples[/] (data.on_bad_sample=skip; listed in results.json 'data')"
             )
         evaluator = self.models.evaluator(benchmark, self.config.eval)
-        stages = method.stages(benchmark.task_names)
+        stages = self._stages(method, benchmark)
         self._log_session(benchmark, stages, records, next_stage)
         self._plan_progress(method, benchmark, stages, records, next_stage)
         if not records:
@@ -472,7 +521,9 @@ class ContinualRunner:
         plans = []
         for stage in stages[next_stage:]:
             steps = 0
-            if method.trains and method.optimises:
+            if self.stream is not None and method.trains:
+                steps = len(self.stream.batches) * self.config.train.online_iters
+            elif method.trains and method.optimises:
                 steps = planned_steps(len(self._stage_data(stage, benchmark)), self._stage_train_config(stage, benchmark))[1]
             plans.append(StagePlan(stage.index, stage.name, max(0, steps - (resumed if stage.index == next_stage else 0)), method.trains))
         measured = next((r.eval_seconds for r in reversed(records) if not r.shared and r.eval_seconds > 0), None)
@@ -496,7 +547,25 @@ class ContinualRunner:
         method.begin_task(stage, data)
         if data is not None:
             _check_method_state(method, "step_state_dict")
-        if data is not None and method.optimises:
+        if data is not None and self.stream is not None:
+            resume, self.resume_step = self.resume_step, None
+            train_stats = train_on_stream(
+                method,
+                bundle,
+                self.stream,
+                self._stage_train_config(stage, benchmark),
+                self.config.stream,
+                self.config.eval,
+                stage_seed(self.config.seed, stage.index),
+                self.console,
+                self._stream_evaluation(evaluator, method),
+                checkpoint=self._step_writer(stage, records),
+                resume=resume,
+                on_step=self.logbook.step_logger(stage.index, stage.name, _steps_done(records)),
+                on_warning=self._warning_reporter(stage, trained_on, _steps_done(records)),
+                progress=self.progress,
+            )
+        elif data is not None and method.optimises:
             resume, self.resume_step = self.resume_step, None
             train_stats = train_on(
                 method,
@@ -512,6 +581,9 @@ class ContinualRunner:
                 on_warning=self._warning_reporter(stage, trained_on, _steps_done(records)),
                 progress=self.progress,
             )
+        elif self.stream is not None:  # a method that does not train: the stream's points of its one model
+            train_stats = {"steps": 0, "seconds": 0.0,
+                           "stream": stream_without_training(self.stream, self.config.eval, self._stream_evaluation(evaluator, method))}
         else:
             train_stats = {"steps": 0, "seconds": 0.0}
         method.end_task(stage)
@@ -531,6 +603,28 @@ class ContinualRunner:
                 report("routing", message, int(train_stats.get("steps", 0)), task)
                 warnings.append({**_warning("routing", message, stage, trained_on), "set": task})
         return StageRecord(stage.index, stage.name, trained_on, metrics, train_stats, seconds, warnings=warnings, per_class=per_class)
+
+    def _stream_evaluation(self, evaluator: Evaluator, method: Method) -> Callable[[int], dict[str, Any]]:
+        """What the stream calls at each of its points: the method's evaluation model scored by the setting on what
+        the stream has shown so far (``score``, ``per_unit``), logged as a ``stream`` evaluation."""
+
+        def evaluate(batch: int) -> dict[str, Any]:
+            began = time.perf_counter()
+            model = method.evaluation_model()
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                scores = self.setting.stream_metrics(evaluator, model, self.stream, batch)
+            model.train(was_training)
+            samples = sum(len(b) for b in self.stream.batches[: batch + 1])
+            self.logbook.evaluation(
+                stage=0, stage_name="stream", global_step=(batch + 1) * self.config.train.online_iters,
+                metrics={"stream": {"seen": {self.setting.metric.headline: scores["score"], "samples": samples}}},
+                seconds=round(time.perf_counter() - began, 3),
+            )
+            return scores
+
+        return evaluate
 
     def _warning_reporter(self, stage: Stage, trained_on: list[str], offset: int) -> Callable[[str, str, int], None]:
         """What the training loop calls when it finds something wrong: one ``vlcl: warning:`` line on the console

@@ -18,7 +18,7 @@ from vlcl.data.benchmark import Benchmark
 from vlcl.errors import RunFailedError
 from vlcl.fileio import atomic_write_json, atomic_write_text
 from vlcl.methods.base import Stage
-from vlcl.metrics import continual_summary, zeroshot_retention_summary
+from vlcl.metrics import continual_summary, stream_summary, zeroshot_retention_summary
 from vlcl.schema import RESULTS_FORMAT
 from vlcl.settings import Setting, setting_of
 
@@ -70,6 +70,11 @@ def assemble_results(
         summary["zeroshot_mean_pd"] = sum(pds) / len(pds) if pds else None
     sections, extra_summary = setting.results_sections(tasks, pretrained, trained, continual=continual)
     summary.update(extra_summary)
+    stream = trained[-1]["train"].get("stream") if trained else None
+    if stream is not None:
+        sections["stream"] = stream_results(stream, setting)
+        if "summary" in sections["stream"]:
+            summary["stream"] = sections["stream"]["summary"]
     return {
         "format": RESULTS_FORMAT,
         "config": config,
@@ -99,6 +104,30 @@ def assemble_results(
 
 METRIC_KINDS = ("retrieval", "alignment", "zeroshot", "task_agnostic", "routes")  # routes: set -> route -> share
 """The order of the metric kinds of a results file that does not record its setting's (``setting.metric_kinds``)."""
+
+
+STREAM_DEFINITION = (
+    "a stream (data.stream=online; SIT, Wang et al. 2024): every point scores the model on what the stream has "
+    "shown so far (a classification stream: the test images of the classes seen so far, among those classes; a "
+    "caption stream: the mean R@1 of the tasks seen so far). A_auc: the mean of the points every eval.every_samples "
+    "samples; A_avg: the mean of the points at the hidden tasks' ends; A_last: the last; F_last: over the units "
+    "(classes, or tasks) scored above 0 at an earlier task end, the mean of their best earlier score minus their "
+    "last (a unit not yet seen counts 0)."
+)
+
+
+def stream_results(stream: dict[str, Any], setting: Setting) -> dict[str, Any]:
+    """results.json's ``stream``: its shape, its points and, once it has reached its end, A_auc, A_avg, A_last and
+    F_last (``summary``), in the setting's task metric."""
+    points = stream["points"]
+    result: dict[str, Any] = {"definition": STREAM_DEFINITION, "metric": setting.metric.headline, **stream}
+    ends = [p for p in points if p["task_end"]]
+    periodic = [p["score"] for p in points if p["periodic"]]
+    if ends and periodic and ends[-1]["batch"] == stream["batches"] - 1:
+        units = list(dict.fromkeys(u for p in ends for u in p["per_unit"]))
+        rows = [[p["per_unit"].get(u) for u in units] for p in ends]
+        result["summary"] = stream_summary(periodic, [p["score"] for p in ends], rows)
+    return result
 
 
 def flatten_metrics(metrics: dict[str, Any], order: tuple[str, ...] | list[str] = METRIC_KINDS) -> list[tuple[str, str, str, Any]]:

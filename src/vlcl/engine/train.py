@@ -171,6 +171,59 @@ class Cursor:
 StepCheckpoint = Callable[[int, dict[str, torch.Tensor], dict[str, Any]], None]
 
 
+@dataclass
+class Optimisation:
+    """What one optimiser step updates: the optimiser, its schedule, the fp16 loss scaler, the parameters."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    params: list[torch.nn.Parameter]
+
+
+def optimizer_step(
+    method: Method, micro_batch: Callable[[int], Any], opt: Optimisation, train: TrainConfig, step: int, label: str,
+    device: torch.device,
+) -> tuple[float, dict[str, float], list[float]]:
+    """One optimiser step over ``train.accumulate_steps`` micro-batches (``micro_batch(i)`` builds the i-th, on
+    ``device``): the method's loss, backward, gradients averaged over processes, clipping, the method's hooks.
+    Returns (the loss averaged over processes, the method's logged terms averaged over micro-batches, every
+    parameter group's learning rate during the step)."""
+    opt.optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    terms: dict[str, list[float]] = {}
+    for micro in range(train.accumulate_steps):
+        batch = micro_batch(micro)
+        with autocast(train.precision, device):
+            output = method.training_loss(batch, step)
+        loss = output.loss.float() / train.accumulate_steps
+        (opt.scaler.scale(loss) if opt.scaler is not None else loss).backward()
+        loss_sum += float(loss.detach())
+        for key, term in output.logs.items():
+            terms.setdefault(key, []).append(float(term))
+    value = distributed.mean_over_processes(loss_sum)
+    if not np.isfinite(value):
+        raise NonFiniteLossError(
+            f"non-finite loss ({value}) at step {step} of stage '{label}'; "
+            "stopped, the last complete checkpoint is kept (try a lower train.lr)"
+        )
+    distributed.average_gradients(opt.params)
+    if opt.scaler is not None:
+        opt.scaler.unscale_(opt.optimizer)
+    if train.grad_clip:
+        torch.nn.utils.clip_grad_norm_(opt.params, train.grad_clip)
+    method.before_optimizer_step(step)
+    lrs = [group["lr"] for group in opt.optimizer.param_groups]
+    if opt.scaler is not None:
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+    else:
+        opt.optimizer.step()
+    opt.scheduler.step()
+    method.after_optimizer_step(step)
+    return value, {k: sum(v) / len(v) for k, v in terms.items()}, lrs
+
+
 def train_on(
     method: Method,
     bundle: ClipBundle,
@@ -238,45 +291,19 @@ def train_on(
             if within == 0:
                 cursor.order = torch.randperm(len(data), generator=cursor.generator)
                 cursor.picks = torch.randint(0, 1 << 30, (len(data),), generator=cursor.generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            terms: dict[str, list[float]] = {}
-            for micro in range(train.accumulate_steps):
+
+            def micro_batch(micro: int, within: int = within):
                 first = (within * train.accumulate_steps + micro) * train.batch_size + info.rank * local
                 idx = cursor.order[first : first + local]
-                batch = make_batch(bundle, data, idx, cursor.picks[idx]).to(device)
-                with autocast(train.precision, device):
-                    output = method.training_loss(batch, step)
-                loss = output.loss.float() / train.accumulate_steps
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                loss_sum += float(loss.detach())
-                if on_step is not None:
-                    for key, term in output.logs.items():
-                        terms.setdefault(key, []).append(float(term))
-            value = distributed.mean_over_processes(loss_sum)
-            if not np.isfinite(value):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({value}) at step {step} of stage '{label}'; "
-                    "stopped, the last complete checkpoint is kept (try a lower train.lr)"
-                )
-            distributed.average_gradients(params)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
-            method.before_optimizer_step(step)
-            lrs = [group["lr"] for group in optimizer.param_groups] if on_step is not None else None
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            method.after_optimizer_step(step)
+                return make_batch(bundle, data, idx, cursor.picks[idx]).to(device)
+
+            value, terms, lrs = optimizer_step(
+                method, micro_batch, Optimisation(optimizer, scheduler, scaler, params), train, step, label, device,
+            )
             cursor.losses.append(value)
             bar.step(value)
             if on_step is not None:
-                on_step(step + 1, total, value, {k: sum(v) / len(v) for k, v in terms.items()}, dict(zip(group_names, lrs)))
+                on_step(step + 1, total, value, terms, dict(zip(group_names, lrs)))
             done = len(cursor.losses)
             if on_warning is not None and done == loss_check_step(total):
                 message = flat_loss(cursor.losses, label, total)

@@ -27,6 +27,15 @@ Calls of a fresh run::
         evaluation_model()                # evaluated, and saved as a plain Hugging Face CLIP
         state_dict()                      # saved with it: the stage checkpoint
 
+Calls of a stream (``data.stream=online``; only for a method with ``needs_task_boundaries = False``)::
+
+    begin_task(Stage(0, "stream", every task), stream)     # once; the stream's samples in stream order
+    for every incoming batch:
+        train.online_iters times: training_loss(batch, step), the optimiser hooks
+        observe_batch(stream, indices)                      # the batch's positions in the stream
+        [every eval.every_samples samples: evaluation_model() scored on what the stream has shown so far]
+    end_task(stage)                                         # once; then the stage's evaluation and checkpoint
+
 Calls of a resumed run (``vlcl run --resume``)::
 
     setup(model, context)                 # model: the CHECKPOINT's weights (evaluation_model() of the last
@@ -165,6 +174,14 @@ class Method:
     modality over pre-extracted features), or a setting registered outside vlcl. A run on any other setting is
     refused before anything is written (RAIL's regression needs classes). The default ``training_loss`` is the
     setting's (its batch's ``default_loss``)."""
+    needs_task_boundaries: ClassVar[bool] = True
+    """False for a method that works on a stream without task boundaries (``data.stream=online``,
+    docs/streams.md). On a stream the engine calls ``begin_task`` once, before the stream, with the stage
+    ``stream`` and the whole stream's data in stream order; then only the step hooks and :meth:`observe_batch`;
+    then ``end_task`` once, after the last sample. The hidden tasks of the stream are never named to the method.
+    True (the default): the method does something at each task's start or end that a stream cannot give it
+    (a Fisher matrix, a teacher per task, an adapter per task), and a stream run is refused before anything is
+    written."""
     docs_page: ClassVar[Path | None] = None
     """Its documentation page; None = docs/methods/<name>.md of the vlcl repository. A method in another
     package points at its own page (the contract test reads the options table there)."""
@@ -231,6 +248,11 @@ class Method:
         """The setting's default loss (:meth:`vlcl.settings.Batch.default_loss`): :meth:`task_loss` of
         :meth:`encode` for a CLIP batch, CMCL's one-directional loss for a modality pair."""
         return batch.default_loss(self)
+
+    def observe_batch(self, data: CaptionedImages, indices: torch.Tensor) -> None:
+        """On a stream only: called once per incoming batch, after its ``train.online_iters`` optimiser steps, with
+        the positions of its samples in ``data`` (the stream ``begin_task`` received). A replay memory takes its
+        samples here (reservoir sampling); a method that keeps nothing ignores it."""
 
     def before_optimizer_step(self, step: int) -> None:
         """Gradient hook: gradients are populated and clipped; change them here (e.g. projection)."""

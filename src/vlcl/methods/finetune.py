@@ -13,3 +13,4 @@ class FineTune(Method):
     name = "finetune"
     description = "full fine-tuning task after task with the CLIP loss (lower bound on stability)"
     settings = ("captions", "classification", "modality_pairs")
+    needs_task_boundaries = False  # one model trained on whatever comes: a stream is one long task

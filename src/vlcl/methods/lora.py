@@ -50,6 +50,7 @@ class LoRA(Method):
     description = "LoRA on both towers, folded into the model with coefficient alpha after each task"
     Options = LoRAOptions
     tuning_grid = {"integration": (0.5, 0.3)}  # alpha of the integration (C-CLIP's ablation)
+    needs_task_boundaries = False  # on a stream: one adapter over the whole stream, folded in at its end
 
     def setup(self, model: CLIPModel, context: RunContext) -> None:
         check_target_modules(model, self.options.target_modules)  # before the run writes anything, not at task 1

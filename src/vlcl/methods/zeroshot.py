@@ -9,3 +9,4 @@ class ZeroShot(Method):
     name = "zeroshot"
     description = "the pre-trained model without any training (reference for retention)"
     trains = False
+    needs_task_boundaries = False  # never trains

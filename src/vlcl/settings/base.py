@@ -121,6 +121,19 @@ class Setting:
         evaluator does not know are scored here. Default: nothing added."""
         return {}
 
+    def stream_metrics(self, evaluator: Any, model: Any, stream: Any, batch: int) -> dict[str, Any]:
+        """On a stream (``data.stream=online``): ``model`` scored on what ``stream`` (an
+        :class:`~vlcl.data.online.OnlineStream`) has shown once batch ``batch`` has arrived, as ``{"score": number,
+        "per_unit": {unit: number}}``; ``score`` is the stream's accuracy at that point (the mean of the points is
+        A_auc) and ``per_unit`` the scores forgetting is measured on (a class, a task). A setting that does not
+        override it cannot run as a stream: such a run is refused before anything is written."""
+        raise NotImplementedError(f"setting '{self.name}' cannot run as a stream")
+
+    @classmethod
+    def streams(cls) -> bool:
+        """Whether the setting can run as a stream (it overrides :meth:`stream_metrics`)."""
+        return cls.stream_metrics is not Setting.stream_metrics
+
     def results_sections(
         self, tasks: list[str], pretrained: dict, trained: list[dict], *, continual: bool
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,6 +7,7 @@ in both directions. The matrices are R@1 (the mean of both directions, the headl
 from __future__ import annotations
 
 import itertools
+from statistics import fmean
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,13 @@ class Captions(Setting):
             return concatenate([part.with_prompts(class_prompts) for part in parts])
         except ValueError as exc:
             raise ValueError(f"{exc} (train.class_prompts={class_prompts})") from None
+
+    def stream_metrics(self, evaluator: Any, model: Any, stream: Any, batch: int) -> dict[str, Any]:
+        """A caption stream: each task whose pairs the stream has shown so far, scored on its test set by mean R@1;
+        ``score`` is their mean, ``per_unit`` holds them by task."""
+        tasks = evaluator.benchmark.tasks
+        scores = {tasks[k].name: evaluator.retrieval(model, tasks[k].test)["retrieval"]["mean_R@1"] for k in stream.tasks_seen_after(batch)}
+        return {"score": fmean(scores.values()), "per_unit": scores}
 
     def batch(self, bundle: ClipBundle, data: CaptionedImages, idx: torch.Tensor, picks: torch.Tensor) -> CaptionBatch:
         rows = image_rows(bundle, data, idx, picks)

@@ -9,6 +9,7 @@ so far (``seen_classes``). Classes whose prompts are identical are one class.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,12 @@ class Classification(Captions):
         seen = {str(k): evaluator.task_agnostic(tasks[:k]) for k in range(1, len(tasks) + 1)}
         return {"seen_classes": seen, "task_agnostic": seen[str(len(tasks))]}
 
+    def stream_metrics(self, evaluator: Any, model: Any, stream: Any, batch: int) -> dict[str, Any]:
+        """A classification stream, as the SIT authors score it: every test image of a class the stream has shown
+        so far (over every task's test set), classified among those classes alone; ``score`` is top-1 over those
+        images, ``per_unit`` each class's top-1 (for F_last), by class index in the stream."""
+        return seen_classes_scores(evaluator, model, stream.class_keys[: stream.exposed_after(batch)])
+
     def results_sections(
         self, tasks: list[str], pretrained: dict, trained: list[dict], *, continual: bool
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,3 +158,30 @@ def task_agnostic_results(tasks: list[str], pretrained: dict, trained: list[dict
         "summary": {"last": seen_means[-1], "avg": fmean(seen_means)} if seen_means else {},
     }
     return result
+
+
+def seen_classes_scores(evaluator: Any, model: Any, keys: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Top-1 of the test images of the classes ``keys`` (each class's prompts) among those classes only, over every
+    task's test set (``evaluator.benchmark``); classes are embedded as the evaluation embeds them (the mean of their
+    prompts' normalised embeddings)."""
+    from vlcl.data.validation import take_images
+    from vlcl.metrics import per_class_scores, zeroshot_accuracy_and_predictions
+
+    index = {key: c for c, key in enumerate(keys)}
+    features, labels = [], []
+    for task in evaluator.benchmark.tasks:
+        test_keys = [tuple(p) for p in task.test.prompts()]
+        mapped = torch.tensor([index.get(k, -1) for k in test_keys], dtype=torch.long)[task.test.labels]
+        rows = torch.nonzero(mapped >= 0).flatten()
+        if len(rows):
+            features.append(evaluator.image_features(model, take_images(task.test.images, rows.numpy())))
+            labels.append(mapped[rows])
+    if not features:
+        raise ValueError(f"no test image of the {len(keys)} classes the stream has shown so far")
+    prompts = [p for key in keys for p in key]
+    texts = torch.nn.functional.normalize(evaluator.text_features(model, prompts).float(), dim=-1)
+    starts = list(itertools.accumulate((len(k) for k in keys), initial=0))
+    classifier = torch.nn.functional.normalize(torch.stack([texts[a:b].mean(0) for a, b in zip(starts, starts[1:])]), dim=-1)
+    accuracy, predicted = zeroshot_accuracy_and_predictions(torch.cat(features), classifier, torch.cat(labels))
+    per_class = per_class_scores(predicted, torch.cat(labels), len(keys), confusion=False)["top1"]
+    return {"score": accuracy["top1"], "per_unit": {str(c): v for c, v in enumerate(per_class)}}
