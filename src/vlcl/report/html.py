@@ -10,7 +10,9 @@ What the page shows (docs/report.md): across runs (several runs, or a comparison
 mean +- std over seeds (:func:`vlcl.report.tables.seeded_comparison`), plasticity against forgetting, Last and
 zero-shot PD bars; then every run: the stage x task heatmap, per-task curves, zero-shot retention, alignment
 diagnostics, the numbers, timings, data problems and config. With several seeds of a method, only its first seed
-is plotted (the page says so).
+is plotted (the page says so). Stream runs (data.stream=online) have a leaderboard of their own (A_auc, A_avg,
+A_last, F_last: :data:`vlcl.report.tables.STREAM_COLUMNS`) with the accuracy along the stream of every method and
+A_auc bars instead of the plasticity-forgetting plot, and each stream run its own plot of accuracy along the stream.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from vlcl.report import plots
 from vlcl.report.files import FoundRun, ReportError, check_output, find_runs
 from vlcl.report.tables import (
     COMPARISON_COLUMNS,
+    STREAM_INCOMPLETE_NOTE,
+    STREAM_TABLE_NOTE,
     WARNING_MARK,
     comparison_key,
-    comparison_values,
     config_identity,
     final_per_class,
     format_mean_std,
     incomplete_mark,
-    is_complete,
+    is_stream,
     lookup,
     lowest_classes,
     mean_std,
@@ -44,8 +47,11 @@ from vlcl.report.tables import (
     run_warnings,
     seeded_comparison,
     stage_rows,
+    stream_lines,
+    stream_section,
     summary_rows,
     table_groups,
+    table_values,
     warning_lines,
 )
 from vlcl.schema import task_metric_of
@@ -76,14 +82,15 @@ def _seed(run: FoundRun) -> Any:
 
 def group_runs(runs: list[FoundRun]) -> list[MethodRuns]:
     """Runs grouped as seeds of one method, in the order of their first run. Runs given directly are seeds of one
-    method when their configs are equal but for the seed, they are all finished or all not, and their seeds differ
+    method when their configs are equal but for the seed, they are all finished or all not (a stream without its
+    summary is not finished: :func:`vlcl.report.tables.incomplete_mark`), and their seeds differ
     (a second run at the same seed is another row, never averaged in)."""
     groups: list[tuple[Any, MethodRuns]] = []
     for run in runs:
         if run.group:
             key = ("dir", run.group)
         else:
-            key = ("config", comparison_key(run.results), config_identity(run.results), is_complete(run.results))
+            key = ("config", comparison_key(run.results), config_identity(run.results), not incomplete_mark(run.results))
         same = next((g for k, g in groups if k == key and (run.group or all(_seed(r) != _seed(run) for r in g.runs))), None)
         if same is None:
             same = MethodRuns(run_label(run.results), [])
@@ -198,8 +205,97 @@ def _group_label(label: str, group: MethodRuns) -> str:
     return label + (f" {mark}" if mark else "") + (f" {WARNING_MARK}" if warned else "")
 
 
+def _leaderboard_rows(groups: list[MethodRuns], names: list[str], rows: list[dict[str, Any]], labels: list[str]) -> list[list[str]]:
+    body = []
+    for label, row, group in zip(labels, rows, groups):
+        cells = []
+        for mean, std, mark in row["cells"]:
+            text = _e(format_mean_std(mean, std))
+            cells.append(f"<strong>{text}</strong>" if mark == "best" else f"{text} ~" if mark == "within" else text)
+        seconds = mean_std([run.results.get("timings", {}).get("train_seconds") for run in group.runs])
+        body.append([_e(label), str(row["seeds"])] + cells + [_e(format_mean_std(*seconds))])
+    return body
+
+
+def _stream_leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str, anchor: str, plot_prefix: str) -> str:
+    """The leaderboard of stream runs (tables.STREAM_COLUMNS: A_auc, A_avg, A_last, F_last, PD, base R@1), the accuracy
+    along the stream of every method (mean over its seeds, a band of one std where the seeds share the stream), and
+    A_auc and zero-shot PD bars."""
+    names, rows = seeded_comparison([[run.results for run in group.runs] for group in groups], [_group_name(g) for g in groups])
+    labels = [_group_label(row["label"], group) for row, group in zip(rows, groups)]
+    metrics = {task_metric_of(r.results)["name"] for g in groups for r in g.runs}
+    metric = metrics.pop() if len(metrics) == 1 else "the task metric"
+    parts = [
+        f'<section id="{_e(anchor)}"><h2>{_e(heading)}</h2>',
+        f'<p class="meta">{len(groups)} method(s), {sum(len(g.runs) for g in groups)} run(s), each trained on one stream '
+        f"(data.stream=online). {_e(STREAM_TABLE_NOTE)} Zero-shot PD: pre-trained minus final zero-shot top-1, mean over "
+        "the zero-shot sets.</p>",
+        _table(["method", "seeds", *names, "train s"], _leaderboard_rows(groups, names, rows, labels), raw=True, numeric_from=1),
+        '<p class="note">Cells: mean +- sample standard deviation (divisor n - 1) over the seeds; one seed: the value. '
+        "<strong>Bold</strong>: the column's best mean (highest; lowest for F_last and zero-shot PD). "
+        "~: within the seeds' spread of the best, |mean - best mean| &lt;= std + best std.</p>",
+    ]
+    marks = [incomplete_mark(run.results) for g in groups for run in g.runs]
+    if any(m.startswith("(incomplete stream") for m in marks):
+        parts.append(f'<p class="warn">{_e(STREAM_INCOMPLETE_NOTE)}</p>')
+    if any(m and not m.startswith("(incomplete stream") for m in marks):
+        parts.append('<p class="warn">(incomplete: k of n stages): the run stopped before its stream ended; it has no stream '
+                     "points, and its other numbers are those before training.</p>")
+    warned = [label for label, group in zip(labels, groups) if any(run_warnings(run.results) for run in group.runs)]
+    if warned:
+        parts.append(f'<p class="warn">{_e(WARNING_MARK)}: the run has warnings (listed under Warnings at the top of the page): '
+                     f"{_e('; '.join(warned))}.</p>")
+    curves, first_only, missing = [], [], []
+    for i, (label, group) in enumerate(zip(labels, groups)):
+        seeds = [c for c in (plots.stream_curve(run.results, label, i) for run in group.runs) if c is not None]
+        if not seeds:
+            missing.append(label)
+            continue
+        curve, averaged = plots.mean_stream_curve(seeds, label, i)
+        curves.append(curve)
+        if not averaged:
+            first_only.append(label)
+    edges = [plots.stream_boundaries(run.results) for g in groups for run in g.runs if stream_section(run.results)]
+    shared = edges[0] if edges and all(e == edges[0] for e in edges) else []
+    notes = ""
+    if any(len(g.runs) > 1 for g in groups):
+        notes += " With several seeds: their mean, the band one standard deviation each way."
+    if first_only:
+        notes += f" Seeds on different streams (other data.seed), first seed drawn: {', '.join(first_only)}."
+    notes += (" Dashed: where each hidden task begins (numbered), the same in every run." if shared
+              else " The runs' hidden-task boundaries differ: not drawn (each run's own plot has them)." if edges else "")
+    if missing and curves:
+        notes += f" No points: {', '.join(missing)}."
+    figures = [sink.figure(
+        f"{plot_prefix}_stream", "Accuracy along the stream", plots.stream_png(curves, shared, f"{metric} (%)"),
+        f"{metric} on what the stream has shown so far against the samples seen, one line per method: the points every "
+        f"eval.every_samples samples (their mean is A_auc), diamonds at the hidden tasks' ends (their mean is A_avg, the "
+        f"last A_last).{notes}",
+        "no run has stream points",
+    )]
+    for column, name, title, axis, what in (
+        ("A_auc", "A_auc", "A_auc", f"A_auc ({metric}, %)", "A_auc, the mean of the periodic points along the stream"),
+        ("zero-shot PD (mean)", "zeroshot_pd", "Zero-shot PD", "zero-shot PD (mean, %, lower is better)",
+         "Pre-trained minus final zero-shot top-1, mean over the zero-shot sets"),
+    ):
+        index = names.index(column)
+        bars = [plots.Point(label, row["cells"][index][0], row["cells"][index][1], colour=i)
+                for i, (label, row) in enumerate(zip(labels, rows)) if row["cells"][index][0] is not None]
+        no_value = [label for label, row in zip(labels, rows) if row["cells"][index][0] is None]
+        figures.append(sink.figure(
+            f"{plot_prefix}_{name}", title, plots.bars_png(bars, axis),
+            f"{what}, per method; error bars: std over seeds." + (f" No value: {', '.join(no_value)}." if no_value and bars else ""),
+            f"no method has a value for {axis}",
+        ))
+    parts.append('<div class="plots">' + "".join(figures) + "</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def _leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str = "Leaderboard", anchor: str = "leaderboard",
                          plot_prefix: str = "leaderboard") -> str:
+    if all(is_stream(run.results) for g in groups for run in g.runs):
+        return _stream_leaderboard_section(groups, sink, heading=heading, anchor=anchor, plot_prefix=plot_prefix)
     names, rows = seeded_comparison([[run.results for run in group.runs] for group in groups], [_group_name(g) for g in groups])
     labels = [_group_label(row["label"], group) for row, group in zip(rows, groups)]
     body = []
@@ -344,7 +440,9 @@ def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | No
     complete = bool(results["summary"].get("complete"))
     seed = results.get("config", {}).get("seed") if isinstance(results.get("config"), dict) else None
     mark = incomplete_mark(results)
-    headline = f"{label or run_label(results)} on {results['benchmark']}" + (f", seed {seed}" if seed is not None else "") + (f" {mark}" if mark else "")
+    stream = is_stream(results)
+    headline = (f"{label or run_label(results)} on {results['benchmark']}" + (", stream" if stream else "")
+                + (f", seed {seed}" if seed is not None else "") + (f" {mark}" if mark else ""))
     parts = [
         f'<details id="{_e(anchor)}"{" open" if open_ else ""}><summary><h3>{_e(headline)}</h3> <span class="meta">{_e(run.name)}</span></summary>',
         f'<p class="meta">Run directory: <code>{_e(run.path)}</code>. {stages_done} of {stages_total} stage(s) evaluated after training'
@@ -358,10 +456,12 @@ def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | No
     titled = (lambda title: f"{title} {mark}") if mark else (lambda title: title)
     if draw:
         slug = _run_slug(run)
-        figures = [
+        figures = [_stream_figure(results, sink, slug, titled)] if stream else []
+        one_stage = " A stream run has one stage, stream, which trained every task in one pass." if stream else ""
+        figures += [
             sink.figure(f"{slug}_heatmap", titled("Stage x task"), plots.heatmap_png(results),
                         f"{metric} of every task's test split (columns) after each stage (rows; pretrained: before any "
-                        "training); outlined: the stage that trained the task.", "the run has no tasks"),
+                        f"training); outlined: the stage that trained the task.{one_stage}", "the run has no tasks"),
             sink.figure(f"{slug}_tasks", titled("Per-task curves"), plots.task_curves_png(results),
                         f"{metric} of each task over the stages; star: the stage that trained it.", "the run has no task numbers"),
             sink.figure(f"{slug}_zeroshot", titled("Zero-shot retention"), plots.retention_png(results),
@@ -382,6 +482,8 @@ def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | No
         f'<p class="meta">{_e(metric)}; held-out sets: mean R@1; zero-shot sets: top-1. Rows: evaluation after each stage.</p>',
         _table(header, rows),
         _table(["summary", "value"], [list(r) for r in summary_rows(results)]),
+        *([f'<p class="{"warn" if line.startswith("incomplete stream") else "meta"}">{_e(line)}.</p>' for line in stream_lines(results)]
+          if stream else []),
         _per_class(results, sink, _run_slug(run) if draw else None, mark),
         "<h4>Timings</h4>", _timings(results),
         "<h4>Data problems skipped</h4>", _data_problems(results),
@@ -389,6 +491,28 @@ def _run_section(run: FoundRun, sink: Plots, *, draw: bool, first_seed: str | No
         "</details>",
     ]
     return "\n".join(parts)
+
+
+def _stream_figure(results: dict[str, Any], sink: Plots, slug: str, titled: Callable[[str], str]) -> str:
+    """A stream run's accuracy along the stream: its periodic points, its hidden-task ends and boundaries."""
+    section = stream_section(results) or {}
+    every = section.get("every_samples", "eval.every_samples")
+    curve = plots.stream_curve(results)
+    stopped = ""
+    if curve is not None and not lookup(section, "summary"):
+        reached = max(curve.samples + curve.end_samples)
+        stopped = f" The stream stopped early: its points end at sample {reached:g}" + (f" of {curve.total:g}." if curve.total else ".")
+    summary = lookup(section, "summary") or {}
+    numbers = ", ".join(f"{k} {v:.1f}" for k in ("A_auc", "A_avg", "A_last") if isinstance((v := summary.get(k)), (int, float)))
+    return sink.figure(
+        f"{slug}_stream", titled("Accuracy along the stream"),
+        plots.stream_png([curve] if curve else [], plots.stream_boundaries(results), plots.task_metric_label(results),
+                         periodic_label=f"every {every} samples"),
+        f"{task_metric_of(results)['name']} on what the stream has shown so far against the samples seen: the points every {every} "
+        "samples (line; their mean is A_auc), diamonds at the hidden tasks' ends (their mean is A_avg, the last A_last), "
+        f"dashed lines where each hidden task begins (numbered).{' ' + numbers + '.' if numbers else ''}{stopped}",
+        "the stream recorded no points (it stopped before its first evaluation)" if section else "the run has no stream section (it stopped before its stream ended)",
+    )
 
 
 def _per_class(results: dict[str, Any], sink: Plots, slug: str | None, mark: str) -> str:
@@ -513,7 +637,7 @@ def _leaderboard(groups: list[MethodRuns], sink: Plots, **section: str) -> str:
     for group in groups:  # what the leaderboard reads, run by run, so that a failure names the file
         for run in group.runs:
             try:
-                comparison_values(run.results)
+                table_values(run.results)
                 _plasticity(run.results)
                 mean_std([run.results.get("timings", {}).get("train_seconds")])
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:

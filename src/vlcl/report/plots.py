@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vlcl.report.tables import lookup, stages_not_run
+from vlcl.report.tables import lookup, mean_std, stages_not_run, stream_points, stream_section
 from vlcl.schema import task_metric_of
 
 DPI = 80
@@ -416,4 +416,108 @@ def confusion_png(classes: list[str], confusion: list[list[int]] | None) -> byte
     colourbar = figure.colorbar(image, cax=figure.add_axes((box.x1 + 0.12 / width, box.y0, 0.14 / width, box.height)))
     colourbar.set_label("% of the true class", fontsize=8)
     colourbar.ax.tick_params(labelsize=7)
+    return _png(figure)
+
+
+# -- a stream run (data.stream=online): accuracy along the stream -------------------------------------------
+
+
+@dataclass
+class StreamCurve:
+    """One line of the plot of accuracy along the stream: the periodic points (every ``eval.every_samples`` samples:
+    A_auc's) as (samples seen, score) and the hidden-task ends (A_avg's, A_last's) as markers; ``band``: the seeds'
+    standard deviation at each periodic point (None: one run, or seeds whose points are not at the same samples)."""
+
+    label: str
+    samples: list[float]
+    scores: list[float | None]
+    end_samples: list[float]
+    end_scores: list[float | None]
+    band: list[float | None] | None = None
+    colour: int = 0
+    total: float | None = None
+    """The stream's samples (the x axis reaches it, so that a stream that stopped early shows where)."""
+
+
+def stream_curve(results: dict[str, Any], label: str = "", colour: int = 0) -> StreamCurve | None:
+    """The curve of one stream run, None without points."""
+    points = stream_points(results)
+    periodic = [p for p in points if p.get("periodic")]
+    ends = [p for p in points if p.get("task_end")]
+    if not any(_number(p.get("score")) is not None for p in periodic + ends):
+        return None
+    total = _number((stream_section(results) or {}).get("samples"))
+    return StreamCurve(label, [float(p["samples"]) for p in periodic], [_number(p.get("score")) for p in periodic],
+                       [float(p["samples"]) for p in ends], [_number(p.get("score")) for p in ends], colour=colour, total=total)
+
+
+def mean_stream_curve(curves: list[StreamCurve], label: str, colour: int = 0) -> tuple[StreamCurve, bool]:
+    """The seeds of one method as one curve: the mean at each point and the standard deviation as its band, when every
+    seed's points are at the same samples (the same stream: one data.seed); else the first seed's curve. Returns the
+    curve and whether it is the mean."""
+    first = curves[0]
+    if len(curves) == 1 or any(c.samples != first.samples or c.end_samples != first.end_samples for c in curves):
+        return StreamCurve(label, first.samples, first.scores, first.end_samples, first.end_scores, colour=colour, total=first.total), len(curves) == 1
+    periodic = [mean_std(list(column)) for column in zip(*(c.scores for c in curves))]
+    ends = [mean_std(list(column)) for column in zip(*(c.end_scores for c in curves))]
+    return StreamCurve(label, first.samples, [m for m, _ in periodic], first.end_samples, [m for m, _ in ends],
+                       band=[s for _, s in periodic], colour=colour, total=first.total), True
+
+
+def stream_boundaries(results: dict[str, Any]) -> list[float]:
+    """The samples seen where each hidden task after the first begins (the running sum of ``task_sizes``)."""
+    sizes = (stream_section(results) or {}).get("task_sizes")
+    if not isinstance(sizes, list) or not all(_number(s) is not None for s in sizes):
+        return []
+    edges, seen = [], 0.0
+    for size in sizes[:-1]:
+        seen += float(size)
+        edges.append(seen)
+    return edges
+
+
+def stream_png(curves: list[StreamCurve], boundaries: list[float], ylabel: str, *, periodic_label: str | None = None) -> bytes | None:
+    """Score against samples seen, one line per curve (the periodic points; a band where the curve has one), its
+    hidden-task ends marked (diamonds), the hidden-task boundaries as dashed vertical lines numbered by the task that
+    begins there; None without a point. ``periodic_label``: the line's legend entry for a single curve."""
+    curves = [c for c in curves if any(v is not None for v in c.scores + c.end_scores)]
+    if not curves:
+        return None
+    from matplotlib.lines import Line2D
+
+    single = len(curves) == 1
+    labels = [periodic_label or curves[0].label] if single else [c.label for c in curves]
+    keys = ["hidden-task end", "hidden-task boundary"]
+    figure, (ax,) = _frame(5.6, 2.6, left=_line(8) + Y_TICKS + TICK + 0.05, right=_legend_width(labels + keys),
+                           bottom=TICK + 2 * _line(8) + 0.1, top=_line(7) + 0.06)
+    values: list[float] = []
+    for curve, label in zip(curves, labels):
+        colour = _colour(curve.colour)
+        y = [math.nan if v is None else v for v in curve.scores]
+        ax.plot(curve.samples, y, marker="o", markersize=2.5, linewidth=1.4, color=colour, label=label)
+        if curve.band and any(s for s in curve.band):
+            low = [v - (s or 0.0) for v, s in zip(y, curve.band)]
+            high = [v + (s or 0.0) for v, s in zip(y, curve.band)]
+            ax.fill_between(curve.samples, low, high, color=colour, alpha=0.18, linewidth=0)
+            values += [v for v in low + high if not math.isnan(v)]
+        ends = [(x, v) for x, v in zip(curve.end_samples, curve.end_scores) if v is not None]
+        if ends:
+            ax.plot([x for x, _ in ends], [v for _, v in ends], marker="D", markersize=4.5, linestyle="none", color=colour,
+                    markeredgecolor="black", markeredgewidth=0.6)
+        values += [v for v in curve.scores + curve.end_scores if v is not None]
+    for k, edge in enumerate(boundaries):
+        ax.axvline(edge, color="#888888", linestyle="--", linewidth=0.8)
+        ax.text(edge, 1.01, str(k + 2), transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=6, color="#555555")
+    right = max([c.total or 0.0 for c in curves] + [x for c in curves for x in c.samples + c.end_samples] + boundaries)
+    ax.set_xlim(0, right * 1.02 if right > 0 else 1.0)
+    _percent_limits(ax, values)
+    ax.set_xlabel("samples seen", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], marker="D", markersize=4.5, linestyle="none", color="#bbbbbb", markeredgecolor="black", markeredgewidth=0.6),
+                Line2D([], [], color="#888888", linestyle="--", linewidth=0.8)]
+    ax.legend(handles, names + keys, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
+              borderpad=0.2, handlelength=2.0)
     return _png(figure)

@@ -57,7 +57,7 @@ def incomplete_mark(results: dict[str, Any]) -> str:
     """``(incomplete: 1 of 2 stages)`` for a run that stopped early, ``""`` for a finished one: every place that shows
     an unfinished run's numbers carries it, since its "Last" is the last stage it reached, not the run's end."""
     if is_complete(results):
-        return ""
+        return stream_incomplete_mark(results)
     done, total = completion(results)
     return f"(incomplete: {done} of {total} stages)"
 
@@ -134,12 +134,18 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
 def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     summary, setting = results["summary"], setting_of_results(results)
     metric = setting["metric"]
-    rows = []
+    stream = is_stream(results)
+    rows = stream_summary_rows(results) if stream else []
+    # a stream run has one stage: of the matrices' summaries only "last" means something (an "avg" over one row is
+    # its last, not the stream's A_avg; BWT, forgetting and transfer need one stage per task) - STREAM_MATRIX_NOTE
+    shown = (lambda name: name == "last") if stream else (lambda name: True)  # noqa: E731
     for name, value in summary.get(metric["section"], {}).get(metric["headline"], {}).items():
-        rows.append((f"{metric['summary_label']} {name}", _fmt(value)))
+        if shown(name):
+            rows.append((f"{metric['summary_label']} {name}", _fmt(value)))
     for key, label in setting["summary_rows"]:  # the setting's own (classification: every task's classes at once)
         for name, value in summary.get(key, {}).items():
-            rows.append((f"{label} {name}", _fmt(value)))
+            if shown(name):
+                rows.append((f"{label} {name}", _fmt(value)))
     for name, value in summary.get("zeroshot_top1", {}).items():
         rows.append((f"{name} top1 pretrained -> final (PD)", f"{_fmt(value['pretrained'])} -> {_fmt(value['final'])} ({_fmt(value['pd'])})"))
     for name, value in summary.get("heldout_mean_R@1", {}).items():
@@ -151,19 +157,25 @@ def render_console(results: dict[str, Any], console: Console) -> None:
     header, rows = stage_rows(results)
     metric = task_metric_of(results)["label"]
     mark = incomplete_mark(results)
-    table = Table(title=f"{results['method']} on {results['benchmark']}{' ' + mark if mark else ''}: {metric}")
+    stream = is_stream(results)
+    table = Table(title=f"{results['method']} on {results['benchmark']}{', stream' if stream else ''}{' ' + mark if mark else ''}: {metric}")
     for i, column in enumerate(header):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    summary = Table(title="summary (Last/Avg/Transfer: ZSCL; forgetting: max minus final)")
+    title = ("summary (stream: A_auc/A_avg/A_last/F_last, vlcl.metrics.stream; the rest: after the stream)" if stream
+             else "summary (Last/Avg/Transfer: ZSCL; forgetting: max minus final)")
+    summary = Table(title=title)
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     for name, value in summary_rows(results):
         summary.add_row(name, value)
     console.print(summary)
-    if mark:
+    if stream:
+        for line in stream_lines(results):
+            console.print(line, markup=False)
+    if mark and not is_complete(results):
         done, total = completion(results)
         console.print(f"incomplete run: {done} of {total} stages trained; its numbers are those after the last stage it finished", markup=False)
     for line in warning_lines(results):
@@ -200,7 +212,7 @@ def markdown_report(results: dict[str, Any], label: str | None = None) -> str:
     mark = incomplete_mark(results)
     warnings = warning_lines(results)
     parts = [
-        f"### {label or run_label(results)} on {results['benchmark']}" + (f" {mark}" if mark else ""),
+        f"### {label or run_label(results)} on {results['benchmark']}" + (", stream" if is_stream(results) else "") + (f" {mark}" if mark else ""),
         "",
         task_metric_of(results)["label"] + ", rows = evaluation after each stage:",
         "",
@@ -208,7 +220,12 @@ def markdown_report(results: dict[str, Any], label: str | None = None) -> str:
         "",
         markdown_table(["metric", "value"], [list(r) for r in summary_rows(results)]),
     ]
-    if mark:
+    if is_stream(results):
+        shape, *rest = stream_lines(results)
+        parts += ["", f"**Stream**: {shape.removeprefix('stream: ')}."]
+        for line in rest:
+            parts += ["", f"**Incomplete stream**: {line.removeprefix('incomplete stream: ')}." if line.startswith("incomplete stream") else line]
+    if mark and not is_complete(results):
         done, total = completion(results)
         parts += ["", f"**Incomplete run**: {done} of {total} stages trained; every number above is after the last stage it finished."]
     if warnings:
@@ -346,11 +363,13 @@ def comparison_values(results: dict[str, Any]) -> list[float | None]:
 
 def comparison_rows(runs: list[dict[str, Any]], names: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """One row per run of one table (runs of one :func:`comparison_key`): retrieval summary (mean R@1), mean
-    zero-shot PD, base-world R@1 final. The label tells the runs apart (:func:`run_labels`), carries
+    zero-shot PD, base-world R@1 final; for stream runs :data:`STREAM_COLUMNS` (:func:`table_columns`: stream and
+    task-mode runs never share a table). The label tells the runs apart (:func:`run_labels`), carries
     :func:`incomplete_mark` and, for a run with warnings, :data:`WARNING_MARK`."""
-    header = ["method"] + [name for name, _ in COMPARISON_COLUMNS]
+    columns = table_columns(runs)
+    header = ["method"] + [name for name, _ in columns]
     labels = [row_label(label, results) for label, results in zip(run_labels(runs, names), runs)]
-    return header, [[label] + [_fmt(v) for v in comparison_values(results)] for label, results in zip(labels, runs)]
+    return header, [[label] + [_fmt(v) for v in table_values(results)] for label, results in zip(labels, runs)]
 
 
 def row_label(label: str, results: dict[str, Any]) -> str:
@@ -359,30 +378,38 @@ def row_label(label: str, results: dict[str, Any]) -> str:
     return label + (f" {mark}" if mark else "") + (f" {WARNING_MARK}" if run_warnings(results) else "")
 
 
-def comparison_key(results: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+def comparison_key(results: dict[str, Any]) -> tuple[str, str, tuple[str, ...], str]:
     """What must be equal for two runs' numbers to share a column: the benchmark, the task metric (its title: mean
-    R@1, top-1...) and the task list."""
-    return str(results["benchmark"]), str(task_metric_of(results)["title"]), tuple(map(str, results["tasks"]))
+    R@1, top-1...; a stream's: the metric on what the stream has shown so far), the task list and the protocol
+    (``tasks``, or ``stream`` for a stream run: its A_auc is never in a column with a task-mode run's Last)."""
+    stream = is_stream(results)
+    title = stream_metric_title(results) if stream else str(task_metric_of(results)["title"])
+    return str(results["benchmark"]), title, tuple(map(str, results["tasks"])), "stream" if stream else "tasks"
 
 
-def table_groups(keys: list[tuple[str, str, tuple[str, ...]]]) -> list[tuple[str, list[int]]]:
+def table_groups(keys: list[tuple[str, ...]]) -> list[tuple[str, list[int]]]:
     """The tables of a comparison: (heading, indices of its runs) per distinct :func:`comparison_key`, in the order of
-    the first run of each. The heading names the benchmark and the metric, and the tasks where two tables share
-    both."""
-    order: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
+    the first run of each. The heading names the benchmark and the metric (a stream table's says it is one), and the
+    tasks where two tables share both."""
+    order: dict[tuple[str, ...], list[int]] = {}
     for i, key in enumerate(keys):
-        order.setdefault(key, []).append(i)
+        order.setdefault(tuple(key) if len(key) > 3 else (*key, "tasks"), []).append(i)
     shared = {k[:2] for k in order if sum(o[:2] == k[:2] for o in order) > 1}
     return [
         (f"{benchmark}: {metric}" + (f", tasks {', '.join(tasks)}" if (benchmark, metric) in shared else ""), indices)
-        for (benchmark, metric, tasks), indices in order.items()
+        for (benchmark, metric, tasks, _), indices in order.items()
     ]
 
 
 def table_footnotes(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
-    """Under a leaderboard table: what the incomplete marks mean, and each warned run's warnings."""
+    """Under a leaderboard table: what its stream columns are, what the incomplete marks mean, and each warned run's
+    warnings."""
     notes = []
-    if any(incomplete_mark(r) for r in runs):
+    if any(is_stream(r) for r in runs):
+        notes.append(STREAM_TABLE_NOTE)
+    if any(incomplete_mark(r).startswith("(incomplete stream") for r in runs):
+        notes.append(STREAM_INCOMPLETE_NOTE)
+    if any(incomplete_mark(r) and not incomplete_mark(r).startswith("(incomplete stream") for r in runs):
         notes.append("(incomplete: k of n stages): the run stopped early; its numbers (Last, PD, final R@1) are those after stage k, not the run's end.")
     for label, results in zip(labels, runs):
         lines = warning_lines(results)
@@ -436,16 +463,18 @@ def seeded_comparison(groups: list[list[dict[str, Any]]], names: list[str] | Non
     The groups are the methods of one table (one :func:`comparison_key`); their labels tell them apart
     (:func:`run_labels` of their first runs, seeds not counted; ``names`` where two still collide).
     Returns the column names and, per group, ``{"label", "seeds", "cells": [(mean, std, mark), ...]}`` with
-    the cells in the order of COMPARISON_COLUMNS (marks: :func:`spread_marks`, over the groups given).
+    the cells in the order of COMPARISON_COLUMNS, or of STREAM_COLUMNS for stream runs (:func:`table_columns`;
+    marks: :func:`spread_marks`, over the groups given).
     """
-    stats = [[mean_std(list(column)) for column in zip(*(comparison_values(r) for r in runs))] for runs in groups]
-    marks = [spread_marks([row[j] for row in stats], higher) for j, (_, higher) in enumerate(COMPARISON_COLUMNS)]
+    columns = table_columns([r for runs in groups for r in runs])
+    stats = [[mean_std(list(column)) for column in zip(*(table_values(r) for r in runs))] for runs in groups]
+    marks = [spread_marks([row[j] for row in stats], higher) for j, (_, higher) in enumerate(columns)]
     rows = []
     labels = run_labels([runs[0] for runs in groups], names, seeds_apart=False)
     for i, runs in enumerate(groups):
-        cells = [(stats[i][j][0], stats[i][j][1], marks[j][i]) for j in range(len(COMPARISON_COLUMNS))]
+        cells = [(stats[i][j][0], stats[i][j][1], marks[j][i]) for j in range(len(columns))]
         rows.append({"label": labels[i], "seeds": len(runs), "cells": cells})
-    return [name for name, _ in COMPARISON_COLUMNS], rows
+    return [name for name, _ in columns], rows
 
 
 def format_mean_std(mean: float | None, std: float | None, mark: str = "") -> str:
@@ -474,3 +503,148 @@ def comparison_markdown(runs: list[dict[str, Any]], names: list[str] | None = No
         parts += [f"- {note}" for note in notes] + ([""] if notes else [])
     parts += [markdown_report(results, label) for results, label in zip(runs, labels)]
     return "\n".join(parts)
+
+
+# -- stream runs (data.stream=online) -------------------------------------------------------------------------
+
+STREAM_KEYS = ("A_auc", "A_avg", "A_last", "F_last")
+"""The stream's summary (results.json ``stream.summary``, also ``summary.stream``; vlcl.metrics.stream)."""
+
+STREAM_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("A_auc", True),
+    ("A_avg", True),
+    ("A_last", True),
+    ("F_last", False),
+    ("zero-shot PD (mean)", False),
+    ("base R@1 final", True),
+)
+"""The columns of a table of stream runs and whether higher is better (F_last and PD: lower is). A stream run's
+table never holds a task-mode run (:func:`comparison_key`): A_auc is not a Last, A_avg not the matrix's Avg."""
+
+STREAM_TABLE_NOTE = (
+    "A_auc, A_avg, A_last, F_last: the stream's metrics (data.stream=online, vlcl.metrics.stream), each point scoring "
+    "what the stream has shown so far; A_auc: mean of the points every eval.every_samples samples, A_avg: mean of the "
+    "points at the hidden tasks' ends, A_last: the last, F_last: best earlier minus last (lower is better). Not "
+    "comparable with a task-mode run's Last/Avg/forgetting, which are read from the stage x task matrix."
+)
+STREAM_INCOMPLETE_NOTE = (
+    "(incomplete stream ...): the stream's points stop before its end, so it has no A_auc, A_avg, A_last, F_last (shown as -)."
+)
+STREAM_MATRIX_NOTE = (
+    "The stage x task matrix of a stream run has one row (stream: after the whole stream): of its summaries only "
+    "'last' is shown - an avg over one row is that row, not the stream's A_avg, and BWT, forgetting and transfer "
+    "need one stage per task; the stream's own A_avg and F_last are above."
+)
+
+
+def stream_section(results: dict[str, Any]) -> dict[str, Any] | None:
+    """results.json's ``stream`` (a stream run's points and shape), None for a task-mode run or where it is missing."""
+    section = results.get("stream")
+    return section if isinstance(section, dict) else None
+
+
+def is_stream(results: dict[str, Any]) -> bool:
+    """A stream run: results with a ``stream`` section, or whose config says ``data.stream: online`` (a stream run
+    stopped before its one stage ended has no section yet)."""
+    return stream_section(results) is not None or lookup(results, "config", "data", "stream") == "online"
+
+
+def stream_summary(results: dict[str, Any]) -> dict[str, Any] | None:
+    """A_auc, A_avg, A_last, F_last of a stream run that reached its end, else None."""
+    summary = lookup(stream_section(results) or {}, "summary")
+    if not isinstance(summary, dict):
+        summary = lookup(results, "summary", "stream")
+    return summary if isinstance(summary, dict) else None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def stream_points(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream's points that can be drawn or counted: a dict with a number ``samples`` (``score``: a number or None)."""
+    points = (stream_section(results) or {}).get("points")
+    return [p for p in points if isinstance(p, dict) and _count(p.get("samples"))] if isinstance(points, list) else []
+
+
+def stream_incomplete_mark(results: dict[str, Any]) -> str:
+    """``(incomplete stream: points up to sample 810 of 1990)`` for a stream run without its summary (its points stop
+    before the stream's end), ``""`` for a finished stream or a task-mode run."""
+    if not is_stream(results) or stream_summary(results) is not None:
+        return ""
+    points, total = stream_points(results), (stream_section(results) or {}).get("samples")
+    if not points:
+        return "(incomplete stream: no points)"
+    reached = max(p["samples"] for p in points)
+    return f"(incomplete stream: points up to sample {reached:g}" + (f" of {total:g})" if _count(total) else ")")
+
+
+def stream_metric_title(results: dict[str, Any]) -> str:
+    """The heading of a table of stream runs: ``stream (data.stream=online), top-1 (%, on what the stream has shown
+    so far)``."""
+    return f"stream (data.stream=online), {task_metric_of(results)['name']} (%, on what the stream has shown so far)"
+
+
+def stream_summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary rows of a stream run: ``stream top-1 A_auc`` ... ``F_last``, or one row saying it has none."""
+    name = task_metric_of(results)["name"]
+    summary = stream_summary(results)
+    if summary is None:
+        return [(f"stream {name} A_auc, A_avg, A_last, F_last", "-")]  # summary_rows adds the incomplete mark
+    return [(f"stream {name} {key}", _fmt(summary.get(key))) for key in STREAM_KEYS]
+
+
+def _sizes(values: Any) -> str:
+    return ", ".join(f"{v:g}" if _count(v) else str(v) for v in values) if isinstance(values, list) else "?"
+
+
+def stream_shape(results: dict[str, Any]) -> str:
+    """One line: the stream's boundaries, hidden tasks, samples, online_iters and evaluation period."""
+    s = stream_section(results)
+    if s is None:
+        return "stream: none recorded, the run stopped before its stream ended (results.json gets its stream once the stream's one stage is done)"
+    get = lambda key: s.get(key, "?")  # noqa: E731
+    tasks = s.get("hidden_tasks") or s.get("task_sizes")
+    count = len(tasks) if isinstance(tasks, list) else "?"
+    dropped = s.get("dropped_samples")
+    points = stream_points(results)
+    ends = sum(1 for p in points if p.get("task_end"))
+    return (
+        f"stream: {get('boundaries')} boundaries, {count} hidden tasks of {_sizes(s.get('task_sizes'))} samples, "
+        f"{get('samples')} samples in {get('batches')} batches" + (f" ({dropped} dropped)" if dropped else "")
+        + (f", {s['classes']} classes" if "classes" in s else "")
+        + f", online_iters {get('online_iters')}, evaluated every {get('every_samples')} samples "
+        f"({len(points)} points, {ends} at hidden-task ends)"
+    )
+
+
+def stream_lines(results: dict[str, Any]) -> list[str]:
+    """What a report says under a stream run's summary: its shape, then why the matrix's summaries are cut."""
+    lines = [stream_shape(results)]
+    if stream_section(results) is not None and stream_summary(results) is None:
+        points, total = stream_points(results), stream_section(results).get("samples")
+        where = (f"end at sample {max(p['samples'] for p in points):g}" + (f" of {total:g}" if _count(total) else "") if points
+                 else "are missing (none recorded)")
+        lines.append(f"incomplete stream: its points {where}, before the stream's end, so it has no A_auc, A_avg, A_last or F_last")
+    return lines + ([STREAM_MATRIX_NOTE] if len(results.get("stages") or []) > 1 else [])
+
+
+def table_columns(runs: list[dict[str, Any]]) -> tuple[tuple[str, bool], ...]:
+    """The columns of one table: :data:`STREAM_COLUMNS` for stream runs, :data:`COMPARISON_COLUMNS` for task-mode
+    runs; both in one table is a ValueError (their numbers must never share a column)."""
+    kinds = {is_stream(r) for r in runs}
+    if len(kinds) > 1:
+        raise ValueError("stream runs (data.stream=online) and task-mode runs in one table: their numbers are of different "
+                         "protocols and never share a column (comparison_key keeps them apart)")
+    return STREAM_COLUMNS if kinds == {True} else COMPARISON_COLUMNS
+
+
+def stream_values(results: dict[str, Any]) -> list[float | None]:
+    """One stream run's numbers, in the order of STREAM_COLUMNS (None where undefined, e.g. an incomplete stream)."""
+    s, stream = results["summary"], stream_summary(results) or {}
+    return [stream.get(key) for key in STREAM_KEYS] + [s.get("zeroshot_mean_pd"), lookup(s, "heldout_mean_R@1", "base", "final")]
+
+
+def table_values(results: dict[str, Any]) -> list[float | None]:
+    """A run's numbers in the order of its table's columns (:func:`table_columns`)."""
+    return stream_values(results) if is_stream(results) else comparison_values(results)
