@@ -321,6 +321,10 @@ class StreamConfig(_Section):
     """Si-Blurry's M: the percentage of the blurry classes' samples moved to other hidden tasks (the authors: 10)."""
     random_sizes: bool = True
     """Si-Blurry with random hidden-task sizes (the authors' ``--rnd_NM``); false: equal numbers of classes."""
+    seed: int | None = None
+    """Seed of the stream's order (the Si-Blurry split, the shuffles). ``None``: drawn from the run's ``seed`` and
+    ``data.seed`` (``vlcl.seeds.stream_seed``), so that the seeds of a comparison are different streams, as the
+    authors' seeds 1-5 are (their ``rnd_seed`` draws the split); set it to hold one stream across run seeds."""
     reset_optimizer: bool = True
     """Rebuild the optimiser (moments and step count) when a hidden task begins, as the authors' trainer does at
     each task; the method itself is told nothing. False: one optimiser for the whole stream."""

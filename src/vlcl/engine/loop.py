@@ -54,7 +54,7 @@ from vlcl.errors import BadInputError
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
 from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
-from vlcl.seeds import stage_seed
+from vlcl.seeds import stage_seed, stream_seed
 from vlcl.settings import Setting, setting_of
 
 
@@ -285,6 +285,7 @@ class ContinualRunner:
             pretrained_path=cfg.model.path,
             local_files_only=cfg.model.local_files_only,
             label_smoothing=cfg.train.label_smoothing,
+            streaming=self.stream is not None,
         )
         torch.manual_seed(stage_seed(cfg.seed, -1))
         try:
@@ -349,7 +350,8 @@ class ContinualRunner:
             raise RunInputError("train.accumulate_steps: a stream's step is one incoming batch; expected 1")
         parts = [self._stage_data(Stage(i, name, (i,)), benchmark) for i, name in enumerate(benchmark.task_names)]
         try:
-            stream = build_stream(benchmark, cfg.stream, cfg.train.batch_size, cfg.data.seed, trains=parts)
+            order_seed = cfg.stream.seed if cfg.stream.seed is not None else stream_seed(cfg.seed, cfg.data.seed)
+            stream = build_stream(benchmark, cfg.stream, cfg.train.batch_size, order_seed, trains=parts)
         except StreamError as exc:
             raise RunInputError(str(exc)) from None
         if not any(p["periodic"] for p in evaluation_batches(stream, cfg.eval.every_samples).values()):

@@ -121,6 +121,10 @@ class RunContext:
     """``model.local_files_only`` of the run (a hub id is read from the local cache unless this is False)."""
     label_smoothing: float = 0.0
     """``train.label_smoothing``: the smoothing of the cross-entropy of classification tasks."""
+    streaming: bool = False
+    """True on a stream run (``data.stream=online``): one ``begin_task`` with the whole stream, the samples shown
+    batch by batch through :meth:`Method.observe_batch`, and in-stream checkpoints that save only the step state
+    (``training_modules``, ``step_state_dict``): what a method gathers along the stream belongs there."""
 
     def load_pretrained(self) -> CLIPModel:
         """The pre-trained CLIPModel of the run (a fresh copy, on the CPU), whatever ``setup`` was given."""

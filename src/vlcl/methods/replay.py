@@ -24,6 +24,13 @@ among the R replayed pairs, so that an old image competes with its own
 task's prompt; a replayed caption equal to a current class's first prompt is
 that class.
 
+On a stream (``data.stream=online``: no task boundaries) the buffer is filled as the samples arrive: after
+each incoming batch's ``train.online_iters`` steps, its samples are offered to the reservoir in stream order
+(``observe_batch``), so that a batch is replayed from the next batch on and the buffer stays a uniform sample of
+the stream so far; every step adds R buffer pairs (the ER baseline of the online-learning literature, which the
+SIT authors' code runs as ``er``; it splits a batch into halves of new and memory samples instead). The buffer is
+then part of the in-stream step state, so that a resumed stream replays the same pairs.
+
 Draws come from torch generators seeded from the run seed and the stage
 index, so runs are deterministic and a resumed run replays the same pairs.
 Images are kept as uint8 [H, W, 3] arrays, as the benchmarks hold them.
@@ -119,6 +126,7 @@ class Replay(Method):
     name = "replay"
     description = "experience replay from a reservoir buffer of old image-caption pairs (the only method that keeps old data)"
     Options = ReplayOptions
+    needs_task_boundaries = False  # on a stream the reservoir takes each batch as it arrives (observe_batch)
 
     def __init__(self, options: ReplayOptions | None = None) -> None:
         super().__init__(options)
@@ -129,6 +137,8 @@ class Replay(Method):
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.data = data
         self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 2))
+        if self.context.streaming:  # the reservoir's draws along the stream (at a task's end otherwise)
+            self.offer_generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 1))
 
     def with_replay(self, batch: CaptionBatch) -> tuple[CaptionBatch, torch.Tensor]:
         """The batch followed by up to ``replay_batch_size`` buffer pairs (their rows' sample_index -1), added as
@@ -149,8 +159,15 @@ class Replay(Method):
         output.logs["replayed"] = float(replayed.sum())
         return output
 
+    def observe_batch(self, data: CaptionedImages, indices: torch.Tensor) -> None:
+        """A stream's incoming batch, once trained on, offered to the reservoir (one caption drawn per image)."""
+        rows = indices.tolist()
+        picks = torch.randint(0, 1 << 30, (len(rows),), generator=self.offer_generator).tolist()
+        captions = [data.captions[r][p % len(data.captions[r])] for r, p in zip(rows, picks)]
+        self.buffer.offer(np.asarray(data.images[rows]), captions, self.offer_generator)  # a lazy store decodes these rows
+
     def end_task(self, stage: Stage) -> None:
-        if self.data is not None:
+        if self.data is not None and not self.context.streaming:
             generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 1))
             # One caption per image, drawn with the same generator before the reservoir draws.
             picks = torch.randint(0, 1 << 30, (len(self.data),), generator=generator).tolist()
@@ -160,11 +177,17 @@ class Replay(Method):
         self.generator = None
 
     def step_state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+        state = {"generator": self.generator.get_state()} if self.generator is not None else {}
+        if self.context is not None and self.context.streaming:  # an in-stream checkpoint saves only step state
+            state.update(offer_generator=self.offer_generator.get_state(), buffer=self.buffer.state_dict())
+        return state
 
     def load_step_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
+        if "buffer" in state:
+            self.offer_generator.set_state(state["offer_generator"])
+            self.buffer.load_state_dict(state["buffer"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

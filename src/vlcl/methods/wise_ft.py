@@ -15,10 +15,18 @@ interpolated; a = 0 returns the reference exactly, a = 1 the fine-tuned model
 (plain fine-tuning). With ``reference: initial`` theta_0 is
 part of the method's state, so that a resumed run interpolates towards the
 same weights.
+
+On a stream (``data.stream=online``) there is one task, the stream: theta_ref
+is the model before it (theta_0 under either reference), training goes on
+from theta_ft, and what is evaluated at every point of the stream is the
+interpolation (1 - a) * theta_ref + a * theta_ft of the weights so far - the
+WiSE-FT model of the stream up to that point, as the paper evaluates it; at
+the stream's end the model becomes that interpolation.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -57,6 +65,7 @@ class WiSEFT(Method):
     description = "WiSE-FT: fine-tune each task, then interpolate the weights with the previous (or pre-trained) model"
     Options = WiSEFTOptions
     tuning_grid = {"coefficient": (0.5, 0.8)}  # a, the fine-tuned model's weight (0.8 = ZSCL's WiSE-FT baseline)
+    needs_task_boundaries = False  # on a stream: the interpolation is what each point evaluates (module docstring)
 
     def setup(self, model: CLIPModel, context: RunContext) -> None:
         super().setup(model, context)
@@ -70,6 +79,15 @@ class WiSEFT(Method):
     def end_task(self, stage: Stage) -> None:
         interpolate_into(self.model, self.reference_state, self.options.coefficient)
         self.reference_state = None
+
+    def evaluation_model(self) -> CLIPModel:
+        """Inside a stream, a copy of the model interpolated with theta_ref (the trained weights go on unchanged);
+        otherwise the model, interpolated at each task's end."""
+        if not (self.context.streaming and self.reference_state is not None):
+            return self.model
+        interpolated = copy.deepcopy(self.model)
+        interpolate_into(interpolated, self.reference_state, self.options.coefficient)
+        return interpolated
 
     def state_dict(self) -> dict[str, Any]:
         return {"initial": dict(self.initial)} if self.initial is not None else {}

@@ -46,6 +46,13 @@ Reference features cache: the initial model never changes, so its embeddings
 of every reference image and sentence are computed once (at the first
 ``begin_task``) and looked up; the initial weights themselves are kept in the
 method state so that a resumed run rebuilds the same teacher.
+
+On a stream (``data.stream=online``: no task boundaries) the stream is one
+task: the distillation from theta_0 on the reference data and the L2 pull
+(towards the weights at the stream's start, theta_0) work step by step as in
+a task. The weight ensemble does not: its average becomes the model only at a
+task's end, so every point of the stream would score weights the run never
+ends with; a stream run of zscl is refused unless ``ensemble_every=0``.
 """
 
 from __future__ import annotations
@@ -249,8 +256,14 @@ class ZSCL(InitialWeightsAndEnsemble, Method):
     description = "ZSCL: distillation from the initial model on reference data + weight ensemble + L2 pull"
     Options = ZSCLOptions
     tuning_grid = {"distill_weight": (1.0, 5.0)}  # lambda_d (authors' MTIL script 1, their CIL code 5)
+    needs_task_boundaries = False  # on a stream without the weight ensemble (module docstring)
 
     def setup(self, model, context: RunContext) -> None:
+        if context.streaming and self.options.ensemble_every:
+            raise ValueError(
+                f"on a stream (data.stream=online) the weight ensemble (ensemble_every={self.options.ensemble_every}) "
+                "would become the model only after the stream's last point; set method.ensemble_every=0"
+            )
         super().setup(model, context)
         self.reference = load_reference(self.options, context)  # fails early on a missing folder or file
         self.initial = parameter_copy(model)  # replaced by the checkpoint's on resume (load_state_dict)

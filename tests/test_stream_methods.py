@@ -1,0 +1,97 @@
+"""Methods on a stream (data.stream=online): replay's reservoir fills batch by batch and is in-stream state,
+WiSE-FT evaluates its interpolation along the stream, ZSCL refuses its weight ensemble, and the run seed
+draws the stream (vlcl.seeds.stream_seed) unless stream.seed holds it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vlcl.methods.replay  # noqa: F401  (registers 'replay')
+import vlcl.methods.wise_ft  # noqa: F401
+import vlcl.methods.zscl  # noqa: F401
+from conftest import tiny_data
+from vlcl.methods import RunContext, Stage, create_method
+from vlcl.models import load_clip
+from vlcl.seeds import stream_seed
+
+STREAM = Stage(0, "stream", (0, 1))
+
+
+def on_stream(path, name, **options):
+    bundle = load_clip(str(path))
+    method = create_method(name, options)
+    method.setup(bundle.model, RunContext(["t0", "t1"], seed=0, bundle=bundle, streaming=True))
+    return method, bundle
+
+
+def test_replay_fills_its_reservoir_as_the_stream_arrives(tiny_clip_dir):
+    method, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
+    data = tiny_data(n=16)
+    method.begin_task(STREAM, data)
+    method.observe_batch(data, torch.arange(0, 4))
+    assert (len(method.buffer), method.buffer.seen) == (4, 4)
+    for row in range(4):  # the first batch, in order, one of each image's captions
+        assert np.array_equal(method.buffer.images[row].numpy(), data.images[row])
+        assert method.buffer.captions[row] in data.captions[row]
+    method.observe_batch(data, torch.arange(4, 16))
+    assert (len(method.buffer), method.buffer.seen) == (6, 16)
+    method.end_task(STREAM)
+    assert method.buffer.seen == 16  # the stream is not offered again at its end
+
+
+def test_replay_buffer_is_in_stream_step_state(tiny_clip_dir):
+    method, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
+    data = tiny_data(n=16)
+    method.begin_task(STREAM, data)
+    method.observe_batch(data, torch.arange(0, 8))
+    state = method.step_state_dict()
+    assert set(state) == {"generator", "offer_generator", "buffer"}
+    method.observe_batch(data, torch.arange(8, 16))
+    resumed, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
+    resumed.begin_task(STREAM, data)
+    resumed.load_step_state_dict(state)
+    resumed.observe_batch(data, torch.arange(8, 16))
+    assert resumed.buffer.captions == method.buffer.captions and resumed.buffer.seen == 16
+    assert torch.equal(resumed.buffer.images[:6], method.buffer.images[:6])
+
+
+def test_replay_in_task_mode_keeps_its_step_state(tiny_clip_dir):
+    bundle = load_clip(str(tiny_clip_dir))
+    method = create_method("replay", {})
+    method.setup(bundle.model, RunContext(["t0"], seed=0, bundle=bundle))
+    method.begin_task(Stage(0, "t0", (0,)), tiny_data())
+    assert set(method.step_state_dict()) == {"generator"}
+
+
+def test_wise_ft_evaluates_its_interpolation_along_a_stream(tiny_clip_dir):
+    method, _ = on_stream(tiny_clip_dir, "wise_ft", coefficient=0.5)
+    start = {k: v.clone() for k, v in method.model.state_dict().items()}
+    method.begin_task(STREAM, tiny_data())
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)
+    trained = {k: v.clone() for k, v in method.model.state_dict().items()}
+    evaluated = method.evaluation_model()
+    assert evaluated is not method.model
+    name = next(n for n, p in method.model.named_parameters() if p.is_floating_point())
+    expected = 0.5 * start[name] + 0.5 * trained[name]
+    assert torch.allclose(evaluated.state_dict()[name], expected)
+    assert torch.equal(method.model.state_dict()[name], trained[name])  # training goes on from theta_ft
+    method.end_task(STREAM)
+    assert method.evaluation_model() is method.model
+    assert torch.allclose(method.model.state_dict()[name], expected)
+
+
+def test_zscl_on_a_stream_refuses_its_weight_ensemble(tiny_clip_dir):
+    with pytest.raises(ValueError, match="method.ensemble_every=0"):
+        on_stream(tiny_clip_dir, "zscl", reference_images=8)
+    method, _ = on_stream(tiny_clip_dir, "zscl", reference_images=8, ensemble_every=0)
+    assert method.options.ensemble_every == 0
+
+
+def test_stream_seed_differs_by_run_seed_and_data_seed():
+    seeds = {stream_seed(s, d) for s in range(5) for d in range(3)}
+    assert len(seeds) == 15
+    assert stream_seed(0, 0) == 49_979_687
