@@ -24,6 +24,8 @@ function                  value                                              use
 ``ddas_seed(s, i)``       ``(s * 1_000_003 + i * 7_919 + 32_452_843)         moe_adapters: the DDAS autoencoder of stage i (its
                           % 2^63``                                           initial weights, calibration split, shuffles);
                                                                              i = -1: the reference autoencoder
+``sit_seed(s, i)``        ``(s * 1_000_003 + i * 7_919 + 49_979_687)         sit: the memory's reservoir and draws of stage i;
+                          % 2^63``                                           i = -1: the LoRA init, i = -2: the Xavier init
 ========================  =================================================  ==============================================
 
 ``s`` is the run's seed (``RunConfig.seed``, ``RunContext.seed``), ``i`` the
@@ -75,3 +77,8 @@ def reference_batch_seed(seed: int, stage_index: int) -> int:
 def ddas_seed(seed: int, stage_index: int) -> int:
     """moe_adapters' seed of stage i's DDAS autoencoder (i = -1: the reference one), apart from the other streams."""
     return (seed * _METHOD_MULTIPLIER + stage_index * _STAGE_MULTIPLIER + 32_452_843) % _MODULUS
+
+
+def sit_seed(seed: int, stage_index: int) -> int:
+    """sit's seeds: the memory of stage i (reservoir and draws), the LoRA init (i = -1) and the Xavier init (i = -2)."""
+    return (seed * _METHOD_MULTIPLIER + stage_index * _STAGE_MULTIPLIER + 49_979_687) % _MODULUS
