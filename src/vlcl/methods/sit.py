@@ -167,9 +167,8 @@ class SIT(Method):
             rows = (classes[:, None] * templates + offsets).flatten().to(batch.input_ids.device)
             texts = class_embeddings(text_embeddings(self.model, batch.input_ids[rows], batch.attention_mask[rows]), templates)
             labels = torch.searchsorted(classes, batch.labels)
-            name = "sit"
         else:
-            texts, labels, name = batch.text_side(self.model), batch.labels, "ce"
+            texts, labels = batch.text_side(self.model), batch.labels
         images = image_embeddings(self.model, batch.pixel_values)
         scale, smoothing = self.logit_scale(), self.context.label_smoothing
         if self.options.ce_on_probabilities:
@@ -177,7 +176,7 @@ class SIT(Method):
             loss = F.cross_entropy(logits.softmax(dim=-1), labels, label_smoothing=smoothing)
         else:
             loss = class_prompt_loss(images, texts, labels, scale, label_smoothing=smoothing)
-        return name, loss, len(texts)
+        return "ce", loss, len(texts)  # logged as every classification loss; ``classes`` says over how many
 
     # -- the memory (streams) ------------------------------------------------------------
     def with_memory(self, batch: Batch) -> Batch:
