@@ -213,3 +213,28 @@ def test_tiny_stream_run(tmp_path, world_clip_dir, memory):
     assert not any("lora_" in k for k in model.model.state_dict())
     steps = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if '"replayed"' in line]
     assert bool(steps) == bool(memory)
+
+
+@pytest.mark.slow
+def test_stream_with_memory_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, world_clip_dir):
+    import os
+    import subprocess
+    import sys
+
+    from test_run import metrics_of
+
+    args = quick_args(
+        world_clip_dir, "method.name=sit", "method.memory_size=40", "data.benchmark=embedded_cls", "data.stream=online",
+        "train.online_iters=2", "eval.every_samples=40", "train.checkpoint_every_steps=4",
+    )
+    assert main(["run", *args, "-o", str(tmp_path / "reference")]) == 0
+    run_dir = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-m", "vlcl", "run", *args, "-o", str(run_dir)], env={**os.environ, "VLCL_FAULT": "step:14"},
+        capture_output=True, text=True, timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert "step" in json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    expected, resumed = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "reference", run_dir))
+    assert resumed["stream"] == expected["stream"] and metrics_of(run_dir) == metrics_of(tmp_path / "reference")
