@@ -94,4 +94,4 @@ def test_zscl_on_a_stream_refuses_its_weight_ensemble(tiny_clip_dir):
 def test_stream_seed_differs_by_run_seed_and_data_seed():
     seeds = {stream_seed(s, d) for s in range(5) for d in range(3)}
     assert len(seeds) == 15
-    assert stream_seed(0, 0) == 49_979_687
+    assert stream_seed(0, 0) == 67_867_967

@@ -21,11 +21,13 @@ function                  value                                              use
                                                                              subset of a reference folder
 ``reference_batch_seed``  ``s * 1_000_003 + i + 104_729``                    zscl: the per-step draws of reference images
 ``(s, i)``                                                                   and sentences of a stage
-``stream_seed(s, d)``     ``(d * 1_000_003 + s * 7_919 + 49_979_687)         streams (``vlcl.engine.loop``): the order of a
+``stream_seed(s, d)``     ``(d * 1_000_003 + s * 7_919 + 67_867_967)         streams (``vlcl.engine.loop``): the order of a
                           % 2^63`` (d = ``data.seed``)                       ``data.stream=online`` run unless stream.seed is set
 ``ddas_seed(s, i)``       ``(s * 1_000_003 + i * 7_919 + 32_452_843)         moe_adapters: the DDAS autoencoder of stage i (its
                           % 2^63``                                           initial weights, calibration split, shuffles);
                                                                              i = -1: the reference autoencoder
+``sit_seed(s, i)``        ``(s * 1_000_003 + i * 7_919 + 49_979_687)         sit: the memory's reservoir and draws of stage i;
+                          % 2^63``                                           i = -1: the LoRA init, i = -2: the Xavier init
 ========================  =================================================  ==============================================
 
 ``s`` is the run's seed (``RunConfig.seed``, ``RunContext.seed``), ``i`` the
@@ -81,4 +83,9 @@ def ddas_seed(seed: int, stage_index: int) -> int:
 
 def stream_seed(seed: int, data_seed: int) -> int:
     """The order of a stream (``data.stream=online``) when ``stream.seed`` is not set: every run seed a new stream."""
-    return (data_seed * _METHOD_MULTIPLIER + seed * _STAGE_MULTIPLIER + 49_979_687) % _MODULUS
+    return (data_seed * _METHOD_MULTIPLIER + seed * _STAGE_MULTIPLIER + 67_867_967) % _MODULUS
+
+
+def sit_seed(seed: int, stage_index: int) -> int:
+    """sit's seeds: the memory of stage i (reservoir and draws), the LoRA init (i = -1) and the Xavier init (i = -2)."""
+    return (seed * _METHOD_MULTIPLIER + stage_index * _STAGE_MULTIPLIER + 49_979_687) % _MODULUS
