@@ -95,3 +95,9 @@ def test_stream_seed_differs_by_run_seed_and_data_seed():
     seeds = {stream_seed(s, d) for s in range(5) for d in range(3)}
     assert len(seeds) == 15
     assert stream_seed(0, 0) == 67_867_967
+
+
+def test_lora_on_a_stream_needs_integration_one(tiny_clip_dir):
+    with pytest.raises(ValueError, match="method.integration=1"):
+        on_stream(tiny_clip_dir, "lora")
+    assert on_stream(tiny_clip_dir, "lora", integration=1.0)[0].options.integration == 1.0

@@ -6,6 +6,12 @@ coefficient, theta_t = theta_{t-1} + alpha * Delta_LoRA, and the next task
 starts a fresh adapter on the integrated model. alpha = 1 is plain sequential
 LoRA fine-tuning; the default 0.5 is C-CLIP's, so that ``lora`` vs ``cclip``
 isolates the effect of CKC.
+
+On a stream (``data.stream=online``) there is one adapter for the whole
+stream, each point of the stream scores it, and it is folded in whole at the
+stream's end: ``integration`` must be 1 there (a run with another alpha is
+refused, since the stream's points would score a model the run does not end
+with).
 """
 
 from __future__ import annotations
@@ -50,10 +56,15 @@ class LoRA(Method):
     description = "LoRA on both towers, folded into the model with coefficient alpha after each task"
     Options = LoRAOptions
     tuning_grid = {"integration": (0.5, 0.3)}  # alpha of the integration (C-CLIP's ablation)
-    needs_task_boundaries = False  # on a stream: one adapter over the whole stream, folded in at its end
+    needs_task_boundaries = False  # on a stream: one adapter over the whole stream, folded in whole at its end
 
     def setup(self, model: CLIPModel, context: RunContext) -> None:
         check_target_modules(model, self.options.target_modules)  # before the run writes anything, not at task 1
+        if context.streaming and self.options.integration != 1:
+            raise ValueError(
+                f"on a stream (data.stream=online) the integration alpha={self.options.integration} would scale the "
+                "adapter only after the stream's last point, which scored it whole; set method.integration=1"
+            )
         super().setup(model, context)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
