@@ -346,7 +346,7 @@ def test_the_optimiser_is_reset_at_hidden_task_boundaries(reset, tmp_path, world
 
 # -- 6. resumable mid-stream ---------------------------------------------------------------------------------
 
-KILL_STEP = 21  # of 30 steps (15 batches x 2): after the in-stream checkpoint at step 20, mid-batch, in the third hidden task
+KILL_STEP = 19  # of 30 steps (15 batches x 2): after the in-stream checkpoint at step 16, in the middle of the second hidden task
 
 
 def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -369,7 +369,7 @@ def test_sigkill_mid_stream_then_resume_equals_the_uninterrupted_run(name, tmp_p
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     pointer = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert pointer.get("step") == 20, pointer  # killed inside the stream, after an in-stream checkpoint
+    assert pointer.get("step") == 16, pointer  # killed inside the stream, after an in-stream checkpoint
     assert not (run_dir / "results.json").exists() or "stream" not in json.loads((run_dir / "results.json").read_text())
     assert main(["run", "--resume", str(run_dir)]) == 0
     resumed = json.loads((run_dir / "results.json").read_text())
