@@ -429,3 +429,19 @@ def test_run_seed_changes_the_stream(tmp_path, world_clip_dir):
     first = _prepared_stream(tmp_path, world_clip_dir, "seed=0")
     second = _prepared_stream(tmp_path, world_clip_dir, "seed=1")
     assert _order(first) != _order(second)
+
+
+# -- benchmarks/stream_properties.py -----------------------------------------------------------------------------
+
+
+def test_stream_properties_script_checks_tiny_streams(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stream_properties.py"
+    spec = importlib.util.spec_from_file_location("stream_properties", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--train-scale", "0.01", "--seeds", "0", "1", "--tasks", "default", "3", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "embedded_cls as a Si-Blurry stream" in out and "embedded (captions) as a sharp stream" in out
+    assert "every check passed" in out and "FAIL" not in out
