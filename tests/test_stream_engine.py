@@ -422,8 +422,9 @@ def test_the_engine_draws_the_stream_with_data_seed(tmp_path, world_clip_dir, ca
 @pytest.mark.xfail(
     strict=True,
     reason="the stream's order is drawn from data.seed only (engine.loop._build_stream passes cfg.data.seed to "
-    "build_stream); the run's seed changes neither it nor, for a classification stream with finetune, anything "
-    "else (one caption per image, no dropout): seeds of a stream run give identical runs",
+    "build_stream, and data.seed also generates the data); the run's seed does not change it, and for a "
+    "classification stream with finetune it changes nothing at all (one caption per image, no dropout): two seeds, "
+    "identical results",
 )
 def test_run_seed_changes_the_stream(tmp_path, world_clip_dir):
     first = _prepared_stream(tmp_path, world_clip_dir, "seed=0")
