@@ -12,9 +12,9 @@ tiny CLIP, with a spy method registered from this file (finetune that records ev
 * the optimiser is rebuilt at each hidden task's start when ``stream.reset_optimizer`` (AdamW's step count restarts),
   built once when not;
 * killed with SIGKILL mid-stream after an in-stream checkpoint and resumed: the stream's points, A_auc and the final
-  model equal the uninterrupted run's (slow; finetune and lora);
-* which seed decides the stream's order (``data.seed``; the run's ``seed`` does not - see
-  test_run_seed_changes_the_stream).
+  model equal the uninterrupted run's (slow; finetune, lora, replay and wise_ft);
+* which seed decides the stream's order: vlcl.seeds.stream_seed(seed, data.seed), so the run seeds of a comparison
+  are different streams of the same data, unless ``stream.seed`` holds one stream.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from vlcl.engine.loop import ContinualRunner
 from vlcl.methods import list_methods, method_class, register_method
 from vlcl.methods.finetune import FineTune
 from vlcl.metrics.stream import stream_summary
+from vlcl.seeds import stream_seed
 
 CLS_TASKS = "data.tasks=[new_shapes,sketch,counting]"  # 4 + 7 + 4 = 15 classes, 110 training images at this scale
 CAPTION_TASKS = "data.tasks=[sketch,counting,new_shapes]"
@@ -355,9 +356,13 @@ def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["finetune", "lora"])
-def test_sigkill_mid_stream_then_resume_equals_the_uninterrupted_run(name, tmp_path, world_clip_dir):
-    args = stream_args(world_clip_dir, f"method.name={name}", "stream.boundaries=si_blurry", "train.checkpoint_every_steps=4")
+@pytest.mark.parametrize(
+    "name, options",
+    [("finetune", ()), ("lora", ("method.integration=1",)), ("replay", ("method.buffer_size=20", "method.replay_batch_size=4")),
+     ("wise_ft", ())],
+)
+def test_sigkill_mid_stream_then_resume_equals_the_uninterrupted_run(name, options, tmp_path, world_clip_dir):
+    args = stream_args(world_clip_dir, f"method.name={name}", *options, "stream.boundaries=si_blurry", "stream.seed=0", "train.checkpoint_every_steps=4")
     reference = tmp_path / "reference"
     assert main(["run", *args, "-o", str(reference)]) == 0
     expected = json.loads((reference / "results.json").read_text())
@@ -396,7 +401,7 @@ def _order(stream) -> tuple:
 
 
 def test_build_streams_seed_decides_the_order():
-    """The order is drawn from build_stream's ``seed`` (the engine passes ``data.seed``); the same seed, the same stream."""
+    """The order is drawn from build_stream's ``seed`` (the engine passes vlcl.seeds.stream_seed(seed, data.seed), or stream.seed); the same seed, the same stream."""
     benchmark = build_embedded_cls(tasks=["new_shapes", "sketch", "counting"], train_scale=0.02, test_images=12, zeroshot_per_class=2)
     for boundaries in ("sharp", "si_blurry"):
         options = StreamConfig(boundaries=boundaries)
@@ -408,28 +413,26 @@ def test_build_streams_seed_decides_the_order():
             assert first.source_tasks == other.source_tasks
 
 
-def test_the_engine_draws_the_stream_with_data_seed(tmp_path, world_clip_dir, captured):
-    stream = _prepared_stream(tmp_path, world_clip_dir, "data.seed=3")
+def test_the_engine_draws_the_stream_from_the_run_seed_and_data_seed(tmp_path, world_clip_dir, captured):
+    stream = _prepared_stream(tmp_path, world_clip_dir, "data.seed=3", "seed=2")
     (built, trains), = captured
     assert built is stream
-    rebuilt = build_stream(
-        build_embedded_cls(tasks=["new_shapes", "sketch", "counting"], seed=3, train_scale=0.02, test_images=12, zeroshot_per_class=2),
-        StreamConfig(boundaries="si_blurry"), 8, 3, trains=trains,
-    )
+    benchmark = build_embedded_cls(tasks=["new_shapes", "sketch", "counting"], seed=3, train_scale=0.02, test_images=12, zeroshot_per_class=2)
+    rebuilt = build_stream(benchmark, StreamConfig(boundaries="si_blurry"), 8, stream_seed(2, 3), trains=trains)
     assert _order(rebuilt) == _order(stream)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stream's order is drawn from data.seed only (engine.loop._build_stream passes cfg.data.seed to "
-    "build_stream, and data.seed also generates the data); the run's seed does not change it, and for a "
-    "classification stream with finetune it changes nothing at all (one caption per image, no dropout): two seeds, "
-    "identical results",
-)
 def test_run_seed_changes_the_stream(tmp_path, world_clip_dir):
+    """The seeds of a comparison are different streams of the same data, as the authors' seeds 1-5 are."""
     first = _prepared_stream(tmp_path, world_clip_dir, "seed=0")
     second = _prepared_stream(tmp_path, world_clip_dir, "seed=1")
     assert _order(first) != _order(second)
+
+
+def test_stream_seed_holds_one_stream_across_run_seeds(tmp_path, world_clip_dir):
+    first = _prepared_stream(tmp_path, world_clip_dir, "seed=0", "stream.seed=7")
+    second = _prepared_stream(tmp_path, world_clip_dir, "seed=1", "stream.seed=7")
+    assert _order(first) == _order(second)
 
 
 # -- benchmarks/stream_properties.py -----------------------------------------------------------------------------
