@@ -176,11 +176,12 @@ def test_memory_is_a_reservoir_of_stream_positions_and_falls_back_to_all(tiny_cl
     method, bundle = sit(tiny_clip_dir, memory_size=3)
     data = class_data()
     method.begin_task(STREAM, data)
-    assert method.step_state_dict()["memory"] == []
+    assert method.step_state_dict()["memory"] == {"positions": [], "seen": 0}
     method.observe_batch(data, torch.arange(0, 2))
-    assert method.memory == [0, 1]
+    assert method.memory.positions == [0, 1]
     method.observe_batch(data, torch.arange(2, 8))
-    assert len(method.memory) == 3 and method.seen == 8 and set(method.memory) <= set(range(8))
+    memory = method.memory
+    assert len(memory) == 3 and memory.seen == 8 and set(memory.positions) <= set(range(8))
     batch = batch_of(bundle, class_data(n=4))  # classes 1, 3: with a memory, every class of the label space counts
     output = method.training_loss(batch, 0)
     assert output.logs["replayed"] == 2 and output.logs["classes"] == 4  # M = B - B // 2 = 2
@@ -188,7 +189,7 @@ def test_memory_is_a_reservoir_of_stream_positions_and_falls_back_to_all(tiny_cl
     fresh, _ = sit(tiny_clip_dir, memory_size=3)
     fresh.begin_task(STREAM, data)
     fresh.load_step_state_dict(state)
-    assert fresh.memory == method.memory and fresh.seen == 8
+    assert fresh.memory.positions == method.memory.positions and fresh.memory.seen == 8
     assert torch.equal(fresh.generator.get_state(), method.generator.get_state())
 
 

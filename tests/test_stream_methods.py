@@ -1,4 +1,5 @@
-"""Methods on a stream (data.stream=online): replay's reservoir fills batch by batch and is in-stream state,
+"""Methods on a stream (data.stream=online): replay's memory of stream positions fills batch by batch and is
+in-stream state,
 WiSE-FT evaluates its interpolation along the stream, ZSCL refuses its weight ensemble, and the run seed
 draws the stream (vlcl.seeds.stream_seed) unless stream.seed holds it."""
 
@@ -13,7 +14,9 @@ import vlcl.methods.wise_ft  # noqa: F401
 import vlcl.methods.zscl  # noqa: F401
 from conftest import tiny_data
 from vlcl.methods import RunContext, Stage, create_method
+from vlcl.methods.parts.memory import StreamMemory
 from vlcl.models import load_clip
+from vlcl.settings import make_batch
 from vlcl.seeds import stream_seed
 
 STREAM = Stage(0, "stream", (0, 1))
@@ -26,35 +29,54 @@ def on_stream(path, name, **options):
     return method, bundle
 
 
-def test_replay_fills_its_reservoir_as_the_stream_arrives(tiny_clip_dir):
-    method, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
+def test_replay_keeps_stream_positions_as_the_stream_arrives(tiny_clip_dir):
+    method, bundle = on_stream(tiny_clip_dir, "replay", buffer_size=6, replay_batch_size=4)
     data = tiny_data(n=16)
     method.begin_task(STREAM, data)
     method.observe_batch(data, torch.arange(0, 4))
-    assert (len(method.buffer), method.buffer.seen) == (4, 4)
-    for row in range(4):  # the first batch, in order, one of each image's captions
-        assert np.array_equal(method.buffer.images[row].numpy(), data.images[row])
-        assert method.buffer.captions[row] in data.captions[row]
+    assert (method.memory.positions, method.memory.seen) == ([0, 1, 2, 3], 4)
     method.observe_batch(data, torch.arange(4, 16))
-    assert (len(method.buffer), method.buffer.seen) == (6, 16)
+    assert (len(method.memory), method.memory.seen) == (6, 16) and set(method.memory.positions) <= set(range(16))
+    assert len(method.buffer) == 0  # no image is copied: the memory is indices into the stream
+    batch = make_batch(bundle, data, torch.arange(4), torch.zeros(4, dtype=torch.long))
+    full, replayed = method.with_replay(batch)
+    assert replayed.tolist() == [False] * 4 + [True] * 4
+    stream_pixels = bundle.preprocess.normalize_uint8(torch.as_tensor(data.images[method.memory.positions]))
+    assert all(any(torch.equal(row, p) for p in stream_pixels) for row in full.pixel_values[4:])
     method.end_task(STREAM)
-    assert method.buffer.seen == 16  # the stream is not offered again at its end
+    assert method.memory.seen == 16 and len(method.buffer) == 0  # the stream is not offered again at its end
 
 
-def test_replay_buffer_is_in_stream_step_state(tiny_clip_dir):
+def test_stream_memory_is_a_uniform_sample_of_the_stream():
+    stream, capacity, runs = 20, 5, 2000
+    counts = np.zeros(stream)
+    for seed in range(runs):
+        memory = StreamMemory(capacity)
+        g = torch.Generator().manual_seed(seed)
+        memory.offer(range(12), g)
+        memory.offer(range(12, 20), g)
+        counts[memory.positions] += 1
+    assert np.abs(counts / runs - capacity / stream).max() < 0.05  # about 5 standard errors
+
+
+def test_replay_memory_is_in_stream_step_state(tiny_clip_dir):
     method, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
     data = tiny_data(n=16)
     method.begin_task(STREAM, data)
     method.observe_batch(data, torch.arange(0, 8))
     state = method.step_state_dict()
-    assert set(state) == {"generator", "offer_generator", "buffer"}
+    assert set(state) == {"generator", "offer_generator", "memory"}
+    assert all(isinstance(p, int) for p in state["memory"]["positions"])
     method.observe_batch(data, torch.arange(8, 16))
     resumed, _ = on_stream(tiny_clip_dir, "replay", buffer_size=6)
     resumed.begin_task(STREAM, data)
     resumed.load_step_state_dict(state)
     resumed.observe_batch(data, torch.arange(8, 16))
-    assert resumed.buffer.captions == method.buffer.captions and resumed.buffer.seen == 16
-    assert torch.equal(resumed.buffer.images[:6], method.buffer.images[:6])
+    assert resumed.memory.state_dict() == method.memory.state_dict()
+    too_small, _ = on_stream(tiny_clip_dir, "replay", buffer_size=3)
+    too_small.begin_task(STREAM, data)
+    with pytest.raises(ValueError, match="more than its capacity"):
+        too_small.load_step_state_dict(state)
 
 
 def test_replay_in_task_mode_keeps_its_step_state(tiny_clip_dir):

@@ -24,12 +24,14 @@ among the R replayed pairs, so that an old image competes with its own
 task's prompt; a replayed caption equal to a current class's first prompt is
 that class.
 
-On a stream (``data.stream=online``: no task boundaries) the buffer is filled as the samples arrive: after
-each incoming batch's ``train.online_iters`` steps, its samples are offered to the reservoir in stream order
-(``observe_batch``), so that a batch is replayed from the next batch on and the buffer stays a uniform sample of
-the stream so far; every step adds R buffer pairs (the ER baseline of the online-learning literature, which the
-SIT authors' code runs as ``er``; it splits a batch into halves of new and memory samples instead). The buffer is
-then part of the in-stream step state, so that a resumed stream replays the same pairs.
+On a stream (``data.stream=online``: no task boundaries) the memory is filled as the samples arrive: after
+each incoming batch's ``train.online_iters`` steps, its positions in the stream are offered to a reservoir of K
+positions (``observe_batch``; :class:`vlcl.methods.parts.memory.StreamMemory`, the same algorithm R), so that a
+batch is replayed from the next batch on and the memory stays a uniform sample of the stream so far; every step
+adds R memory samples, each with one of its captions drawn afresh (the ER baseline of the online-learning
+literature, which the SIT authors' code runs as ``er``; it splits a batch into halves of new and memory samples
+instead). The memory is a list of integers, part of the in-stream step state with its generators, so that a
+resumed stream replays the same samples.
 
 Draws come from torch generators seeded from the run seed and the stage
 index, so runs are deterministic and a resumed run replays the same pairs.
@@ -46,6 +48,7 @@ from pydantic import Field
 
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.methods.base import LossOutput, Method, MethodOptions, Stage
+from vlcl.methods.parts.memory import StreamMemory
 from vlcl.methods.registry import register_method
 from vlcl.settings import CaptionBatch
 from vlcl.seeds import replay_seed
@@ -133,23 +136,28 @@ class Replay(Method):
         self.buffer = ReservoirBuffer(self.options.buffer_size)
         self.data: CaptionedImages | None = None
         self.generator: torch.Generator | None = None
+        self.memory: StreamMemory | None = None  # on a stream: positions in the stream's data, instead of the buffer
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.data = data
         self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 2))
-        if self.context.streaming:  # the reservoir's draws along the stream (at a task's end otherwise)
+        if self.context.streaming:  # a memory of stream positions, filled batch by batch
+            self.memory = StreamMemory(self.options.buffer_size)
             self.offer_generator = torch.Generator().manual_seed(replay_seed(self.context.seed, stage.index, 1))
 
     def with_replay(self, batch: CaptionBatch) -> tuple[CaptionBatch, torch.Tensor]:
         """The batch followed by up to ``replay_batch_size`` buffer pairs (their rows' sample_index -1), added as
         the batch's setting adds image-caption pairs (a classification batch maps each caption to its class), and
         the mask of the replayed rows."""
-        if not len(self.buffer):
+        if not len(self.memory if self.memory is not None else self.buffer):
             return batch, torch.zeros(len(batch), dtype=torch.bool)
         if self.generator is None:  # training without begin_task (tests): a fixed stream
             self.generator = torch.Generator().manual_seed(replay_seed(self.context.seed, 0, 2))
         bundle = self.context.bundle
-        images, captions = self.buffer.sample(self.options.replay_batch_size, self.generator)
+        if self.memory is not None:
+            images, captions = self._from_stream(self.memory.sample(self.options.replay_batch_size, self.generator))
+        else:
+            images, captions = self.buffer.sample(self.options.replay_batch_size, self.generator)
         full = batch.with_pairs(bundle.preprocess.normalize_uint8(images), captions, bundle)
         return full, torch.cat([torch.zeros(len(batch), dtype=torch.bool), torch.ones(len(images), dtype=torch.bool)])
 
@@ -159,12 +167,15 @@ class Replay(Method):
         output.logs["replayed"] = float(replayed.sum())
         return output
 
+    def _from_stream(self, positions: list[int]) -> tuple[torch.Tensor, list[str]]:
+        """The uint8 images of stream ``positions`` (a lazy store decodes just these) and one caption of each."""
+        picks = torch.randint(0, 1 << 30, (len(positions),), generator=self.generator).tolist()
+        captions = [self.data.captions[r][p % len(self.data.captions[r])] for r, p in zip(positions, picks)]
+        return torch.as_tensor(np.asarray(self.data.images[positions])), captions
+
     def observe_batch(self, data: CaptionedImages, indices: torch.Tensor) -> None:
-        """A stream's incoming batch, once trained on, offered to the reservoir (one caption drawn per image)."""
-        rows = indices.tolist()
-        picks = torch.randint(0, 1 << 30, (len(rows),), generator=self.offer_generator).tolist()
-        captions = [data.captions[r][p % len(data.captions[r])] for r, p in zip(rows, picks)]
-        self.buffer.offer(np.asarray(data.images[rows]), captions, self.offer_generator)  # a lazy store decodes these rows
+        """A stream's incoming batch, once trained on, offered to the memory of stream positions."""
+        self.memory.offer(indices.tolist(), self.offer_generator)
 
     def end_task(self, stage: Stage) -> None:
         if self.data is not None and not self.context.streaming:
@@ -179,15 +190,15 @@ class Replay(Method):
     def step_state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state()} if self.generator is not None else {}
         if self.context is not None and self.context.streaming:  # an in-stream checkpoint saves only step state
-            state.update(offer_generator=self.offer_generator.get_state(), buffer=self.buffer.state_dict())
+            state.update(offer_generator=self.offer_generator.get_state(), memory=self.memory.state_dict())
         return state
 
     def load_step_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
-        if "buffer" in state:
+        if "memory" in state:
             self.offer_generator.set_state(state["offer_generator"])
-            self.buffer.load_state_dict(state["buffer"])
+            self.memory.load_state_dict(state["memory"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

@@ -43,6 +43,7 @@ from transformers import CLIPModel
 from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import LossOutput, class_prompt_loss
 from vlcl.methods.base import Method, MethodOptions, Stage
+from vlcl.methods.parts.memory import StreamMemory
 from vlcl.methods.registry import register_method
 from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 from vlcl.models.lora import add_lora, check_target_modules, lora_parameters
@@ -81,8 +82,7 @@ class SIT(Method):
         super().__init__(options)
         self.peft = None
         self.data: CaptionedImages | None = None
-        self.memory: list[int] = []
-        self.seen = 0
+        self.memory = StreamMemory(self.options.memory_size) if self.options.memory_size else None
         self.generator: torch.Generator | None = None
         self._stage_model: CLIPModel | None = None
         self._resumed_lora: dict[str, torch.Tensor] | None = None
@@ -101,7 +101,8 @@ class SIT(Method):
             )
         self._stage_model = None
         self.data = data
-        self.memory, self.seen = [], 0
+        if self.memory is not None:
+            self.memory = StreamMemory(self.options.memory_size)
         self.generator = torch.Generator().manual_seed(sit_seed(self.context.seed, stage.index))
         if self.peft is None:
             self._add_lora(stage.index)
@@ -145,7 +146,7 @@ class SIT(Method):
 
     # -- the loss ------------------------------------------------------------------------
     def training_loss(self, batch: Batch, step: int) -> LossOutput:
-        with_memory = self.options.memory_size > 0 and len(self.memory) > 0
+        with_memory = self.memory is not None and len(self.memory) > 0
         if with_memory:
             batch = self.with_memory(batch)
         if not isinstance(batch, ClassBatch):
@@ -181,9 +182,7 @@ class SIT(Method):
     # -- the memory (streams) ------------------------------------------------------------
     def with_memory(self, batch: Batch) -> Batch:
         """The batch followed by M = B - B // 2 distinct memory samples (all of them if fewer), drawn afresh."""
-        count = min(len(batch) - len(batch) // 2, len(self.memory))
-        rows = torch.randperm(len(self.memory), generator=self.generator)[:count].tolist()
-        positions = [self.memory[r] for r in rows]
+        positions = self.memory.sample(len(batch) - len(batch) // 2, self.generator)
         self.memory_rows = len(positions)
         bundle = self.context.bundle
         pixels = bundle.preprocess.normalize_uint8(self.data.images[positions])
@@ -195,35 +194,25 @@ class SIT(Method):
         return batch.with_pairs(pixels, captions, bundle)
 
     def observe_batch(self, data: CaptionedImages, indices: torch.Tensor) -> None:
-        """Reservoir sampling over the stream (the authors' update_memory): the n-th sample is kept in a free slot,
-        else in slot j ~ U{0..n-1} if j < memory_size."""
-        size = self.options.memory_size
-        if not size:
-            return
-        for position in indices.tolist():
-            self.seen += 1
-            if len(self.memory) < size:
-                self.memory.append(int(position))
-            else:
-                j = int(torch.randint(0, self.seen, (1,), generator=self.generator))
-                if j < size:
-                    self.memory[j] = int(position)
+        """The batch's positions offered to the reservoir (the authors' update_memory; vlcl.methods.parts.memory)."""
+        if self.memory is not None:
+            self.memory.offer(indices.tolist(), self.generator)
 
     # -- state ---------------------------------------------------------------------------
     def step_state_dict(self) -> dict[str, Any]:
-        if not self.options.memory_size:
+        if self.memory is None:
             return {}
-        return {"memory": list(self.memory), "seen": self.seen, "generator": self.generator.get_state()}
+        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state()}
 
     def load_step_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        unknown = set(state) - {"memory", "seen", "generator"}
-        if unknown or not self.options.memory_size:
+        if set(state) != {"memory", "generator"} or self.memory is None:
             raise ValueError(f"method 'sit': unexpected in-stage state keys {sorted(state)}")
-        if len(state["memory"]) > self.options.memory_size:
-            raise ValueError(f"method 'sit': the saved memory holds {len(state['memory'])} samples, more than memory_size")
-        self.memory, self.seen = [int(p) for p in state["memory"]], int(state["seen"])
+        try:
+            self.memory.load_state_dict(state["memory"])
+        except ValueError as exc:
+            raise ValueError(f"method 'sit': {exc}") from None
         self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
