@@ -18,7 +18,7 @@ from test_report_html import assert_plots, assert_self_contained, page_images, w
 from vlcl.app.cli import main
 from vlcl.report import comparison_markdown, markdown_report, render_console
 from vlcl.report import plots as report_plots
-from vlcl.report.tables import STREAM_COLUMNS, format_mean_std, seeded_comparison, table_columns
+from vlcl.report.tables import STREAM_COLUMNS, format_mean_std, seeded_comparison, stream_shape, table_columns
 from vlcl.schema import TASK_AGNOSTIC_ROWS, TOP1_METRIC
 
 pytestmark = pytest.mark.report
@@ -140,6 +140,13 @@ def test_console_summary_has_the_stream_numbers_and_shape():
         assert re.search(rf"stream top-1 {name}\s+│\s+{value} │", text), name
     assert "finetune on digits, stream: top-1" in text
     assert f"stream: {SHAPE_LINE}" in text and "seen-classes top1 avg" not in text
+
+
+def test_a_caption_streams_shape_names_no_classes():
+    results = stream_results()
+    results["stream"] = {**results["stream"], "boundaries": "sharp", "classes": None, "dropped_samples": 0}
+    line = stream_shape(results)
+    assert "classes" not in line and line.startswith("stream: sharp boundaries, 2 hidden tasks of 80, 120 samples")
 
 
 def test_an_undefined_f_last_is_a_dash():

@@ -315,7 +315,7 @@ def _leaderboard_section(groups: list[MethodRuns], sink: Plots, *, heading: str 
         "mean over the zero-shot sets.</p>",
         _table(["method", "seeds", *names, "train s"], body, raw=True, numeric_from=1),
         '<p class="note">Cells: mean +- sample standard deviation (divisor n - 1) over the seeds; one seed: the value. '
-        "<strong>Bold</strong>: the column's best mean (highest; lowest for forgetting and zero-shot PD). "
+        "<strong>Bold</strong>: the column's best mean (highest; lowest for forgetting, F_last of a stream included, and zero-shot PD). "
         "~: within the seeds' spread of the best, |mean - best mean| &lt;= std + best std.</p>",
     ]
     if any(incomplete_mark(run.results) for g in groups for run in g.runs):

@@ -612,7 +612,7 @@ def stream_shape(results: dict[str, Any]) -> str:
     return (
         f"stream: {get('boundaries')} boundaries, {count} hidden tasks of {_sizes(s.get('task_sizes'))} samples, "
         f"{get('samples')} samples in {get('batches')} batches" + (f" ({dropped} dropped)" if dropped else "")
-        + (f", {s['classes']} classes" if "classes" in s else "")
+        + (f", {s['classes']} classes" if s.get("classes") is not None else "")
         + f", online_iters {get('online_iters')}, evaluated every {get('every_samples')} samples "
         f"({len(points)} points, {ends} at hidden-task ends)"
     )

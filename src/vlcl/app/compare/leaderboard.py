@@ -22,7 +22,7 @@ def _tuned_text(values: dict[str, Any] | None) -> str:
 TUNED_NOTE = "Tuned values: [tuning.md](tuning.md) (chosen on a validation split of the training data)."
 SPREAD_NOTE = (
     "Cells: mean +- sample standard deviation (divisor n - 1) over the seeds. **Bold**: the column's best mean "
-    "(highest; lowest for forgetting and zero-shot PD). `~`: within the seeds' spread of the best, "
+    "(highest; lowest for forgetting, F_last of a stream included, and zero-shot PD). `~`: within the seeds' spread of the best, "
     "|mean - best mean| <= std + best std (docs/tuning.md); a row with one finished seed has no spread (std 0)."
 )
 
