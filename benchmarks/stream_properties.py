@@ -19,8 +19,9 @@ tasks) and each seed, and for the caption benchmark ``embedded`` as a sharp stre
   content (image bytes, captions) the stream's samples are the benchmark's training samples, each once, less
   exactly the dropped ones.
 
-The seed here is build_stream's ``seed`` over the data of ``--data-seed``: the engine passes ``data.seed`` as that
-seed, which also generates the data, so a run's stream changes only with its data. Nothing is trained; offline,
+The seeds here are run seeds (``seed=S``) over the data of ``--data-seed``: the stream's order is drawn from
+``vlcl.seeds.stream_seed(seed, data.seed)`` as the engine draws it (``stream.seed`` unset), so these are the streams
+of a comparison's ``--seeds``. Nothing is trained; offline,
 about a minute on 2 cores at the default scale (most of it generating the images). Exits 1 if a check fails.
 """
 
@@ -42,6 +43,7 @@ from vlcl.data.benchmarks.embedded import build_embedded
 from vlcl.data.benchmarks.embedded_cls import build_embedded_cls
 from vlcl.data.online import StreamError, _class_key, build_stream
 from vlcl.data.stream import si_blurry_plan, split_shares
+from vlcl.seeds import stream_seed
 
 N_TARGET = StreamConfig().disjoint_percent
 M_TARGET = StreamConfig().blurry_percent
@@ -127,7 +129,7 @@ def _sizes(values: list[int]) -> str:
     return " ".join(str(v) for v in values)
 
 
-def classification_table(trains, benchmark, seeds, task_counts, batch_size, failures: list[str]) -> Table:
+def classification_table(trains, benchmark, seeds, task_counts, batch_size, failures: list[str], data_seed: int = 0) -> Table:
     pooled = len(build_stream(benchmark, StreamConfig(boundaries="sharp"), batch_size, 0, trains=trains).class_keys)
     total = sum(len(t) for t in trains)
     table = Table(title=f"embedded_cls as a Si-Blurry stream ({len(trains)} tasks, {total} training samples, {pooled} classes; "
@@ -144,7 +146,7 @@ def classification_table(trains, benchmark, seeds, task_counts, batch_size, fail
             disjoint, outside, moved = [], [], []
             for seed in seeds:
                 try:
-                    stream = build_stream(benchmark, options, batch_size, seed, trains=trains)
+                    stream = build_stream(benchmark, options, batch_size, stream_seed(seed, data_seed), trains=trains)
                 except StreamError as exc:
                     table.add_row(str(hidden), "random" if random_sizes else "fixed", str(seed), "-", "-", "-", str(exc), *["-"] * 7)
                     continue
@@ -155,7 +157,7 @@ def classification_table(trains, benchmark, seeds, task_counts, batch_size, fail
                 share = 100.0 * shares["disjoint_classes"] / shares["classes"]
                 disjoint.append(share)
                 outside.append(100.0 * shares["blurry_outside_share"])
-                planned = planned_moved_share(stream, benchmark, trains, options, seed)
+                planned = planned_moved_share(stream, benchmark, trains, options, stream_seed(seed, data_seed))
                 if planned is None:
                     failures.append(f"embedded_cls T={hidden} seed {seed}: the rebuilt Si-Blurry plan is not the stream's")
                 else:
@@ -175,7 +177,7 @@ def classification_table(trains, benchmark, seeds, task_counts, batch_size, fail
     return table
 
 
-def caption_table(trains, benchmark, seeds, batch_size, failures: list[str]) -> Table:
+def caption_table(trains, benchmark, seeds, batch_size, failures: list[str], data_seed: int = 0) -> Table:
     total = sum(len(t) for t in trains)
     table = Table(title=f"embedded (captions) as a sharp stream ({len(trains)} tasks, {total} training pairs; batch {batch_size})",
                   box=box.SIMPLE_HEAD)
@@ -184,7 +186,7 @@ def caption_table(trains, benchmark, seeds, batch_size, failures: list[str]) -> 
         table.add_column(column, justify="left" if column in ("hidden tasks", "hidden-task sizes", "batches per task", "last batch per task", "order", "once") else "right",
                          no_wrap=column != "tasks in order")
     for seed in seeds:
-        stream = build_stream(benchmark, StreamConfig(boundaries="sharp"), batch_size, seed, trains=trains)
+        stream = build_stream(benchmark, StreamConfig(boundaries="sharp"), batch_size, stream_seed(seed, data_seed), trains=trains)
         ok, why = every_sample_once(stream, trains)
         in_order = stream.source_tasks == sorted(stream.source_tasks) and _sizes([len(t) for t in trains]) == _sizes(stream.describe()["task_sizes"])
         if not ok:
@@ -202,7 +204,7 @@ def caption_table(trains, benchmark, seeds, batch_size, failures: list[str]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="build_stream seeds (default: 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default: 0 1 2)")
     parser.add_argument("--tasks", nargs="+", default=["default", "5"],
                         help="Si-Blurry hidden tasks: 'default' (StreamConfig: the benchmark's tasks) and/or numbers (default: default 5)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_size, help="train.batch_size (default: %(default)s)")
@@ -215,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     small = {"seed": args.data_seed, "train_scale": args.train_scale, "test_images": 8, "zeroshot_per_class": 1}
     classification = build_embedded_cls(**small)
-    console.print(classification_table(training_parts(classification), classification, args.seeds, task_counts, args.batch_size, failures))
+    console.print(classification_table(training_parts(classification), classification, args.seeds, task_counts, args.batch_size, failures, args.data_seed))
     captions = build_embedded(**small)
-    console.print(caption_table(training_parts(captions), captions, args.seeds, args.batch_size, failures))
+    console.print(caption_table(training_parts(captions), captions, args.seeds, args.batch_size, failures, args.data_seed))
     for failure in failures:
         console.print(f"FAIL  {failure}")
     console.print("every check passed" if not failures else f"{len(failures)} checks failed")

@@ -103,6 +103,7 @@ class CCLIP(LoRA):
     description = "C-CLIP: LoRA integration + contrastive knowledge consolidation with a per-task projector"
     Options = CCLIPOptions
     tuning_grid = {"ckc_weight": (1.0, 4.0)}  # lambda of CKC (the paper's 1; docs/results/embedded_cclip.md: 4)
+    needs_task_boundaries = True  # CKC's teacher is the previous task's model and its projector is per task
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self.teacher = FrozenTeacher(self.model, data, self.context.bundle, cache=self.options.cache_teacher, batch_size=self.options.cache_batch_size)
