@@ -23,6 +23,12 @@ With a replay memory (``memory_size`` > 0, streams only), a reservoir sample of 
 and the loss falls back to ``all`` as the authors' code does. A caption batch (image-caption tasks) keeps the
 CLIP loss, which is already symmetric over the batch's captions.
 
+``tuning=adapter`` replaces the LoRA with the authors' other module (their adapter-clip): one bottleneck adapter
+per block of both towers, a(h) = h + 0.1 up(dropout_0.1(relu(down(h)))) with 64 hidden units, added to the
+attention and to the MLP outputs, up-projection zero at the start (vlcl.models.adapters); only the adapters
+train. It does not fold into CLIP weights: the evaluated model carries the adapters, the stage checkpoint's
+model/ is the frozen CLIP beneath them (evaluation_beyond_model says so), the adapters are the method state.
+
 One LoRA for the whole run, as the authors keep one model through their stream: on a stream it is merged into
 the weights at its end; in task mode it is kept across tasks (never restarted), each stage evaluating and
 saving a merged copy, and the last stage merging it in place. docs/methods/sit.md names every deviation from
