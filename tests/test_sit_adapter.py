@@ -219,3 +219,25 @@ def test_adapter_run_killed_in_task_2_and_resumed_equals_the_uninterrupted_run(a
     assert "step" in json.loads((run_dir / "checkpoints" / "latest.json").read_text())  # inside task 2, from stage_00
     assert main(["run", "--resume", str(run_dir)]) == 0
     assert metrics_of(run_dir) == metrics_of(adapter_run)
+
+
+def test_a_stream_refuses_only_methods_overriding_an_evaluation_hook():
+    """A stream scores evaluation_model() alone: parts inside it (sit's adapters) are scored, hooks are not called."""
+    from vlcl.engine.loop import RunInputError, _check_stream
+    from vlcl.methods import Method
+
+    class OwnHead(Method):
+        name = "own_head"
+        needs_task_boundaries = False
+
+        def classification_logits(self, image_features, classifier, class_keys):
+            return image_features @ classifier.T
+
+    with pytest.raises(RunInputError, match="its evaluation also calls the method's classification_logits, which a stream"):
+        _check_stream(OwnHead(), None)
+
+    class Streams:
+        def streams(self):
+            return True
+
+    _check_stream(create_method("sit", {"tuning": "adapter"}), Streams())  # beyond the model, yet scored on a stream
