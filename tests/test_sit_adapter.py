@@ -136,7 +136,8 @@ def test_state_through_a_stage_checkpoint_resumes_exactly(tiny_clip_dir, tmp_pat
     method.model.eval(), resumed.model.eval()
     assert method.training_loss(batch, 0).loss.item() == resumed.training_loss(batch, 0).loss.item()
     method.end_task(STAGES[1])  # the last task keeps its adapters: they are still the state
-    assert set(method.state_dict()) == {"adapters"} and isinstance(method.evaluation_model().text_model.encoder.layers[0].mlp, AdaptedOutput)
+    assert set(method.state_dict()) == {"adapters"}
+    assert isinstance(method.evaluation_model().text_model.encoder.layers[0].mlp, AdaptedOutput)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,8 @@ def stream_run(tmp_path_factory, world_clip_dir):
 def test_tiny_stream_run_with_adapters(stream_run):
     results = json.loads((stream_run / "results.json").read_text())
     assert [s["name"] for s in results["stages"]] == ["pretrained", "stream"] and results["stream"]["points"]
-    model_dir = stream_run / "checkpoints" / json.loads((stream_run / "checkpoints" / "latest.json").read_text())["path"] / "model"
+    checkpoints = stream_run / "checkpoints"
+    model_dir = checkpoints / json.loads((checkpoints / "latest.json").read_text())["path"] / "model"
     assert "NOT the model" in (model_dir / "README.md").read_text()
     plain = load_clip(str(model_dir)).model
     assert "'sit'" in getattr(plain.config, NOT_EVALUATED_FIELD)

@@ -8,11 +8,11 @@ it says where it came from (run, method, stage) and holds the stage's metrics.
 
 A method whose evaluation is more than that CLIPModel (its ``evaluation_beyond_model()``, asked with the run's
 options, is not None: MoE-Adapters' routes and adapters, RAIL's regression head, sit's bottleneck adapters) is
-refused in one line that says why and points to :func:`vlcl.load_run`, which rebuilds such a method. So are a path that is not a run, a stage that does not
-exist or whose checkpoint was not kept, and an output that exists and is not an empty directory or cannot be
-written. Nothing appears at the output before every check has passed: the directory is filled under a hidden
-temporary name next to it (its creation is the test that the output can be written; a failure removes it) and
-renamed into place, with the modes the umask allows.
+refused in one line that says why and points to :func:`vlcl.load_run`, which rebuilds such a method. So are a path
+that is not a run, a stage that does not exist or whose checkpoint was not kept, and an output that exists and is
+not an empty directory or cannot be written. Nothing appears at the output before every check has passed: the
+directory is filled under a hidden temporary name next to it (its creation is the test that the output can be
+written; a failure removes it) and renamed into place, with the modes the umask allows.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ from vlcl.data.benchmark import CaptionedImages
 from vlcl.losses import LossOutput, class_prompt_loss
 from vlcl.methods.base import Method, MethodOptions, Stage
 from vlcl.methods.registry import register_method
-from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 from vlcl.models.adapters import add_adapters, adapter_state_dict, encoder_layers, has_adapters, load_adapter_state_dict
+from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 from vlcl.models.lora import add_lora, check_target_modules, lora_parameters
 from vlcl.seeds import sit_seed
 from vlcl.settings import Batch
@@ -95,14 +95,18 @@ class SITOptions(MethodOptions):
         unused = ADAPTER_OPTIONS if self.tuning == "lora" else LORA_OPTIONS
         changed = [k for k in unused if getattr(self, k) != type(self).model_fields[k].default]
         if changed:
-            raise ValueError(f"{', '.join(changed)}: not used with tuning={self.tuning} (the {'adapter' if self.tuning == 'lora' else 'LoRA'} options)")
+            other = "adapter" if self.tuning == "lora" else "LoRA"
+            raise ValueError(f"{', '.join(changed)}: not used with tuning={self.tuning} (the {other} options)")
         return self
 
 
 @register_method
 class SIT(Method):
     name = "sit"
-    description = "LoRA on both towers' attention, trained with cross-entropy over the batch's own classes only (symmetric image-text tuning)"
+    description = (
+        "LoRA on both towers' attention (tuning=adapter: a bottleneck adapter per block), trained with cross-entropy "
+        "over the batch's own classes only (symmetric image-text tuning)"
+    )
     Options = SITOptions
     needs_task_boundaries = False  # one LoRA through the stream (or the task sequence), merged at the end
 
