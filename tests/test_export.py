@@ -23,7 +23,7 @@ import vlcl
 from test_run import quick_args
 from vlcl.app.cli import main
 from vlcl.engine.checkpoint import NOT_EVALUATED_FIELD
-from vlcl.methods import Method, method_class
+from vlcl.methods import Method, create_method
 
 RUNS: dict[str, list[str]] = {
     "finetune": ["checkpoint.keep=null"],  # every stage kept: stage 0 is exported too
@@ -163,7 +163,7 @@ def test_export_refuses_a_method_whose_evaluation_is_more_than_its_model(name, r
     assert main(["export", str(run_dir), "-o", str(tmp_path / "model")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("vlcl: error: ")
-    assert f"method '{name}'" in err and "vlcl.load_run(" in err and method_class(name).evaluation_beyond_model() in err
+    assert f"method '{name}'" in err and "vlcl.load_run(" in err and create_method(name).evaluation_beyond_model() in err
     assert not (tmp_path / "model").exists()
 
 
@@ -190,8 +190,8 @@ def test_a_method_overriding_an_evaluation_hook_is_not_exportable_by_default():
         def classification_logits(self, image_features, classifier, class_keys):
             return image_features @ classifier.T
 
-    assert "classification_logits" in OwnHead.evaluation_beyond_model()
-    assert Method.evaluation_beyond_model() is None and method_class("cclip").evaluation_beyond_model() is None
+    assert "classification_logits" in OwnHead().evaluation_beyond_model()
+    assert Method().evaluation_beyond_model() is None and create_method("cclip").evaluation_beyond_model() is None
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ so that ``CLIPModel.from_pretrained``, ``AutoTokenizer.from_pretrained`` and ``C
 load it with transformers alone and score what results.json records for the stage. ``vlcl_export.json`` beside
 it says where it came from (run, method, stage) and holds the stage's metrics.
 
-A method whose evaluation is more than that CLIPModel (its class's ``evaluation_beyond_model()`` is not None:
-MoE-Adapters' routes and adapters, RAIL's regression head) is refused in one line that says why and points to
-:func:`vlcl.load_run`, which rebuilds such a method. So are a path that is not a run, a stage that does not
-exist or whose checkpoint was not kept, and an output that exists and is not an empty directory or cannot be
-written. Nothing appears at the output before every check has passed: the directory is filled under a hidden
-temporary name next to it (its creation is the test that the output can be written; a failure removes it) and
-renamed into place, with the modes the umask allows.
+A method whose evaluation is more than that CLIPModel (its ``evaluation_beyond_model()``, asked with the run's
+options, is not None: MoE-Adapters' routes and adapters, RAIL's regression head, sit's bottleneck adapters) is
+refused in one line that says why and points to :func:`vlcl.load_run`, which rebuilds such a method. So are a path
+that is not a run, a stage that does not exist or whose checkpoint was not kept, and an output that exists and is
+not an empty directory or cannot be written. Nothing appears at the output before every check has passed: the
+directory is filled under a hidden temporary name next to it (its creation is the test that the output can be
+written; a failure removes it) and renamed into place, with the modes the umask allows.
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def export_run(run_dir: str | Path, output: str | Path, stage: int | str | None 
 
 def refuse_beyond_model(path: Path) -> None:
     """Refuse a run whose method's evaluation uses more than its CLIPModel (the method contract says so)."""
-    from vlcl.methods import UnknownMethodError, method_class
+    from vlcl.methods import UnknownMethodError, create_method
 
-    name = read_run_config(path).method.name
-    try:
-        reason = method_class(name).evaluation_beyond_model()
+    method = read_run_config(path).method
+    name = method.name
+    try:  # the method with the run's options: an option can put parts beyond a plain CLIP (sit's tuning=adapter)
+        reason = create_method(name, method.typed_options()).evaluation_beyond_model()
     except UnknownMethodError:
         return  # load_run names the unregistered method
     if reason:

@@ -1,9 +1,10 @@
 """A run's model loaded for inference (:func:`load_run`, :class:`LoadedRun`), as its evaluation scored it after a
 given stage; part of the Python API, re-exported by :mod:`vlcl.api` (see there and docs/api.md).
 
-A method whose evaluation is more than the saved CLIP weights - one that routes each evaluated set (``moe_adapters``)
-or scores classes with its own head (``rail``) - is rebuilt from its checkpointed state, as ``--resume`` does, and
-its hooks take part exactly as in the run's evaluation.
+A method whose evaluation is more than the saved CLIP weights - one that routes each evaluated set (``moe_adapters``),
+scores classes with its own head (``rail``) or evaluates a model with parts a plain CLIP cannot hold (``sit`` with
+``tuning=adapter``: its bottleneck adapters) - is rebuilt from its checkpointed state, as ``--resume`` does, and
+its hooks and parts take part exactly as in the run's evaluation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 from vlcl.config import RunConfig, build_config, read_yaml
 from vlcl.data.benchmark import ClassificationSet, RetrievalSet
 from vlcl.engine.rundir import RunDirError
-from vlcl.methods import Method, RunContext, method_class
+from vlcl.methods import Method, RunContext, create_method, method_class
 from vlcl.metrics import zeroshot_classifier
 
 ZERO_SHOT_CHUNK = 4096
@@ -68,8 +69,9 @@ class LoadedRun:
         self.preprocess = bundle.preprocess
         self.context_length = bundle.context_length
         self.method = method
-        """The method rebuilt from its checkpoint when its evaluation uses its hooks (routes, its own class scores);
-        None when the saved CLIP weights are all the evaluation used."""
+        """The method rebuilt from its checkpoint when its evaluation uses its hooks (routes, its own class scores) or
+        more than the saved CLIP weights (``evaluation_beyond_model()``); None when those weights are all the
+        evaluation used."""
         self.model = method.evaluation_model() if method is not None else bundle.model
         """The CLIPModel the evaluation encoded with (in eval mode)."""
         self.model.eval()
@@ -371,7 +373,9 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
     frozen model per evaluated set) or ``classification_logits`` (``rail``: its regression head) - is rebuilt
     there as ``--resume`` rebuilds it (``setup`` on those weights, then ``load_state_dict`` of the checkpoint's
     state), and its hooks take part in :meth:`LoadedRun.encode_images`, :meth:`~LoadedRun.classify` and
-    :meth:`~LoadedRun.route` as they did in the evaluation. Such a method must be registered in this process
+    :meth:`~LoadedRun.route` as they did in the evaluation. So is a method whose ``evaluation_beyond_model()``
+    (with the run's options) is not None, e.g. ``sit`` with ``tuning=adapter``: :attr:`LoadedRun.model` is then its
+    ``evaluation_model()``, the saved CLIP with the method's adapters in it. Such a method must be registered in this process
     (one from your own code: :func:`register_method` first). Problems raise
     :class:`~vlcl.engine.rundir.RunDirError` (or a checkpoint / model error) with one line naming the path.
     """
@@ -404,12 +408,13 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
             "(vlcl.register_method) before load_run"
         ) from None
     hooks = any(_overrides_hook(cls, h) for h in ("evaluation_route", "classification_logits"))
+    beyond = create_method(config.method.name, config.method.typed_options()).evaluation_beyond_model()
     where = str(complete[index] / "model") if index >= 0 else config.model.path
     bundle = load_clip(where, local_files_only=True if index >= 0 else config.model.local_files_only)
     target = _device(config, device)
     bundle.model.to(target)
     method = None
-    if hooks or (index == -1 and _overrides_hook(cls, "evaluation_model")):
+    if hooks or (index >= 0 and beyond is not None) or (index == -1 and _overrides_hook(cls, "evaluation_model")):
         method = _rebuild_method(path, config, bundle, complete[index] if index >= 0 else None, target)
     return LoadedRun(path, config, index, names[index], list(loadable.values()), record["metrics"], bundle, method, target)
 
@@ -419,7 +424,6 @@ def _rebuild_method(path: Path, config: RunConfig, bundle: Any, checkpoint: Path
     or as the run set it up before its first stage when ``checkpoint`` is None (the pretrained evaluation)."""
     from vlcl.engine.checkpoint import read_stage_checkpoint
     from vlcl.engine.loop import load_method_state
-    from vlcl.methods import create_method
     from vlcl.seeds import stage_seed
 
     benchmark: list[Any] = []

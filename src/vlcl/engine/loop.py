@@ -52,6 +52,7 @@ from vlcl.engine.stream import evaluation_batches, stream_without_training, trai
 from vlcl.engine.train import planned_steps, train_on
 from vlcl.errors import BadInputError
 from vlcl.methods import Method, RunContext, Stage, create_method, list_methods, method_class
+from vlcl.methods.base import overridden_evaluation_hooks
 from vlcl.models.coverage import coverage, indistinguishable_classes, prompt_encodings, token_text
 from vlcl.models.loading import ClipBundle
 from vlcl.seeds import stage_seed, stream_seed
@@ -118,16 +119,20 @@ def _check_setting(method: Method, benchmark: Benchmark, name: str, model_kind: 
 
 def _check_stream(method: Method, setting: Setting) -> None:
     """A stream run (``data.stream=online``) needs a method that works without task boundaries, evaluated by its
-    evaluation model alone, on a setting that can be scored along a stream."""
+    evaluation model alone (it overrides none of the evaluation hooks; parts inside that model, such as sit's
+    adapters, are scored), on a setting that can be scored along a stream."""
     if method.needs_task_boundaries:
         able = [m for m in list_methods() if not method_class(m).needs_task_boundaries]
         raise RunInputError(
             f"method '{method.name}' needs task boundaries, and a stream (data.stream=online) gives none; methods that "
             f"work without them: {', '.join(able)}"
         )
-    beyond = method.evaluation_beyond_model()
-    if beyond is not None:
-        raise RunInputError(f"method '{method.name}': its evaluation {beyond}, which a stream's evaluation does not call")
+    hooks = overridden_evaluation_hooks(type(method))  # parts inside its evaluation model are scored along a stream
+    if hooks:
+        raise RunInputError(
+            f"method '{method.name}': its evaluation also calls the method's {' and '.join(hooks)}, which a stream's "
+            "evaluation does not call"
+        )
     if not setting.streams():
         raise RunInputError(f"setting '{setting.name}' ({setting.task_words}) cannot run as a stream (data.stream=online)")
 

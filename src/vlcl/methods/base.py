@@ -84,6 +84,11 @@ EVALUATION_HOOKS = ("evaluation_route", "classification_logits")
 """The hooks by which a method's evaluation can be more than its :meth:`Method.evaluation_model`."""
 
 
+def overridden_evaluation_hooks(cls: type) -> list[str]:
+    """The :data:`EVALUATION_HOOKS` that a method class overrides."""
+    return [hook for hook in EVALUATION_HOOKS if getattr(cls, hook) is not getattr(Method, hook)]
+
+
 class MethodOptions(BaseModel):
     """Options of a method, given as ``method.<key>=value``; unknown keys are errors."""
 
@@ -284,16 +289,18 @@ class Method:
         adapters at each task's end; WiSE-FT interpolates the weights in place)."""
         return self.model
 
-    @classmethod
-    def evaluation_beyond_model(cls) -> str | None:
+    def evaluation_beyond_model(self) -> str | None:
         """What this method's evaluation uses besides :meth:`evaluation_model`, as a clause that follows "its
-        evaluation" (e.g. "adds a regression head over the image features"), or None when that CLIPModel alone
-        scores what the evaluation scored. When it is not None, the stage checkpoint's ``model/`` says in its own
-        files (README.md, ``vlcl_not_the_evaluated_model`` in config.json) that it is not the evaluated model, and
-        ``vlcl export`` refuses the run with this reason, pointing to ``vlcl.load_run``. The default names the
-        evaluation hooks the class overrides (``evaluation_route``, ``classification_logits``); a method that
-        overrides one says here in its own words what it adds."""
-        hooks = [hook for hook in EVALUATION_HOOKS if getattr(cls, hook) is not getattr(Method, hook)]
+        evaluation" (e.g. "adds a regression head over the image features"), or None when that model saved as a
+        plain CLIPModel alone scores what the evaluation scored. When it is not None, the stage checkpoint's
+        ``model/`` says in its own files (README.md, ``vlcl_not_the_evaluated_model`` in config.json) that it is not
+        the evaluated model, ``vlcl export`` refuses the run with this reason, pointing to ``vlcl.load_run``, and
+        ``vlcl.load_run`` rebuilds the method from the checkpoint. Asked of the method built with the run's options
+        (an option may decide it: sit's ``tuning=adapter``), before ``setup``. The default names the evaluation
+        hooks the class overrides (``evaluation_route``, ``classification_logits``); a method that overrides one,
+        or whose evaluation model holds parts that a plain CLIPModel cannot (sit's adapters), says here in its own
+        words what it adds."""
+        hooks = overridden_evaluation_hooks(type(self))
         return f"also calls the method's {' and '.join(hooks)}" if hooks else None
 
     def evaluation_route(self, set_name: str, images: np.ndarray) -> AbstractContextManager[dict[str, float] | None]:

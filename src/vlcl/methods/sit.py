@@ -23,6 +23,12 @@ With a replay memory (``memory_size`` > 0, streams only), a reservoir sample of 
 and the loss falls back to ``all`` as the authors' code does. A caption batch (image-caption tasks) keeps the
 CLIP loss, which is already symmetric over the batch's captions.
 
+``tuning=adapter`` replaces the LoRA with the authors' other module (their adapter-clip): one bottleneck adapter
+per block of both towers, a(h) = h + 0.1 up(dropout_0.1(relu(down(h)))) with 64 hidden units, added to the
+attention and to the MLP outputs, up-projection zero at the start (vlcl.models.adapters); only the adapters
+train. It does not fold into CLIP weights: the evaluated model carries the adapters, the stage checkpoint's
+model/ is the frozen CLIP beneath them (evaluation_beyond_model says so), the adapters are the method state.
+
 One LoRA for the whole run, as the authors keep one model through their stream: on a stream it is merged into
 the weights at its end; in task mode it is kept across tasks (never restarted), each stage evaluating and
 saving a merged copy, and the last stage merging it in place. docs/methods/sit.md names every deviation from
@@ -37,7 +43,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import CLIPModel
 
 from vlcl.data.benchmark import CaptionedImages
@@ -45,6 +51,7 @@ from vlcl.losses import LossOutput, class_prompt_loss
 from vlcl.methods.base import Method, MethodOptions, Stage
 from vlcl.methods.parts.memory import StreamMemory
 from vlcl.methods.registry import register_method
+from vlcl.models.adapters import add_adapters, adapter_state_dict, encoder_layers, has_adapters, load_adapter_state_dict
 from vlcl.models.encode import class_embeddings, image_embeddings, text_embeddings
 from vlcl.models.lora import add_lora, check_target_modules, lora_parameters
 from vlcl.seeds import sit_seed
@@ -55,7 +62,14 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 """The attention projections of both towers (the authors' LoRA on nn.MultiheadAttention's in_proj and out_proj)."""
 
 
+LORA_OPTIONS = ("rank", "lora_alpha", "lora_b_init")
+ADAPTER_OPTIONS = ("adapter_bottleneck", "adapter_scale", "adapter_dropout")
+
+
 class SITOptions(MethodOptions):
+    tuning: Literal["lora", "adapter"] = "lora"
+    """The tuning module on the frozen CLIP: ``lora`` (the authors' lora-clip) or ``adapter`` (their adapter-clip:
+    a bottleneck MLP adapter in every block of both towers, vlcl.models.adapters)."""
     rank: int = Field(4, ge=1)
     """LoRA rank r (the authors' lora_r)."""
     lora_alpha: float = Field(1.0, gt=0)
@@ -63,6 +77,12 @@ class SITOptions(MethodOptions):
     lora_b_init: Literal["zero", "xavier"] = "zero"
     """``zero``: q/k/v LoRA B starts at 0, so the model starts as the pre-trained one; ``xavier``: the authors'
     init of the fused in_proj LoRA (A and B Xavier-uniform, A shared by q, k, v at the start)."""
+    adapter_bottleneck: int = Field(64, ge=1)
+    """Hidden units of each adapter (the authors' ``ffn_num``); ``tuning=adapter`` only."""
+    adapter_scale: float = Field(0.1, gt=0)
+    """s in h + s * up(relu(down(h))) (the authors' ``adapter_scalar``); ``tuning=adapter`` only."""
+    adapter_dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout on the adapter's hidden units in training (the authors' 0.1); ``tuning=adapter`` only."""
     visible_classes: Literal["batch", "all"] = "batch"
     """``batch``: the symmetric loss over the classes in the batch (SIT); ``all``: over the batch's label space."""
     ce_on_probabilities: bool = False
@@ -70,11 +90,24 @@ class SITOptions(MethodOptions):
     memory_size: int = Field(0, ge=0)
     """Stream samples kept in a reservoir memory (0: none); with a memory the loss is ``all``, as the authors'."""
 
+    @model_validator(mode="after")
+    def _one_tuning_module(self) -> "SITOptions":
+        """The other module's options keep their defaults: a value there would be silently unused."""
+        unused = ADAPTER_OPTIONS if self.tuning == "lora" else LORA_OPTIONS
+        changed = [k for k in unused if getattr(self, k) != type(self).model_fields[k].default]
+        if changed:
+            other = "adapter" if self.tuning == "lora" else "LoRA"
+            raise ValueError(f"{', '.join(changed)}: not used with tuning={self.tuning} (the {other} options)")
+        return self
+
 
 @register_method
 class SIT(Method):
     name = "sit"
-    description = "LoRA on both towers' attention, trained with cross-entropy over the batch's own classes only (symmetric image-text tuning)"
+    description = (
+        "LoRA on both towers' attention (tuning=adapter: a bottleneck adapter per block), trained with cross-entropy "
+        "over the batch's own classes only (symmetric image-text tuning)"
+    )
     Options = SITOptions
     needs_task_boundaries = False  # one LoRA through the stream (or the task sequence), merged at the end
 
@@ -89,7 +122,10 @@ class SIT(Method):
 
     # -- lifecycle -----------------------------------------------------------------------
     def setup(self, model: CLIPModel, context) -> None:
-        check_target_modules(model, TARGET_MODULES)
+        if self.options.tuning == "lora":
+            check_target_modules(model, TARGET_MODULES)
+        elif not any(True for _ in encoder_layers(model)):
+            raise ValueError("sit: tuning=adapter needs CLIP encoder layers (self_attn, layer_norm1, mlp, layer_norm2)")
         super().setup(model, context)
 
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
@@ -104,8 +140,20 @@ class SIT(Method):
         if self.memory is not None:
             self.memory = StreamMemory(self.options.memory_size)
         self.generator = torch.Generator().manual_seed(sit_seed(self.context.seed, stage.index))
-        if self.peft is None:
+        if self.options.tuning == "adapter":
+            if not has_adapters(self.model):  # one set of adapters for the whole run (resumed: load_state_dict added them)
+                self._add_adapters()
+        elif self.peft is None:
             self._add_lora(stage.index)
+
+    def _add_adapters(self) -> None:
+        """Fresh adapters (up-projections zero: the pre-trained model's outputs) on the frozen model; only they train,
+        as the authors' freeze of everything but ``adaptmlp`` (the temperature too)."""
+        opts = self.options
+        self.model.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):  # the init draws from its own seed, not the engine's stream
+            torch.manual_seed(sit_seed(self.context.seed, -1))
+            add_adapters(self.model, opts.adapter_bottleneck, opts.adapter_scale, opts.adapter_dropout)
 
     def _add_lora(self, stage_index: int) -> None:
         """Fresh LoRA on the pre-trained weights, or (resumed in task mode) the saved LoRA on them again."""
@@ -129,6 +177,8 @@ class SIT(Method):
 
     def end_task(self, stage: Stage) -> None:
         self.data = None
+        if self.options.tuning == "adapter":  # nothing folds: the adapted model is evaluated, its CLIP saved (model/)
+            return
         last = stage.name == "stream" or stage.index == len(self.stages(self.context.task_names)) - 1
         if last:  # nothing follows: fold the LoRA into the weights, a plain CLIPModel
             self.model = self.peft.merge_and_unload()
@@ -141,8 +191,17 @@ class SIT(Method):
                 param.requires_grad_(True)
 
     def evaluation_model(self) -> CLIPModel:
-        """The stage's merged model at a stage's end; along a stream the live model (LoRA unmerged)."""
+        """The stage's merged model at a stage's end; along a stream the live model (LoRA unmerged). With
+        ``tuning=adapter`` always the live model, its adapters in it."""
         return self._stage_model if self._stage_model is not None else self.model
+
+    def evaluation_beyond_model(self) -> str | None:
+        if self.options.tuning != "adapter":
+            return super().evaluation_beyond_model()  # LoRA merges into the weights: the saved CLIP is the evaluated one
+        return (
+            "runs both towers with a bottleneck adapter in every block (a ReLU MLP that does not fold into CLIP weights); "
+            "the adapters are in the method state, model/ is the frozen CLIP they sit on"
+        )
 
     # -- the loss ------------------------------------------------------------------------
     def training_loss(self, batch: Batch, step: int) -> LossOutput:
@@ -216,7 +275,10 @@ class SIT(Method):
         self.generator.set_state(state["generator"])
 
     def state_dict(self) -> dict[str, Any]:
-        """Between tasks (task mode): the LoRA that goes on into the next task (the saved model has it merged)."""
+        """Between tasks (task mode): the LoRA that goes on into the next task (the saved model has it merged); with
+        ``tuning=adapter``, after every stage: the adapters (the saved model is the CLIP without them)."""
+        if self.options.tuning == "adapter":
+            return {"adapters": adapter_state_dict(self.model)} if has_adapters(self.model) else {}
         if self.peft is not None:
             return {"lora": {name: p.detach().clone() for name, p in lora_parameters(self.model)}}
         if self._resumed_lora is not None:
@@ -224,11 +286,16 @@ class SIT(Method):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = set(state) - {"lora"}
+        known = {"adapters"} if self.options.tuning == "adapter" else {"lora"}
+        unknown = set(state) - known
         if unknown:
-            raise ValueError(f"method 'sit': unexpected state keys {sorted(unknown)}")
+            raise ValueError(f"method 'sit': unexpected state keys {sorted(unknown)} (tuning={self.options.tuning})")
         if "lora" in state:
             self._resumed_lora = dict(state["lora"])
+        if "adapters" in state:  # on the checkpoint's CLIP (model/, the frozen weights) at once: load_run evaluates it
+            if not has_adapters(self.model):
+                self._add_adapters()
+            load_adapter_state_dict(self.model, state["adapters"])
 
 
 def xavier_qkv(model: torch.nn.Module, generator: torch.Generator) -> None:

@@ -200,12 +200,16 @@ def load_clip(path: str = EMBEDDED_MODEL, *, local_files_only: bool = True) -> C
 
 
 def save_clip(bundle: ClipBundle, directory: str | Path) -> None:
-    """Save as a plain Hugging Face directory that ``CLIPModel.from_pretrained`` reads without vlcl."""
+    """Save as a plain Hugging Face directory that ``CLIPModel.from_pretrained`` reads without vlcl. A model with
+    bottleneck adapters (:mod:`vlcl.models.adapters`) is saved without them: the CLIP weights they sit on."""
     import json
+
+    from vlcl.models.adapters import has_adapters, plain_state_dict
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    bundle.model.save_pretrained(directory, safe_serialization=True)
+    plain = plain_state_dict(bundle.model) if has_adapters(bundle.model) else None
+    bundle.model.save_pretrained(directory, safe_serialization=True, state_dict=plain)
     bundle.tokenizer.save_pretrained(directory)
     (directory / "preprocessor_config.json").write_text(
         json.dumps(bundle.preprocess.to_config(), indent=2), encoding="utf-8"

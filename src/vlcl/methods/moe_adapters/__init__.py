@@ -252,8 +252,7 @@ class MoEAdaptersMethod(Method):
         with self.adapters.routing(task):
             yield shares
 
-    @classmethod
-    def evaluation_beyond_model(cls) -> str:
+    def evaluation_beyond_model(self) -> str:
         # the experts' mixture depends on each token and DDAS on each set's images: no single CLIPModel equals it
         return (
             "runs every set through MoE adapters under one task's router or the frozen CLIP, picked per set by DDAS "

@@ -181,8 +181,7 @@ class RAIL(Method):
         adapter = self.regression_logits(unit.cpu())[:, learned].to(zero_shot.device)
         return fuse_with_zero_shot(zero_shot, adapter, given.to(zero_shot.device), self.options.fusion_weight)
 
-    @classmethod
-    def evaluation_beyond_model(cls) -> str:
+    def evaluation_beyond_model(self) -> str:
         # the head scores classes, not image-text pairs: it has no place in a CLIPModel
         return (
             "scores classes with a ridge regression head over the frozen CLIP's image features, fused with zero-shot; "
