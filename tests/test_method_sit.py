@@ -75,6 +75,28 @@ def test_batch_loss_is_cross_entropy_over_the_batch_classes_reindexed(tiny_clip_
     assert abs(everything.item() - expected.item()) > 1e-4  # the batch's classes only: not the same loss
 
 
+@pytest.mark.parametrize("visible", ["batch", "all"])
+def test_an_absent_class_is_not_in_the_batch_loss(tiny_clip_dir, visible):
+    """'batch': the prompts of class 2 (in the label space, absent from the batch) neither enter the loss nor get a
+    gradient path: another text for it leaves loss and gradients unchanged; 'all' depends on it."""
+    method, bundle = sit(tiny_clip_dir, visible_classes=visible)
+    method.begin_task(STAGES[0], None)
+
+    def loss_and_grads(prompts_of_2):
+        data = class_data()
+        data.class_prompts[2] = prompts_of_2
+        method.model.zero_grad()
+        loss = method.training_loss(batch_of(bundle, data), 0).loss
+        loss.backward()
+        grads = [p.grad.clone() for p in method.model.parameters() if p.requires_grad and p.grad is not None]
+        return loss.detach(), grads
+
+    first, first_grads = loss_and_grads([CAPTIONS[2], CAPTIONS[3]])
+    other, other_grads = loss_and_grads([CAPTIONS[0], CAPTIONS[0]])
+    same = torch.equal(first, other) and all(torch.equal(a, b) for a, b in zip(first_grads, other_grads))
+    assert same == (visible == "batch")
+
+
 def test_all_is_the_default_classification_loss(tiny_clip_dir):
     method, bundle = sit(tiny_clip_dir, visible_classes="all")
     method.begin_task(STAGES[0], None)
