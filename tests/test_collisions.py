@@ -170,3 +170,31 @@ def test_an_invalid_stored_pretrained_row_is_evaluated_again(stored, tmp_path):
     paths = list(tmp_path.iterdir())
     assert read_shared(tmp_path, key, said.append) is None
     assert len(said) == 1 and str(paths[0]) in said[0], said
+
+
+@pytest.mark.parametrize("again", ["same-command", "resume"])
+def test_a_start_stopped_by_an_undecodable_image_runs_again_once_the_image_is_fixed(again, tmp_path, world_clip_dir, capsys):
+    """The issue's case itself: an image whose header reads but whose pixels do not (found only at decode time)
+    stops the run after config.yaml, data_fingerprint.json and log.jsonl are written. Once the user fixes the
+    image, the same command starts the run again (not 'already exists'), and so does --resume (not 'the data
+    differs'): the run had nothing to resume."""
+    from test_degenerate import class_folders, folders_run
+
+    root = class_folders(tmp_path / "data", ["circle", "square"])
+    image = root / "digits" / "train" / "circle" / "0.png"
+    intact = image.read_bytes()
+    image.write_bytes(intact[:60])  # the PNG header and the start of its pixels
+    run_dir = tmp_path / "run"
+    args = folders_run(world_clip_dir, root, run_dir)
+    assert main(args) != 0
+    assert "0.png" in error_line(capsys)
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "data_fingerprint.json").is_file()
+    assert rundir.nothing_to_resume(run_dir)
+    image.write_bytes(intact)
+    if again == "same-command":
+        assert main(args) == 0
+        assert "starting it again" in capsys.readouterr().err
+    else:
+        assert main(["run", "--resume", str(run_dir)]) == 0
+        assert "starting it again on this data" in capsys.readouterr().err
+    assert (run_dir / "results.json").is_file()
