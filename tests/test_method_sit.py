@@ -32,10 +32,12 @@ def class_data(n=8, labels=(3, 1, 3, 1, 0, 0, 1, 3)):
     return CaptionedImages("cls", data.images, [[prompts[int(y)][0]] for y in labels], labels, prompts)
 
 
-def sit(path, stage=STAGES[0], smoothing=0.2, **options):
+def sit(path, stage=STAGES[0], smoothing=0.2, streaming=False, **options):
     bundle = load_clip(str(path))
     method = create_method("sit", options)
-    context = RunContext(["t0", "t1"], seed=0, bundle=bundle, pretrained_path=str(path), label_smoothing=smoothing)
+    context = RunContext(
+        ["t0", "t1"], seed=0, bundle=bundle, pretrained_path=str(path), label_smoothing=smoothing, streaming=streaming
+    )
     method.setup(bundle.model, context)
     return method, bundle
 
@@ -195,7 +197,7 @@ def test_one_lora_across_tasks_merged_copies_and_an_exact_resume(tiny_clip_dir):
 
 
 def test_memory_is_a_reservoir_of_stream_positions_and_falls_back_to_all(tiny_clip_dir):
-    method, bundle = sit(tiny_clip_dir, memory_size=3)
+    method, bundle = sit(tiny_clip_dir, memory_size=3, streaming=True)
     data = class_data()
     method.begin_task(STREAM, data)
     assert method.step_state_dict()["memory"] == {"positions": [], "seen": 0}
@@ -208,7 +210,7 @@ def test_memory_is_a_reservoir_of_stream_positions_and_falls_back_to_all(tiny_cl
     output = method.training_loss(batch, 0)
     assert output.logs["replayed"] == 2 and output.logs["classes"] == 4  # M = B - B // 2 = 2
     state = method.step_state_dict()
-    fresh, _ = sit(tiny_clip_dir, memory_size=3)
+    fresh, _ = sit(tiny_clip_dir, memory_size=3, streaming=True)
     fresh.begin_task(STREAM, data)
     fresh.load_step_state_dict(state)
     assert fresh.memory.positions == method.memory.positions and fresh.memory.seen == 8
@@ -216,9 +218,8 @@ def test_memory_is_a_reservoir_of_stream_positions_and_falls_back_to_all(tiny_cl
 
 
 def test_memory_one_task_at_a_time_is_refused(tiny_clip_dir):
-    method, _ = sit(tiny_clip_dir, memory_size=3)
-    with pytest.raises(ValueError, match="data.stream=online"):
-        method.begin_task(STAGES[0], class_data())
+    with pytest.raises(ValueError, match="data.stream=online"):  # at setup, before the run writes anything
+        sit(tiny_clip_dir, memory_size=3)
 
 
 @pytest.mark.parametrize("memory", [0, 40])

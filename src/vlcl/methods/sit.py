@@ -126,15 +126,14 @@ class SIT(Method):
             check_target_modules(model, TARGET_MODULES)
         elif not any(True for _ in encoder_layers(model)):
             raise ValueError("sit: tuning=adapter needs CLIP encoder layers (self_attn, layer_norm1, mlp, layer_norm2)")
-        super().setup(model, context)
-
-    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
-        on_stream = stage.name == "stream"
-        if self.options.memory_size and not on_stream:
+        if self.options.memory_size and not context.streaming:  # before the run writes anything
             raise ValueError(
                 f"method.memory_size={self.options.memory_size}: sit's memory holds stream samples (observe_batch); "
                 "use data.stream=online, or memory_size=0 one task at a time"
             )
+        super().setup(model, context)
+
+    def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self._stage_model = None
         self.data = data
         if self.memory is not None:
@@ -179,7 +178,7 @@ class SIT(Method):
         self.data = None
         if self.options.tuning == "adapter":  # nothing folds: the adapted model is evaluated, its CLIP saved (model/)
             return
-        last = stage.name == "stream" or stage.index == len(self.stages(self.context.task_names)) - 1
+        last = self.context.streaming or stage.index == len(self.stages(self.context.task_names)) - 1
         if last:  # nothing follows: fold the LoRA into the weights, a plain CLIPModel
             self.model = self.peft.merge_and_unload()
             self.peft = None
