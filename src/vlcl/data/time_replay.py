@@ -108,9 +108,9 @@ def step_mixture(strategy: str, step: int, step_sizes: Sequence[int]) -> dict[in
     return dict(sorted(shares.items()))
 
 
-def split_counts(shares: dict[int, Fraction], budget: int) -> dict[int, int]:
+def split_counts(shares: dict[int, Fraction], budget: int, *, name: str = "budget") -> dict[int, int]:
     """``budget x share`` per step, rounded by the largest remainder (ties to the newer step); sums to budget."""
-    budget = _check_count("budget", budget)
+    budget = _check_count(name, budget)
     exact = {s: share * budget for s, share in shares.items()}
     counts = {s: math.floor(v) for s, v in exact.items()}
     left = budget - sum(counts.values())
@@ -161,7 +161,7 @@ def oracle_samples(
     """The oracle's ``total_budget`` samples over the union of all steps (shares ``n_s / sum(n)``), shuffled."""
     sizes = _check_sizes(step_sizes)
     total = sum(sizes)
-    counts = split_counts({s: Fraction(n, total) for s, n in enumerate(sizes)}, total_budget)
+    counts = split_counts({s: Fraction(n, total) for s, n in enumerate(sizes)}, total_budget, name="total_budget")
     rng = np.random.default_rng([_check_seed(seed), len(sizes), 1])
     return _draw(counts, sizes, rng, with_replacement)
 
