@@ -60,18 +60,18 @@ COLOURS_BY_STEP = {
 TEMPLATES = {
     "t2014": BASE_TEMPLATES,
     "t2015": ("a photo of {}", "a picture of {}", "an image of {}", "there is {}", "{}"),
-    "t2016": ("a picture of {}", "an image showing {}", "a scene with {}", "{}"),
-    "t2017": ("{} in a picture", "an image showing {}", "a scene with {}", "{} in the image"),
-    "t2018": ("{} in the picture", "{} in a scene", "a scene with {}", "{}"),
-    "t2019": ("{}", "{} in the image", "{} in a picture", "{} in the scene"),
+    "t2016": ("a picture of {}", "an image showing {}", "a scene with {}", "{}", "an image with {}"),
+    "t2017": ("{} in a picture", "an image showing {}", "a scene with {}", "{} in the image", "a scene showing {}"),
+    "t2018": ("{} in the picture", "{} in a scene", "a scene with {}", "{}", "{} in an image"),
+    "t2019": ("{}", "{} in the image", "{} in a picture", "{} in the scene", "{} in an image"),
 }
 SKETCH_TEMPLATES = {
-    "t2016": ("a sketch of {}", "a line drawing of {}", "a pencil sketch showing {}"),
-    "t2017": ("a sketch of {}", "{} in a sketch", "a simple line drawing of {}"),
+    "t2016": ("a sketch of {}", "a line drawing of {}", "a pencil sketch showing {}", "a sketch showing {}", "an outline drawing of {}"),
+    "t2017": ("a sketch of {}", "{} in a sketch", "a simple line drawing of {}", "{} in a line drawing", "{} in a pencil sketch"),
 }
 PIXEL_TEMPLATES = {
-    "t2018": ("pixel art of {}", "a pixelated image of {}", "{} in pixel art"),
-    "t2019": ("{} in pixel art", "{} in a pixelated image", "{} in retro pixel art"),
+    "t2018": ("pixel art of {}", "a pixelated image of {}", "{} in pixel art", "pixel art showing {}", "a pixelated picture of {}"),
+    "t2019": ("{} in pixel art", "{} in a pixelated image", "{} in retro pixel art", "{} in a pixelated picture", "{} in low resolution pixel art"),
 }
 NOISE = {
     "t2014": CaptionNoise(),
