@@ -8,7 +8,8 @@ of both directions, as TiC-CLIP scores retrieval), and its drop along time from 
 about a minute on 2 cores.
 
 With RUN_DIR, a finished ``vlcl run data.benchmark=embedded_time method.name=finetune`` run: every step is
-learnable (its diagonal clearly above the frozen model) and sequential training forgets old steps (the
+learnable after the first (its diagonal clearly above the frozen model; the first step is the
+pre-training world, already solved) and sequential training forgets old steps (the
 first step's score after the last step below its peak). Prints PASS/FAIL per property; exits 1 if any fails.
 """
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print("          " + " ".join(f"{t:>6}" for t in tasks))
         for t, row in zip(tasks, A):
             print(f"  {t:>6}  " + " ".join(f"{v:6.1f}" for v in row))
-        for i, task in enumerate(tasks):
+        # the first step is the pre-training world: already solved frozen (checked above), nothing to learn
+        for i, task in enumerate(tasks[1:], start=1):
             gap = A[i][i] - before[i]
             checks.append((f"{task} learnable: diagonal >= {LEARNABLE_GAP} above frozen", gap >= LEARNABLE_GAP, f"{before[i]:.1f} -> {A[i][i]:.1f} (+{gap:.1f})"))
         peak = max(row[0] for row in A)
