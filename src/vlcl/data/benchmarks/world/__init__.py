@@ -21,6 +21,7 @@ Structure (one module per job; the names used outside the world are also here: `
 * :mod:`.splits`, :mod:`.zeroshot`, :mod:`.class_tasks`: :func:`generate_split`,
   :func:`generate_zeroshot_set` and :func:`generate_class_split` build the arrays
   the benchmarks consume.
+* :mod:`.time`: the drifting domains of the time-continual benchmark (``"t2014/photo"`` ...).
 * :mod:`.preview`: contact sheets; :func:`world_vocabulary` (here) every word.
 
 Determinism: every function takes an explicit :class:`random.Random` (or a
@@ -63,6 +64,7 @@ from vlcl.data.benchmarks.world.vocabulary import (
     TEXTURES,
     CaptionNoise,
 )
+from vlcl.data.benchmarks.world.time import TIME_STEP_NAMES, TIME_STEPS, TimeStep, time_step
 from vlcl.data.benchmarks.world.zeroshot import ZEROSHOT_SETS, ZEROSHOT_SPECS, ZeroShotSet, generate_zeroshot_set
 
 
@@ -98,6 +100,9 @@ __all__ = [
     "SHAPES_BASE",
     "SHAPES_NEW",
     "SUPERSAMPLE",
+    "TIME_STEPS",
+    "TIME_STEP_NAMES",
+    "TimeStep",
     "Scene",
     "Split",
     "WorldObject",
@@ -113,5 +118,6 @@ __all__ = [
     "make_captions",
     "render",
     "sample_scene",
+    "time_step",
     "world_vocabulary",
 ]
