@@ -124,15 +124,15 @@ def timeline_intervals(root: Path) -> tuple[list[tuple[float, float]], list[tupl
 
 
 LOG_LINE = re.compile(
-    r"""^(?P<run>\S+):\s
+    r"""^(\S+):\s
     (?:
-        validation\s+\S+\s+\S+\s+\((?P<grid>\d+)\s+s\s+in\)                   # "NAME: validation last 41.20 (35 s in)"
-      | done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(?P<final>\d+)\s+s\s+into      # "NAME: done (run wall time 20 s; 95 s into"
+        validation\s+\S+\s+\S+\s+\((\d+)\s+s\s+in\)                          # "NAME: validation last 41.20 (35 s in)"
+      | done\s+\(run\s+wall\s+time\s+\d+\s+s;\s+(\d+)\s+s\s+into             # "NAME: done (run wall time 20 s; 95 s into"
     )""",
     re.VERBOSE,
 )
-"""A grid point's or a final run's printed end: the run's name and the seconds into the comparison when it ended
-(``grid`` for a grid point of the tuning, ``final`` for a final run)."""
+"""A grid point's or a final run's printed end: group 1 the run's name, then the seconds into the comparison when
+it ended: group 2 for a grid point of the tuning, group 3 for a final run."""
 
 
 def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
@@ -145,8 +145,8 @@ def log_intervals(log: Path, runs: dict[str, dict[str, float]], jobs: int):
     text = re.sub(r"\n(?!\S+: )", " ", printed)  # the console wraps long lines: join them again
     for line in text.splitlines():
         found = LOG_LINE.match(line)
-        if found and found["run"] in runs:
-            name, ended = found["run"], float(found["grid"] or found["final"])
+        if found and found[1] in runs:
+            name, ended = found[1], float(found[2] or found[3])
             intervals.append((name, ended - runs[name]["wall"], ended))
     end = max(e for _, _, e in intervals)
     return [(0.0, end)], intervals, jobs
