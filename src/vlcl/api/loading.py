@@ -25,6 +25,7 @@ from vlcl.config import RunConfig, build_config, read_yaml
 from vlcl.data.benchmark import ClassificationSet, RetrievalSet
 from vlcl.engine.rundir import RunDirError
 from vlcl.methods import Method, RunContext, create_method, method_class
+from vlcl.methods.base import overridden_evaluation_hooks
 from vlcl.metrics import zeroshot_classifier
 
 ZERO_SHOT_CHUNK = 4096
@@ -407,7 +408,7 @@ def load_run(run_dir: str | Path, stage: int | str | None = None, *, device: str
             f"{path}: the run's method '{config.method.name}' is not registered in this process; import or register it "
             "(vlcl.register_method) before load_run"
         ) from None
-    hooks = any(_overrides_hook(cls, h) for h in ("evaluation_route", "classification_logits"))
+    hooks = bool(overridden_evaluation_hooks(cls))
     beyond = create_method(config.method.name, config.method.typed_options()).evaluation_beyond_model()
     where = str(complete[index] / "model") if index >= 0 else config.model.path
     bundle = load_clip(where, local_files_only=True if index >= 0 else config.model.local_files_only)

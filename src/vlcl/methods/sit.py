@@ -115,7 +115,7 @@ class SIT(Method):
         super().__init__(options)
         self.peft = None
         self.data: CaptionedImages | None = None
-        self.memory = StreamMemory(self.options.memory_size) if self.options.memory_size else None
+        self.memory: StreamMemory | None = None  # a stream's memory (memory_size > 0), fresh at begin_task
         self.generator: torch.Generator | None = None
         self._stage_model: CLIPModel | None = None
         self._resumed_lora: dict[str, torch.Tensor] | None = None
@@ -136,8 +136,7 @@ class SIT(Method):
     def begin_task(self, stage: Stage, data: CaptionedImages | None) -> None:
         self._stage_model = None
         self.data = data
-        if self.memory is not None:
-            self.memory = StreamMemory(self.options.memory_size)
+        self.memory = StreamMemory(self.options.memory_size) if self.options.memory_size else None
         self.generator = torch.Generator().manual_seed(sit_seed(self.context.seed, stage.index))
         if self.options.tuning == "adapter":
             if not has_adapters(self.model):  # one set of adapters for the whole run (resumed: load_state_dict added them)
